@@ -1,0 +1,37 @@
+# The two set-up commands: `make serve` (optimise the bundled demos, then serve them)
+# and `make test` (lint, type-check and run the whole test suite). Both build .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: serve optimise test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+optimise: $(STAMP)
+	$(BIN)/leanserve optimise --model digits --time-budget 45
+	$(BIN)/leanserve optimise --model minilm
+	$(BIN)/leanserve models list
+
+serve: optimise
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/optimise_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

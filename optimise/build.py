@@ -1,0 +1,141 @@
+"""The build step end to end: search, measure side by side, select.
+
+Nothing here writes outside `scratch`; storing the winner is the store's job,
+so a run that fails at any point leaves the model store as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from optimise.errors import OptimiseError, ProfileError
+from optimise.evaluate import (
+    Quality,
+    Timing,
+    compressed_size,
+    measure_interleaved,
+    reference_outputs,
+    score,
+    size_on_disk,
+)
+from optimise.pipeline import CandidateBuilder
+from optimise.runtime import OnnxSession, available_providers
+from optimise.search import Candidate, Search, SearchSettings
+from optimise.select import Selection, select
+from optimise.source import ModelBundle, tile_batch
+from optimise.space import SearchSpace, default_space
+from optimise.types import Constraints, HardwareProfile, Variant, VariantMetrics
+
+logger = logging.getLogger(__name__)
+
+MAX_FINAL_CANDIDATES = 12
+
+
+@dataclass
+class BuildResult:
+    bundle: ModelBundle
+    profile: HardwareProfile
+    constraints: Constraints
+    reference: Quality
+    variants: list[Variant]
+    failures: list[Candidate]
+    selection: Selection
+    reference_outputs: np.ndarray
+    seconds: float
+
+    @property
+    def winner(self) -> Variant:
+        return self.selection.winner
+
+
+def check_profile_runs_here(profile: HardwareProfile) -> None:
+    if not set(profile.execution_providers) & set(available_providers()):
+        raise ProfileError(
+            f"profile {profile.name!r} needs {', '.join(profile.execution_providers)}, which this machine "
+            f"lacks (ONNX Runtime offers {', '.join(available_providers())}); its candidates are skipped"
+        )
+
+
+def optimise(
+    bundle: ModelBundle,
+    profile: HardwareProfile,
+    constraints: Constraints,
+    settings: SearchSettings,
+    scratch: Path,
+    space: SearchSpace | None = None,
+    on_trial: Callable[[Candidate], None] | None = None,
+    rounds: int = 5,
+) -> BuildResult:
+    check_profile_runs_here(profile)
+    start = time.perf_counter()
+    outputs = reference_outputs(bundle)
+    reference = score(outputs, bundle, outputs)
+    search = Search(
+        bundle, profile, space or default_space(bundle), CandidateBuilder(bundle, profile, scratch), outputs
+    )
+    candidates = search.run(settings, on_trial)
+    built = [c for c in candidates if c.failure is None]
+    failures = [c for c in candidates if c.failure is not None]
+    if not built:
+        reasons = "; ".join(c.failure or "" for c in failures[:3])
+        raise OptimiseError(f"every candidate failed to build: {reasons}")
+    variants = measure_final(bundle, profile, _finalists(built, search.reference_quality), rounds)
+    selection = select(variants, reference.value, constraints, profile)
+    return BuildResult(
+        bundle,
+        profile,
+        constraints,
+        reference,
+        variants,
+        failures,
+        selection,
+        outputs,
+        time.perf_counter() - start,
+    )
+
+
+def _finalists(built: list[Candidate], reference_quality: float) -> list[Candidate]:
+    """The reference plus the candidates with the best quick latency, best quality first on ties."""
+    ranked = sorted(
+        built[1:], key=lambda c: (c.quick_latency_ms or float("inf"), -(c.quality.value if c.quality else 0))
+    )
+    return [built[0], *ranked[: MAX_FINAL_CANDIDATES - 1]]
+
+
+def measure_final(
+    bundle: ModelBundle, profile: HardwareProfile, candidates: list[Candidate], rounds: int
+) -> list[Variant]:
+    """Measure the finalists side by side (interleaved rounds) and attach their metrics."""
+    sessions = {
+        c.variant.id: OnnxSession(c.variant.artefact, c.recipe.threads, profile.execution_providers)
+        for c in candidates
+        if c.variant is not None
+    }
+    throughput_batch = tile_batch(bundle.latency_inputs, profile.throughput_batch_size)
+    timings = measure_interleaved(
+        sessions, bundle.latency_inputs, throughput_batch, rounds, throughput_calls=1
+    )
+    return [_with_metrics(c, timings[c.variant.id]) for c in candidates if c.variant is not None]
+
+
+def _with_metrics(candidate: Candidate, timing: Timing) -> Variant:
+    assert candidate.variant is not None and candidate.quality is not None  # only built candidates get here
+    artefact = candidate.variant.artefact
+    metrics = VariantMetrics(
+        latency_p50_ms=timing.latency_p50_ms,
+        latency_p95_ms=timing.latency_p95_ms,
+        throughput_per_s=timing.throughput_per_s,
+        size_bytes=size_on_disk(artefact),
+        compressed_size_bytes=compressed_size(artefact),
+        quality=candidate.quality.value,
+        quality_min=candidate.quality.minimum,
+        quality_metric=candidate.quality.metric,
+        build_seconds=candidate.build_seconds,
+    )
+    return replace(candidate.variant, metrics=metrics)

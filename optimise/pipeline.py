@@ -1,0 +1,141 @@
+"""Build one candidate from a recipe: torch passes, an export, ONNX passes.
+
+Intermediate artefacts are cached by the prefix of passes that made them, so
+ten recipes that share "prune 25% -> export" export once. Every pass runs in a
+fresh directory of its own (also its working directory, since some quantisers
+write scratch files there) under the run's scratch root, which the caller
+removes when the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from optimise.passes import build_pass
+from optimise.passes.base import ExportPass, OnnxPass, PassContext, TorchPass
+from optimise.source import ModelBundle
+from optimise.types import HardwareProfile, PassSpec, Precision, Variant
+
+logger = logging.getLogger(__name__)
+
+_PRECISION_OF_PASS = {
+    "quantise_dynamic": Precision.INT8_DYNAMIC,
+    "quantise_static": Precision.INT8_STATIC,
+    "fp16": Precision.FP16,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which passes build a candidate, in order, and the threads it runs with."""
+
+    torch_passes: tuple[PassSpec, ...]
+    export: PassSpec
+    onnx_passes: tuple[PassSpec, ...]
+    threads: int
+
+    @property
+    def passes(self) -> tuple[PassSpec, ...]:
+        return (*self.torch_passes, self.export, *self.onnx_passes)
+
+    @property
+    def precision(self) -> Precision:
+        found = [_PRECISION_OF_PASS[p.name] for p in self.onnx_passes if p.name in _PRECISION_OF_PASS]
+        return found[-1] if found else Precision.FP32
+
+    @property
+    def artefact_format(self) -> str:
+        return "torchscript" if self.export.name == "export_torchscript" else "onnx"
+
+
+def variant_id(passes: tuple[PassSpec, ...], threads: int | None = None) -> str:
+    """A stable short id: the same passes and settings always get the same id."""
+    payload = json.dumps([[p.name, p.settings] for p in passes] + [threads], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+class CandidateBuilder:
+    """Builds recipes for one bundle and profile, reusing shared prefixes."""
+
+    def __init__(self, bundle: ModelBundle, profile: HardwareProfile, scratch: Path) -> None:
+        self.bundle = bundle
+        self.profile = profile
+        self.scratch = scratch
+        self._modules: dict[tuple[PassSpec, ...], torch.nn.Module] = {(): bundle.module}
+        self._files: dict[tuple[PassSpec, ...], Path] = {}
+        self._seconds: dict[tuple[PassSpec, ...], float] = {(): 0.0}
+
+    def build(self, recipe: Recipe) -> tuple[Variant, float]:
+        """Return the variant (unmeasured) and its build time, counting cached steps at their cost."""
+        module = self._module_after(recipe.torch_passes)
+        prefix = (*recipe.torch_passes, recipe.export)
+        path = self._files.get(prefix) or self._run_file_pass(prefix, recipe.export, module)
+        for index, spec in enumerate(recipe.onnx_passes):
+            prefix = (*recipe.torch_passes, recipe.export, *recipe.onnx_passes[: index + 1])
+            path = self._files.get(prefix) or self._run_file_pass(prefix, spec, path)
+        parent = recipe.passes[:-1]
+        variant = Variant(
+            id=variant_id(recipe.passes, recipe.threads),
+            parent_id=variant_id(parent, recipe.threads) if parent else None,
+            passes=recipe.passes,
+            artefact=path,
+            precision=recipe.precision,
+            intra_op_threads=recipe.threads,
+        )
+        return variant, self._seconds[recipe.passes]
+
+    def _module_after(self, torch_passes: tuple[PassSpec, ...]) -> torch.nn.Module:
+        if torch_passes in self._modules:
+            return self._modules[torch_passes]
+        module = self._module_after(torch_passes[:-1])
+        spec = torch_passes[-1]
+        step = build_pass(spec)
+        if not isinstance(step, TorchPass):
+            raise TypeError(f"{spec.name} is not a torch pass")
+        start = time.perf_counter()
+        with self._pass_dir(spec) as workdir:
+            result = step.run(copy.deepcopy(module), self._context(workdir))
+        self._seconds[torch_passes] = self._seconds[torch_passes[:-1]] + time.perf_counter() - start
+        self._modules[torch_passes] = result
+        return result
+
+    def _run_file_pass(
+        self, prefix: tuple[PassSpec, ...], spec: PassSpec, source: torch.nn.Module | Path
+    ) -> Path:
+        step = build_pass(spec)
+        start = time.perf_counter()
+        with self._pass_dir(spec) as workdir:
+            if isinstance(step, ExportPass) and isinstance(source, torch.nn.Module):
+                path = step.run(source, self._context(workdir))
+            elif isinstance(step, OnnxPass) and isinstance(source, Path):
+                path = step.run(source, self._context(workdir))
+            else:
+                raise TypeError(f"pass {spec.name} cannot follow {type(source).__name__}")
+        self._seconds[prefix] = self._seconds[prefix[:-1]] + time.perf_counter() - start
+        self._files[prefix] = path
+        return path
+
+    @contextlib.contextmanager
+    def _pass_dir(self, spec: PassSpec) -> Iterator[Path]:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=self.scratch))
+        try:
+            with contextlib.chdir(workdir):
+                yield workdir
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)  # a failed pass leaves nothing behind
+            raise
+
+    def _context(self, workdir: Path) -> PassContext:
+        return PassContext(bundle=self.bundle, profile=self.profile, workdir=workdir)

@@ -1,0 +1,113 @@
+"""The build report: a Markdown table of every candidate and a Pareto-front plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optimise.build import BuildResult
+from optimise.types import QualityMetric, Variant
+
+REPORT_NAME = "report.md"
+PLOT_NAME = "pareto.png"
+
+
+def _quality_text(variant: Variant) -> str:
+    m = variant.metrics
+    assert m is not None
+    if m.quality_metric is QualityMetric.ACCURACY:
+        return f"{m.quality * 100:.2f} %"
+    return f"{m.quality:.4f} (min {m.quality_min:.4f})"
+
+
+def candidate_rows(result: BuildResult) -> list[list[str]]:
+    """One row per measured variant, fastest first: the same rows feed the report and the CLI table."""
+    reference = result.variants[0].metrics
+    assert reference is not None
+    rows = []
+    for v in sorted(result.variants, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0):
+        m = v.metrics
+        assert m is not None
+        verdict = result.selection.verdicts[v.id]
+        status = (
+            "selected"
+            if v.id == result.winner.id
+            else ("ok" if verdict.feasible else "; ".join(verdict.failed))
+        )
+        rows.append(
+            [
+                v.id,
+                v.describe(),
+                f"{m.latency_p50_ms:.2f}",
+                f"{m.latency_p95_ms:.2f}",
+                f"{m.throughput_per_s:.0f}",
+                f"{m.size_bytes / 1e6:.2f}",
+                f"{reference.latency_p50_ms / m.latency_p50_ms:.2f}x",
+                f"{reference.size_bytes / m.size_bytes:.2f}x",
+                _quality_text(v),
+                f"{m.build_seconds:.1f}",
+                "yes" if v.id in result.selection.pareto_ids else "",
+                status,
+            ]
+        )
+    return rows
+
+
+HEADERS = [
+    "id", "passes", "p50 ms", "p95 ms", "items/s", "MB", "speed-up", "smaller", "quality", "build s", "Pareto", "verdict",
+]  # fmt: skip
+
+
+def write_plot(result: BuildResult, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for v in result.variants:
+        m = v.metrics
+        assert m is not None
+        on_front = v.id in result.selection.pareto_ids
+        size = 30 + 400 * m.size_bytes / max(x.metrics.size_bytes for x in result.variants if x.metrics)
+        ax.scatter(m.latency_p50_ms, m.quality, s=size, alpha=0.7, c="tab:orange" if on_front else "tab:gray")
+        ax.annotate(v.id[:6], (m.latency_p50_ms, m.quality), fontsize=6)
+    w = result.winner.metrics
+    assert w is not None
+    ax.scatter(w.latency_p50_ms, w.quality, marker="*", s=300, c="tab:red", label="selected")
+    ax.set_xlabel("p50 latency, batch 1 (ms)")
+    ax.set_ylabel(result.reference.metric.value)
+    ax.set_title(f"{result.bundle.name} on {result.profile.name}: orange = Pareto front, marker area = size")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(target)
+    plt.close(fig)
+
+
+def write_report(result: BuildResult, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_plot(result, directory / PLOT_NAME)
+    w = result.winner
+    lines = [
+        f"# {result.bundle.name}: optimisation report ({result.profile.name} profile)",
+        "",
+        f"Selected **{w.id}** ({w.describe()}): {_quality_text(w)}; reference (PyTorch FP32) "
+        f"{result.reference.metric.value} {result.reference.value:.4f}.",
+        f"Profile: {result.profile.description}. Constraints: {result.constraints}.",
+        f"Build took {result.seconds:.0f} s; speed-up and size ratios are against the FP32 ONNX export, "
+        "all variants measured interleaved in one run.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+        *("| " + " | ".join(row) + " |" for row in candidate_rows(result)),
+        "",
+        f"![Pareto front]({PLOT_NAME})",
+        "",
+    ]
+    if result.failures:
+        lines += ["## Dropped candidates", ""]
+        lines += [
+            f"- {' -> '.join(p.label() for p in c.recipe.passes)}: {c.failure}" for c in result.failures
+        ]
+    target = directory / REPORT_NAME
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target

@@ -1,0 +1,206 @@
+"""The search over pipelines: Optuna, multi-objective, bounded by trials or time.
+
+Objectives (all minimised): p50 latency at batch 1, quality loss against the
+FP32 reference, size on disk, build time. The FP32 export and the profile's
+known-good presets are enqueued first, so a search cut short by its time budget
+has still tried them. Small spaces are enumerated (brute force); larger ones
+use TPE. With an RDB storage URL several workers share one study.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from optimise.errors import ConfigError, OptimiseError, PassFailed
+from optimise.evaluate import Quality, measure_interleaved, predict, score, size_on_disk
+from optimise.pipeline import CandidateBuilder, Recipe
+from optimise.runtime import OnnxSession, ProviderUnavailable
+from optimise.source import ModelBundle
+from optimise.space import REFERENCE_PARAMS, SearchSpace, suggest_recipe
+from optimise.types import HardwareProfile, Precision, Variant
+
+logger = logging.getLogger(__name__)
+
+GRID_LIMIT = 48
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How long and where to search.
+
+    Attributes:
+        n_trials: stop after this many trials (None: until the space or the time budget is exhausted).
+        time_budget_s: stop starting new trials after this many seconds.
+        storage: Optuna storage URL; None keeps the study in memory (a SQLite file or an
+            RDB URL lets several workers share one study).
+        study_name: name of the study in the storage (needed to share one).
+        sampler: 'auto' (enumerate small spaces, TPE otherwise), 'grid', 'tpe' or 'nsga2'.
+        seed: sampler seed, for repeatable searches.
+    """
+
+    n_trials: int | None = None
+    time_budget_s: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    sampler: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampler not in {"auto", "grid", "tpe", "nsga2"}:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; use auto, grid, tpe or nsga2")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ConfigError("n_trials must be at least 1")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError("the time budget must be positive")
+
+
+@dataclass
+class Candidate:
+    """One tried recipe: the built variant and its first measurements, or why it failed."""
+
+    recipe: Recipe
+    variant: Variant | None = None
+    quality: Quality | None = None
+    quick_latency_ms: float | None = None
+    build_seconds: float = 0.0
+    failure: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+TrialCallback = Callable[[Candidate], None]
+
+
+def _sampler(settings: SearchSettings, space_size: int) -> optuna.samplers.BaseSampler:
+    kind = settings.sampler
+    if kind == "auto":
+        kind = "grid" if space_size <= GRID_LIMIT else "tpe"
+    if kind == "grid":
+        return optuna.samplers.BruteForceSampler(seed=settings.seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=settings.seed)
+    return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=8)
+
+
+class Search:
+    """Runs trials: build the recipe, score its quality, time it briefly."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        profile: HardwareProfile,
+        space: SearchSpace,
+        builder: CandidateBuilder,
+        reference_outputs: np.ndarray,
+    ) -> None:
+        self.bundle = bundle
+        self.profile = profile
+        self.space = space.for_profile(profile)
+        self.builder = builder
+        self.reference_outputs = reference_outputs
+        self.reference_quality = score(reference_outputs, bundle, reference_outputs).value
+        self.candidates: dict[str, Candidate] = {}
+
+    def run(self, settings: SearchSettings, on_trial: TrialCallback | None = None) -> list[Candidate]:
+        if not logger.isEnabledFor(logging.INFO):
+            optuna.logging.set_verbosity(optuna.logging.ERROR)  # dropped candidates are reported by us
+        sampler = _sampler(settings, self.space.size())
+        study = optuna.create_study(
+            directions=["minimize"] * 4,
+            sampler=sampler,
+            storage=settings.storage,
+            study_name=settings.study_name,
+            load_if_exists=settings.study_name is not None,
+        )
+        for params in self._presets():
+            study.enqueue_trial(params, skip_if_exists=True)
+
+        def objective(trial: optuna.Trial) -> tuple[float, float, float, float]:
+            candidate = self.try_recipe(suggest_recipe(trial, self.space, self.bundle), trial.params)
+            if on_trial is not None:
+                on_trial(candidate)
+            if candidate.failure is not None:
+                trial.set_user_attr("failure", candidate.failure)
+                raise PassFailed("trial", candidate.failure)
+            return self._objectives(candidate)
+
+        # Brute force ends the study by itself once the space is exhausted.
+        study.optimize(
+            objective,
+            n_trials=settings.n_trials,
+            timeout=settings.time_budget_s,
+            catch=(PassFailed,),
+            gc_after_trial=True,
+        )
+        return list(self.candidates.values())
+
+    def try_recipe(self, recipe: Recipe, params: dict[str, Any] | None = None) -> Candidate:
+        """Build and score one recipe; a failing pass becomes the candidate's failure reason."""
+        key = repr(recipe)
+        if key in self.candidates:
+            return self.candidates[key]
+        candidate = Candidate(recipe=recipe, params=dict(params or {}))
+        try:
+            candidate.variant, candidate.build_seconds = self.builder.build(recipe)
+            session = OnnxSession(
+                candidate.variant.artefact, recipe.threads, self.profile.execution_providers
+            )
+            outputs = predict(session, self.bundle.eval_inputs)
+            candidate.quality = score(outputs, self.bundle, self.reference_outputs)
+            timing = measure_interleaved(
+                {"candidate": session}, self.bundle.latency_inputs, self.bundle.latency_inputs, rounds=1
+            )
+            candidate.quick_latency_ms = timing["candidate"].latency_p50_ms
+        except PassFailed as exc:
+            candidate.failure = str(exc)
+        except OptimiseError:
+            raise  # a bad setting in the space is the user's to fix, not a candidate to drop
+        except ProviderUnavailable as exc:
+            candidate.failure = f"profile {self.profile.name}: {exc}"
+        except Exception as exc:  # ORT refusing to load or run a built model drops that candidate
+            candidate.failure = f"runtime: {type(exc).__name__}: {exc}"
+        if candidate.failure:
+            logger.warning("candidate dropped: %s", candidate.failure)
+        self.candidates[key] = candidate
+        return candidate
+
+    def _objectives(self, candidate: Candidate) -> tuple[float, float, float, float]:
+        assert candidate.variant is not None and candidate.quality is not None  # failures raised above
+        loss = self.reference_quality - candidate.quality.value
+        size_mb = size_on_disk(candidate.variant.artefact) / 1e6
+        return (candidate.quick_latency_ms or float("inf"), loss, size_mb, candidate.build_seconds)
+
+    def _presets(self) -> list[dict[str, Any]]:
+        """FP32 reference first, then the int8 settings that are fast on this profile's ISA."""
+        presets = [dict(REFERENCE_PARAMS, threads=self.space.threads[0] if self.space.threads else 1)]
+        space = self.space
+        for precision in (Precision.INT8_DYNAMIC, Precision.FP16, Precision.INT8_STATIC):
+            if precision not in (space.precisions or ()):
+                continue
+            params: dict[str, Any] = {
+                "prune": "none",
+                "precision": precision.value,
+                "threads": presets[0]["threads"],
+            }
+            if precision is not Precision.INT8_STATIC:
+                params["graph_optimise"] = True in space.graph_optimise
+            if precision is not Precision.FP16:
+                params |= {
+                    "per_channel": self.profile.quantisation.per_channel,
+                    "quantise_ops": space.quantise_ops[0],
+                }
+            if precision is Precision.INT8_STATIC:
+                params["calibration"] = space.calibration[0]
+            presets.append(params)
+        return presets
+
+
+def default_storage(cache_dir: Path) -> str:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{cache_dir / 'optuna.sqlite3'}"
