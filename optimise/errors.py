@@ -33,3 +33,10 @@ class PassFailed(Exception):
         super().__init__(f"{pass_name}: {reason}")
         self.pass_name = pass_name
         self.reason = reason
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, for reasons that must fit on one line."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text[:limit]

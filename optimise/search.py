@@ -18,17 +18,19 @@ from typing import Any
 import numpy as np
 import optuna
 
-from optimise.errors import ConfigError, OptimiseError, PassFailed
+from optimise.errors import ConfigError, OptimiseError, PassFailed, one_line
 from optimise.evaluate import Quality, measure_interleaved, predict, score, size_on_disk
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.runtime import OnnxSession, ProviderUnavailable
 from optimise.source import ModelBundle
-from optimise.space import REFERENCE_PARAMS, SearchSpace, suggest_recipe
+from optimise.space import SearchSpace, reference_recipe, suggest_recipe
 from optimise.types import HardwareProfile, Precision, Variant
 
 logger = logging.getLogger(__name__)
 
 GRID_LIMIT = 48
+DEFAULT_TRIALS = 40
+BruteForce = optuna.samplers.BruteForceSampler
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class SearchSettings:
     """How long and where to search.
 
     Attributes:
-        n_trials: stop after this many trials (None: until the space or the time budget is exhausted).
+        n_trials: stop after this many trials (None: when the time budget is spent or the
+            enumerated space exhausted; a sampled search with neither stops at DEFAULT_TRIALS).
         time_budget_s: stop starting new trials after this many seconds.
         storage: Optuna storage URL; None keeps the study in memory (a SQLite file or an
             RDB URL lets several workers share one study).
@@ -82,7 +85,7 @@ def _sampler(settings: SearchSettings, space_size: int) -> optuna.samplers.BaseS
     if kind == "auto":
         kind = "grid" if space_size <= GRID_LIMIT else "tpe"
     if kind == "grid":
-        return optuna.samplers.BruteForceSampler(seed=settings.seed)
+        return BruteForce(seed=settings.seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=settings.seed)
     return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=8)
@@ -111,6 +114,9 @@ class Search:
         if not logger.isEnabledFor(logging.INFO):
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # dropped candidates are reported by us
         sampler = _sampler(settings, self.space.size())
+        n_trials = settings.n_trials
+        if n_trials is None and settings.time_budget_s is None and not isinstance(sampler, BruteForce):
+            n_trials = DEFAULT_TRIALS  # only enumeration ends by itself
         study = optuna.create_study(
             directions=["minimize"] * 4,
             sampler=sampler,
@@ -118,6 +124,10 @@ class Search:
             study_name=settings.study_name,
             load_if_exists=settings.study_name is not None,
         )
+        # The plain FP32 export is always a candidate, whatever the space holds.
+        reference = self.try_recipe(reference_recipe(self.space))
+        if on_trial is not None:
+            on_trial(reference)
         for params in self._presets():
             study.enqueue_trial(params, skip_if_exists=True)
 
@@ -133,7 +143,7 @@ class Search:
         # Brute force ends the study by itself once the space is exhausted.
         study.optimize(
             objective,
-            n_trials=settings.n_trials,
+            n_trials=n_trials,
             timeout=settings.time_budget_s,
             catch=(PassFailed,),
             gc_after_trial=True,
@@ -164,7 +174,7 @@ class Search:
         except ProviderUnavailable as exc:
             candidate.failure = f"profile {self.profile.name}: {exc}"
         except Exception as exc:  # ORT refusing to load or run a built model drops that candidate
-            candidate.failure = f"runtime: {type(exc).__name__}: {exc}"
+            candidate.failure = f"runtime: {one_line(exc)}"
         if candidate.failure:
             logger.warning("candidate dropped: %s", candidate.failure)
         self.candidates[key] = candidate
@@ -177,26 +187,27 @@ class Search:
         return (candidate.quick_latency_ms or float("inf"), loss, size_mb, candidate.build_seconds)
 
     def _presets(self) -> list[dict[str, Any]]:
-        """FP32 reference first, then the int8 settings that are fast on this profile's ISA."""
-        presets = [dict(REFERENCE_PARAMS, threads=self.space.threads[0] if self.space.threads else 1)]
+        """The settings known to be fast on this profile's ISA, tried before any sampling."""
         space = self.space
+        if "none" not in space.prune:
+            return []
+
+        def pick(preferred: Any, choices: tuple[Any, ...]) -> Any:
+            return preferred if preferred in choices else choices[0]
+
+        presets = []
         for precision in (Precision.INT8_DYNAMIC, Precision.FP16, Precision.INT8_STATIC):
             if precision not in (space.precisions or ()):
                 continue
-            params: dict[str, Any] = {
-                "prune": "none",
-                "precision": precision.value,
-                "threads": presets[0]["threads"],
-            }
+            params: dict[str, Any] = {"prune": "none", "precision": precision.value}
             if precision is not Precision.INT8_STATIC:
-                params["graph_optimise"] = True in space.graph_optimise
+                params["graph_optimise"] = pick(True, space.graph_optimise)
             if precision is not Precision.FP16:
-                params |= {
-                    "per_channel": self.profile.quantisation.per_channel,
-                    "quantise_ops": space.quantise_ops[0],
-                }
+                params["per_channel"] = pick(self.profile.quantisation.per_channel, space.per_channel)
+                params["quantise_ops"] = space.quantise_ops[0]
             if precision is Precision.INT8_STATIC:
                 params["calibration"] = space.calibration[0]
+            params["threads"] = pick(self.profile.intra_op_threads, space.threads or (1,))
             presets.append(params)
         return presets
 

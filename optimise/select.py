@@ -1,7 +1,8 @@
 """Pure choice of the winner, and the Pareto front. No I/O, no measuring.
 
 The winner is the fastest variant (p50 latency at batch 1) whose quality stays
-inside the budget and whose size fits the profile and the constraints. Every
+inside the budget and whose size fits the profile and the constraints; variants
+within `latency_tolerance` of the fastest count as tied and the smallest wins. Every
 other variant gets the list of constraints it failed, so a report can say why.
 """
 
@@ -83,6 +84,18 @@ def pareto_front(variants: Sequence[Variant]) -> frozenset[str]:
     return frozenset(front)
 
 
+def _fastest_then_smallest(feasible: Sequence[Variant], tolerance: float) -> Variant:
+    """Latency gaps under the tolerance are measurement noise, not speed: prefer the smaller file."""
+
+    def p50(v: Variant) -> float:
+        assert v.metrics is not None
+        return v.metrics.latency_p50_ms
+
+    best = min(p50(v) for v in feasible)
+    tied = [v for v in feasible if p50(v) <= best * (1 + tolerance)]
+    return min(tied, key=lambda v: (v.metrics.size_bytes if v.metrics else 0, p50(v)))
+
+
 def select(
     variants: Sequence[Variant], reference_quality: float, constraints: Constraints, profile: HardwareProfile
 ) -> Selection:
@@ -95,5 +108,5 @@ def select(
     if not feasible:
         reasons = "; ".join(f"{v.describe()}: {', '.join(verdicts[v.id].failed)}" for v in measured[:3])
         raise NoFeasibleVariant(f"no variant meets the constraints ({reasons})")
-    winner = min(feasible, key=lambda v: (v.metrics.latency_p50_ms, v.metrics.size_bytes))  # type: ignore[union-attr]
+    winner = _fastest_then_smallest(feasible, constraints.latency_tolerance)
     return Selection(winner=winner, verdicts=verdicts, pareto_ids=pareto_front(measured))

@@ -6,7 +6,6 @@ a user or a test can narrow it; the profile decides which precisions exist.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -136,13 +135,6 @@ def _quantise_pass(trial: Suggester, space: SearchSpace, precision: Precision) -
     return PassSpec("quantise_dynamic", settings)
 
 
-REFERENCE_PARAMS: dict[str, Any] = {
-    "prune": "none",
-    "graph_optimise": False,
-    "precision": Precision.FP32.value,
-}
-"""The plain FP32 export: always tried first, so a search never ends empty-handed."""
-
-
-def is_finite(values: tuple[float, ...]) -> bool:
-    return all(math.isfinite(v) for v in values)
+def reference_recipe(space: SearchSpace) -> Recipe:
+    """The plain FP32 export: built first, so a search never ends empty-handed."""
+    return Recipe((), PassSpec("export_onnx"), (), (space.threads or (1,))[0])

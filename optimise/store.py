@@ -53,6 +53,15 @@ def _copy_preprocessing(result: BuildResult, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
+def _fill(root: Path, result: BuildResult, source: str) -> None:
+    shutil.copy2(result.winner.artefact, root / MODEL_FILE)
+    _copy_preprocessing(result, root / PREPROCESSING_DIR)
+    _write_reference(result, root / REFERENCE_FILE, root / MODEL_FILE)
+    write_report(result, root / "report")
+    manifest = build_manifest(result, root, MODEL_FILE, source)
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+
+
 def save(result: BuildResult, source: str) -> str:
     """Store the selected variant as a new version; returns its tag (name:version)."""
     winner = result.winner
@@ -71,13 +80,12 @@ def save(result: BuildResult, source: str) -> str:
     }
     try:
         with bentoml.models.create(result.bundle.name, labels=labels, metadata=metadata) as model:
-            root = Path(model.path)
-            shutil.copy2(winner.artefact, root / MODEL_FILE)
-            _copy_preprocessing(result, root / PREPROCESSING_DIR)
-            _write_reference(result, root / REFERENCE_FILE, root / MODEL_FILE)
-            write_report(result, root / "report")
-            manifest = build_manifest(result, root, MODEL_FILE, source)
-            (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+            try:
+                _fill(Path(model.path), result, source)
+            except BaseException:
+                # BentoML keeps an unsaved version in a temporary folder; don't leak it.
+                shutil.rmtree(model.path, ignore_errors=True)
+                raise
     except OSError as exc:
         raise StoreError(f"cannot write the model store: {exc}") from exc
     return str(model.tag)

@@ -69,8 +69,12 @@ class Constraints:
     min_cosine: float = 0.99
     max_size_bytes: int | None = None
     latency_slo_ms: float | None = None
+    latency_tolerance: float = 0.05
+    """Variants within this share of the fastest p50 count as equally fast; the smallest of them wins."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.latency_tolerance < 1.0:
+            raise ValueError(f"latency_tolerance must be in [0, 1), got {self.latency_tolerance}")
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             raise ValueError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
         if not -1.0 <= self.min_cosine <= 1.0:

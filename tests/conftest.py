@@ -2,48 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
+from tiny_models import make_tiny_bundle
 
 from optimise.passes.base import PassContext
 from optimise.profiles import get_profile
 from optimise.source import ModelBundle
 
-
-class TinyClassifier(torch.nn.Module):
-    """A two-layer MLP: small enough to build in milliseconds, big enough to quantise."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(64, 4)
-        )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+_SESSION_DIRS: list[Path] = []
 
 
-def make_tiny_bundle(seed: int = 0) -> ModelBundle:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    module = TinyClassifier().eval()
-    features = rng.normal(size=(96, 16)).astype(np.float32)
-    with torch.no_grad():
-        labels = module(torch.from_numpy(features)).argmax(dim=1).numpy()
-    return ModelBundle(
-        name="tiny",
-        module=module,
-        input_names=("features",),
-        output_names=("logits",),
-        dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}},
-        latency_inputs={"features": features[:1]},
-        eval_inputs={"features": features[:64]},
-        eval_labels=labels[:64],
-        calibration_inputs={"features": features[64:]},
-    )
+def pytest_configure(config: pytest.Config) -> None:
+    # One model store and one cache for the whole session, never the user's own.
+    root = Path(tempfile.mkdtemp(prefix="leanserve-test-"))
+    _SESSION_DIRS.append(root)
+    os.environ["BENTOML_HOME"] = str(root / "bentoml")
+    os.environ.setdefault("LEANSERVE_CACHE_DIR", str(root / "cache"))
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for directory in _SESSION_DIRS:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

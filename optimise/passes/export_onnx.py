@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import ExportPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
 from optimise.source import ModelBundle, slice_batch
@@ -58,7 +58,7 @@ class ExportOnnx(ExportPass[ExportOnnxConfig]):
         except PassFailed:
             raise
         except Exception as exc:  # any exporter failure drops this candidate only
-            raise PassFailed(self.name, f"export failed: {type(exc).__name__}: {exc}") from exc
+            raise PassFailed(self.name, f"export failed: {one_line(exc)}") from exc
         self._check_parity(module, bundle, target)
         return target
 

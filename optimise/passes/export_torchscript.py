@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import ExportPass, PassConfig, PassContext
 from optimise.source import ModelBundle, slice_batch
 from optimise.types import Batch
@@ -71,10 +71,7 @@ class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
             torch.jit.save(compiled, str(target))
             loaded = torch.jit.load(str(target), map_location="cpu")
         except Exception as exc:  # any tracer/scripting failure drops this candidate only
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise PassFailed(
-                self.name, f"{self.config.method} failed: {type(exc).__name__}: {reason}"[:300]
-            ) from exc
+            raise PassFailed(self.name, f"{self.config.method} failed: {one_line(exc)}") from exc
         try:
             self._check_parity(module, loaded, bundle)
         except PassFailed:
@@ -93,9 +90,8 @@ class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
                 with torch.inference_mode():
                     actual = _flatten(loaded(*_tensors(bundle, batch)))
             except Exception as exc:  # a trace that cannot run another batch size is broken
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise PassFailed(
-                    self.name, f"TorchScript fails at batch {_rows(batch)}: {reason}"[:300]
+                    self.name, f"TorchScript fails at batch {_rows(batch)}: {one_line(exc)}"
                 ) from exc
             if len(actual) < len(expected):
                 raise PassFailed(

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
 
@@ -65,8 +65,7 @@ class Fp16(OnnxPass[Fp16Config]):
                 # A model ORT cannot load or run on CPU is no candidate (the evaluator runs it there).
                 OnnxSession(converted, threads=1).run(ctx.bundle.latency_inputs)
             except Exception as exc:  # any conversion failure drops this candidate only
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise PassFailed(self.name, f"{type(exc).__name__}: {reason}"[:300]) from exc
+                raise PassFailed(self.name, one_line(exc)) from exc
             converted.replace(target)
         logger.info("fp16: %d -> %d bytes", size_in, target.stat().st_size)
         return target

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class GraphOptimise(OnnxPass[GraphOptimiseConfig]):
             else:
                 self._optimise_graph(model, target)
         except Exception as exc:  # a failed optimisation drops this candidate only
-            raise PassFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
+            raise PassFailed(self.name, f"{one_line(exc)}") from exc
         return target
 
     def _fuse_transformer(self, model: Path, target: Path, model_type: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import PassConfig, PassContext, TorchPass
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,6 @@ class PruneUnstructured(TorchPass[PruneUnstructuredConfig]):
         try:
             ctx.bundle.fine_tune(pruned, steps)
         except Exception as exc:
-            raise PassFailed(self.name, f"fine-tuning failed: {type(exc).__name__}: {exc}") from exc
+            raise PassFailed(self.name, f"fine-tuning failed: {one_line(exc)}") from exc
         finally:
             pruned.eval()

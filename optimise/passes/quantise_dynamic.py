@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 
 logger = logging.getLogger(__name__)
@@ -66,5 +66,5 @@ class QuantiseDynamic(OnnxPass[QuantiseDynamicConfig]):
             )
         except Exception as exc:  # a failed quantisation drops this candidate only
             target.unlink(missing_ok=True)
-            raise PassFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
+            raise PassFailed(self.name, f"{one_line(exc)}") from exc
         return target

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from optimise.errors import PassFailed
+from optimise.errors import PassFailed, one_line
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
 from optimise.source import ModelBundle
@@ -136,8 +136,7 @@ class QuantiseStatic(OnnxPass[QuantiseStaticConfig]):
             except PassFailed:
                 raise
             except Exception as exc:  # any ORT/ONNX failure drops this candidate only
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise PassFailed(self.name, f"{type(exc).__name__}: {reason}"[:300]) from exc
+                raise PassFailed(self.name, one_line(exc)) from exc
         return target
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from optimise.errors import SourceError
+from optimise.errors import SourceError, one_line
 from optimise.source import ModelBundle
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -33,7 +33,7 @@ def load_factory(spec: str) -> ModelBundle:
     try:
         bundle = factory()
     except Exception as exc:  # the user's code failed: report it as theirs, in one line
-        raise SourceError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"factory {spec!r} raised {one_line(exc)}") from exc
     if not isinstance(bundle, ModelBundle):
         raise SourceError(
             f"factory {spec!r} returned {type(bundle).__name__}, expected optimise.source.ModelBundle"

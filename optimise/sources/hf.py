@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimise.errors import SourceError
+from optimise.errors import SourceError, one_line
 from optimise.source import ModelBundle, TorchForward
 from optimise.types import Batch
 
@@ -68,7 +68,7 @@ def load_hf_folder(
     except SourceError:
         raise
     except Exception as exc:
-        raise SourceError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"cannot load {path}: {one_line(exc)}") from exc
     eval_inputs = _tokenise(tokenizer, eval_texts, max_length)
     dynamic = {n: {0: "batch_size", 1: "sequence_length"} for n in eval_inputs}
     return ModelBundle(

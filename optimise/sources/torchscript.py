@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optimise.errors import SourceError
+from optimise.errors import SourceError, one_line
 from optimise.source import ModelBundle
 from optimise.types import Batch
 
@@ -39,7 +39,7 @@ def load_torchscript(model: Path, example_inputs: Path | None, eval_data: Path |
     try:
         module = torch.jit.load(str(model), map_location="cpu")
     except Exception as exc:
-        raise SourceError(f"cannot load TorchScript file {model}: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"cannot load TorchScript file {model}: {one_line(exc)}") from exc
     examples = _read_npz(example_inputs, "example inputs")
     evaluation = _read_npz(eval_data, "evaluation data") if eval_data else dict(examples)
     labels = evaluation.pop(LABELS_KEY, None)
@@ -52,7 +52,7 @@ def load_torchscript(model: Path, example_inputs: Path | None, eval_data: Path |
         with torch.inference_mode():
             out = module(*(torch.from_numpy(examples[n][:1]) for n in names))
     except Exception as exc:
-        raise SourceError(f"{model} fails on its example inputs: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"{model} fails on its example inputs: {one_line(exc)}") from exc
     n_outputs = len(out) if isinstance(out, (tuple, list)) else 1
     outputs = tuple(f"output_{i}" for i in range(n_outputs))
     return ModelBundle(

@@ -1,0 +1,107 @@
+"""Every candidate of each demo against PyTorch eager FP32, measured side by side.
+
+Runs the build step for `minilm` and `digits` on the cpu profile, then times
+every measured variant and the PyTorch eager model in one interleaved run
+(same process, same rounds, so machine noise hits all alike) and prints p50
+latency at batch 1 (MiniLM at 128 tokens), throughput at batch 32, size,
+quality and the ratios against PyTorch. Medians over rounds; not a test.
+
+    .venv/bin/python benchmarks/optimise_bench.py [--demo minilm] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optimise.build import optimise
+from optimise.evaluate import Runner, measure_interleaved
+from optimise.profiles import get_profile
+from optimise.search import SearchSettings
+from optimise.source import ModelBundle, tile_batch
+from optimise.sources import load_source
+from optimise.types import Constraints, QualityMetric
+
+TIME_BUDGETS = {"minilm": None, "digits": 45.0}
+
+
+class TorchEager:
+    """The baseline a user has before leanserve: the FP32 PyTorch module, eager mode."""
+
+    def __init__(self, bundle: ModelBundle, threads: int) -> None:
+        self.bundle = bundle
+        torch.set_num_threads(threads)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return self.bundle.run_torch(dict(feeds))
+
+
+def _state_dict_bytes(module: torch.nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def bench(demo: str, rounds: int) -> str:
+    profile = get_profile("cpu")
+    bundle = load_source(demo)
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        result = optimise(
+            bundle, profile, Constraints(), SearchSettings(time_budget_s=TIME_BUDGETS[demo]), Path(scratch)
+        )
+        build_s = time.perf_counter() - start
+        from optimise.runtime import OnnxSession
+
+        runners: dict[str, Runner] = {"pytorch-eager": TorchEager(bundle, profile.intra_op_threads)}
+        for v in result.variants:
+            runners[v.id] = OnnxSession(v.artefact, v.intra_op_threads, profile.execution_providers)
+        batch = tile_batch(bundle.latency_inputs, 32)
+        timings = measure_interleaved(
+            runners, bundle.latency_inputs, batch, rounds=rounds, throughput_calls=1
+        )
+    base = timings["pytorch-eager"]
+    torch_size = _state_dict_bytes(bundle.module)
+    metric = result.reference.metric
+    lines = [
+        f"## {demo} (cpu profile, {profile.isa}, {profile.intra_op_threads} threads; build {build_s:.0f} s)",
+        "",
+        "| variant | passes | p50 ms (b=1) | p50 vs PyTorch | items/s (b=32) | vs PyTorch | MB | smaller | quality |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| pytorch-eager | FP32 eager | {base.latency_p50_ms:.2f} | 1.00x | {base.throughput_per_s:.0f} | 1.00x "
+        f"| {torch_size / 1e6:.2f} | 1.00x | {result.reference.value:.4f} |",
+    ]
+    for v in sorted(result.variants, key=lambda v: timings[v.id].latency_p50_ms):
+        t, m = timings[v.id], v.metrics
+        assert m is not None
+        quality = f"{m.quality:.4f}" + (
+            f" (min {m.quality_min:.3f})" if metric is QualityMetric.COSINE else ""
+        )
+        mark = " **selected**" if v.id == result.winner.id else ""
+        lines.append(
+            f"| {v.id}{mark} | {v.describe()} | {t.latency_p50_ms:.2f} | {base.latency_p50_ms / t.latency_p50_ms:.2f}x "
+            f"| {t.throughput_per_s:.0f} | {t.throughput_per_s / base.throughput_per_s:.2f}x | {m.size_bytes / 1e6:.2f} "
+            f"| {torch_size / m.size_bytes:.2f}x | {quality} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", choices=sorted(TIME_BUDGETS), action="append")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    for demo in args.demo or ["minilm", "digits"]:
+        print(bench(demo, args.rounds), flush=True)
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from optimise.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def _store_tags() -> set[str]:
+    return {str(m.tag) for m in bentoml.models.list()}
+
+
+def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Path) -> None:
+    code, output = invoke("optimise", "--model", "tiny_models:build", "--trials", "6", "--rounds", "1")
+    assert code == 0, output
+    assert "selected" in output and "stored tiny:" in output
+    tag = output.split("stored ")[1].split()[0]
+    code, output = invoke("models", "show", tag)
+    assert code == 0 and "files intact" in output
+    code, output = invoke("models", "list", "tiny")
+    assert code == 0 and tag.split(":")[1][:8] in output
+    code, output = invoke("models", "export", tag, str(tmp_path / "out"))
+    assert code == 0
+    assert (tmp_path / "out" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no/such/path.pt"], "does not exist"),
+        (["--model", "nonsense"], "cannot read model"),
+        (["--model", "tiny_models:raising"], "weights file is missing"),
+        (["--model", "tiny_models:unexportable"], "export_onnx"),
+        (["--model", "tiny_models:build", "--profile", "tpu"], "unknown profile 'tpu'"),
+        (["--model", "tiny_models:build", "--profile", "gpu"], "CUDAExecutionProvider"),
+        (["--model", "tiny_models:build", "--max-size-mb", "0.000001"], "no variant meets the constraints"),
+        (["--model", "tiny_models:build", "--min-cosine", "2"], "min_cosine"),
+        (["--model", "tiny_models:build", "--sampler", "random"], "unknown sampler"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_leaves_the_store_unchanged(args: list[str], message: str) -> None:
+    before = _store_tags()
+    code, output = invoke("optimise", *args, "--trials", "3", "--rounds", "1")
+    assert code == 2
+    error_lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in " ".join(output.split()), output
+    assert _store_tags() == before
+
+
+def test_corrupt_torchscript_file_is_reported(tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not torchscript")
+    code, output = invoke("optimise", "--model", str(model), "--example-inputs", str(tmp_path / "x.npz"))
+    assert code == 2 and "cannot load TorchScript file" in output
+
+
+def test_torchscript_model_with_examples_is_optimised(tmp_path: Path) -> None:
+    import numpy as np
+    from tiny_models import make_tiny_bundle
+
+    bundle = make_tiny_bundle()
+    scripted = torch.jit.trace(bundle.module, torch.from_numpy(bundle.latency_inputs["features"]))
+    scripted.save(str(tmp_path / "tiny.pt"))
+    np.savez(tmp_path / "examples.npz", features=bundle.eval_inputs["features"])
+    code, output = invoke(
+        "optimise", "--model", str(tmp_path / "tiny.pt"), "--example-inputs", str(tmp_path / "examples.npz"),
+        "--trials", "4", "--rounds", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "cosine" in output or "min" in output  # no labels: quality is fidelity
+
+
+def test_unknown_model_tag_is_an_error() -> None:
+    code, output = invoke("models", "show", "missing:v1")
+    assert code == 2 and "no model 'missing:v1'" in output
+
+
+def test_profiles_lists_every_profile_and_whether_it_runs_here() -> None:
+    code, output = invoke("profiles")
+    assert code == 0
+    for name in ("cpu", "gpu", "edge"):
+        assert name in output
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "leanserve"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "optimise" in result.stdout

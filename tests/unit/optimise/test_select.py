@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from optimise.errors import OptimiseError
+from optimise.select import NoFeasibleVariant, check, pareto_front, select
+from optimise.types import (
+    Constraints,
+    HardwareProfile,
+    PassSpec,
+    Precision,
+    QualityMetric,
+    Variant,
+    VariantMetrics,
+)
+
+REFERENCE = 0.95  # FP32 accuracy of the imaginary model
+MB = 1_000_000
+
+PROFILE = HardwareProfile(
+    name="test",
+    description="test profile",
+    execution_providers=("CPUExecutionProvider",),
+    precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
+    intra_op_threads=1,
+)
+
+
+def metrics(
+    latency: float = 1.0,
+    quality: float = REFERENCE,
+    size: int = 4 * MB,
+    metric: QualityMetric = QualityMetric.ACCURACY,
+) -> VariantMetrics:
+    return VariantMetrics(
+        latency_p50_ms=latency,
+        latency_p95_ms=latency * 1.5,
+        throughput_per_s=1000.0 / latency,
+        size_bytes=size,
+        compressed_size_bytes=size // 2,
+        quality=quality,
+        quality_min=quality if metric is QualityMetric.COSINE else None,
+        quality_metric=metric,
+        build_seconds=0.1,
+    )
+
+
+def variant(vid: str, m: VariantMetrics | None, pass_name: str = "quantise_dynamic") -> Variant:
+    return Variant(
+        id=vid,
+        parent_id=None,
+        passes=(PassSpec("export_onnx"), PassSpec(pass_name)),
+        artefact=Path(f"/nowhere/{vid}.onnx"),
+        precision=Precision.INT8_DYNAMIC,
+        intra_op_threads=1,
+        metrics=m,
+    )
+
+
+# --- check -----------------------------------------------------------------
+
+
+def test_check_passes_a_variant_inside_every_limit() -> None:
+    assert check(metrics(quality=REFERENCE - 0.004), REFERENCE, Constraints(), PROFILE) == ()
+
+
+@pytest.mark.parametrize(("reference", "quality"), [(1.0, 0.995), (0.9, 0.895), (0.95, 0.945)])
+def test_check_accepts_a_drop_exactly_on_the_budget(reference: float, quality: float) -> None:
+    # 0.5 pt in floating point is not exact (0.9 - 0.895 = 0.0050000000000000044): it must still pass.
+    assert check(metrics(quality=quality), reference, Constraints(max_accuracy_drop=0.005), PROFILE) == ()
+
+
+def test_check_rejects_a_drop_over_the_budget() -> None:
+    failed = check(metrics(quality=REFERENCE - 0.006), REFERENCE, Constraints(), PROFILE)
+    assert len(failed) == 1
+    assert "accuracy drop" in failed[0]
+    assert "0.60 pt > 0.50 pt" in failed[0]
+
+
+def test_check_ignores_a_quality_gain() -> None:
+    assert check(metrics(quality=REFERENCE + 0.03), REFERENCE, Constraints(), PROFILE) == ()
+
+
+def test_check_rejects_mean_cosine_under_the_minimum() -> None:
+    low = metrics(quality=0.98, metric=QualityMetric.COSINE)
+    failed = check(low, 1.0, Constraints(min_cosine=0.99), PROFILE)
+    assert len(failed) == 1 and "cosine" in failed[0] and "0.9800 < 0.9900" in failed[0]
+    ok = metrics(quality=0.99, metric=QualityMetric.COSINE)
+    assert check(ok, 1.0, Constraints(min_cosine=0.99), PROFILE) == ()
+
+
+def test_cosine_metric_is_not_judged_by_the_accuracy_budget() -> None:
+    # A cosine of 0.992 is a "drop" of 0.8 pt from 1.0, which the accuracy budget would reject.
+    m = metrics(quality=0.992, metric=QualityMetric.COSINE)
+    assert check(m, 1.0, Constraints(max_accuracy_drop=0.005, min_cosine=0.99), PROFILE) == ()
+
+
+def test_check_rejects_a_variant_over_the_size_limit() -> None:
+    failed = check(metrics(size=5 * MB), REFERENCE, Constraints(max_size_bytes=4 * MB), PROFILE)
+    assert failed == ("size 5.00 MB > size limit 4.00 MB",)
+    assert check(metrics(size=4 * MB), REFERENCE, Constraints(max_size_bytes=4 * MB), PROFILE) == ()
+
+
+def test_check_rejects_a_variant_over_the_profile_size_budget() -> None:
+    small = replace(PROFILE, max_size_bytes=2 * MB)
+    failed = check(metrics(size=3 * MB), REFERENCE, Constraints(), small)
+    assert failed == ("size 3.00 MB > profile size budget 2.00 MB",)
+
+
+def test_check_rejects_a_variant_over_the_latency_slo() -> None:
+    failed = check(metrics(latency=12.0), REFERENCE, Constraints(latency_slo_ms=10.0), PROFILE)
+    assert failed == ("p50 12.00 ms > SLO 10.00 ms",)
+
+
+def test_check_lists_every_failed_constraint() -> None:
+    bad = metrics(quality=REFERENCE - 0.1, size=9 * MB, latency=50.0)
+    constraints = Constraints(max_size_bytes=8 * MB, latency_slo_ms=10.0)
+    failed = check(bad, REFERENCE, constraints, replace(PROFILE, max_size_bytes=4 * MB))
+    assert len(failed) == 4
+    assert [f.split()[0] for f in failed] == ["accuracy", "size", "size", "p50"]
+
+
+# --- select ----------------------------------------------------------------
+
+
+def test_the_fastest_feasible_variant_wins() -> None:
+    variants = [
+        variant("slow", metrics(latency=5.0)),
+        variant("fast", metrics(latency=2.0)),
+        variant("mid", metrics(latency=3.0)),
+    ]
+    selection = select(variants, REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == "fast"
+    assert all(v.feasible for v in selection.verdicts.values())
+    assert set(selection.verdicts) == {"slow", "fast", "mid"}
+
+
+@pytest.mark.parametrize(
+    ("too_fast", "constraints", "profile", "reason"),
+    [
+        (metrics(latency=1.0, quality=REFERENCE - 0.0051), Constraints(), PROFILE, "accuracy drop"),
+        (
+            metrics(latency=1.0, quality=0.97, metric=QualityMetric.COSINE),
+            Constraints(min_cosine=0.99),
+            PROFILE,
+            "mean cosine",
+        ),
+        (metrics(latency=1.0, size=10 * MB), Constraints(max_size_bytes=8 * MB), PROFILE, "size limit"),
+        (
+            metrics(latency=1.0, size=10 * MB),
+            Constraints(),
+            replace(PROFILE, max_size_bytes=8 * MB),
+            "profile size budget",
+        ),
+    ],
+    ids=["accuracy", "cosine", "size-limit", "profile-budget"],
+)
+def test_a_faster_variant_that_breaks_a_constraint_is_rejected(
+    too_fast: VariantMetrics, constraints: Constraints, profile: HardwareProfile, reason: str
+) -> None:
+    ok_metric = too_fast.quality_metric
+    ok = metrics(
+        latency=4.0, quality=0.995 if ok_metric is QualityMetric.COSINE else REFERENCE, metric=ok_metric
+    )
+    variants = [variant("ok", ok), variant("bad", too_fast)]
+    selection = select(variants, REFERENCE, constraints, profile)
+    assert selection.winner.id == "ok"
+    verdict = selection.verdicts["bad"]
+    assert not verdict.feasible
+    assert verdict.variant_id == "bad"
+    assert len(verdict.failed) == 1 and reason in verdict.failed[0]
+    assert selection.verdicts["ok"].feasible and selection.verdicts["ok"].failed == ()
+
+
+def test_an_exact_boundary_drop_can_win() -> None:
+    variants = [
+        variant("fp32", metrics(latency=4.0, quality=1.0)),
+        variant("int8", metrics(latency=1.0, quality=0.995)),
+    ]
+    assert select(variants, 1.0, Constraints(max_accuracy_drop=0.005), PROFILE).winner.id == "int8"
+
+
+def test_equal_latency_prefers_the_smaller_variant() -> None:
+    variants = [
+        variant("big", metrics(latency=2.0, size=8 * MB)),
+        variant("small", metrics(latency=2.0, size=2 * MB)),
+    ]
+    assert select(variants, REFERENCE, Constraints(), PROFILE).winner.id == "small"
+
+
+def test_unmeasured_variants_are_ignored() -> None:
+    variants = [variant("unmeasured", None), variant("measured", metrics(latency=3.0))]
+    selection = select(variants, REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == "measured"
+    assert "unmeasured" not in selection.verdicts
+    assert "unmeasured" not in selection.pareto_ids
+
+
+def test_nothing_feasible_raises_naming_the_reason() -> None:
+    variants = [
+        variant("a", metrics(latency=1.0, quality=REFERENCE - 0.02), pass_name="quantise_static"),
+        variant("b", metrics(latency=2.0, size=9 * MB)),
+    ]
+    with pytest.raises(NoFeasibleVariant) as info:
+        select(variants, REFERENCE, Constraints(max_size_bytes=8 * MB), PROFILE)
+    assert isinstance(info.value, OptimiseError)
+    message = str(info.value)
+    assert "no variant meets the constraints" in message
+    assert "accuracy drop 2.00 pt > 0.50 pt" in message
+    assert "size limit" in message
+    assert "quantise_static" in message  # the variant is named by its passes
+
+
+def test_nothing_measured_raises() -> None:
+    with pytest.raises(NoFeasibleVariant):
+        select([variant("unmeasured", None)], REFERENCE, Constraints(), PROFILE)
+
+
+# --- pareto_front ----------------------------------------------------------
+
+
+def test_a_dominated_variant_is_not_on_the_front() -> None:
+    best = variant("best", metrics(latency=1.0, quality=0.95, size=1 * MB))
+    worse = variant("worse", metrics(latency=2.0, quality=0.94, size=2 * MB))
+    assert pareto_front([best, worse]) == frozenset({"best"})
+
+
+def test_weakly_dominated_variant_is_not_on_the_front() -> None:
+    # Equal on two axes and worse on the third: still dominated.
+    best = variant("best", metrics(latency=1.0, quality=0.95, size=1 * MB))
+    bigger = variant("bigger", metrics(latency=1.0, quality=0.95, size=2 * MB))
+    assert pareto_front([best, bigger]) == frozenset({"best"})
+
+
+def test_identical_variants_are_both_on_the_front() -> None:
+    a = variant("a", metrics(latency=1.0, quality=0.95, size=MB))
+    b = variant("b", metrics(latency=1.0, quality=0.95, size=MB))
+    assert pareto_front([a, b]) == frozenset({"a", "b"})
+
+
+def test_a_variant_best_on_one_axis_is_on_the_front() -> None:
+    fastest = variant("fastest", metrics(latency=1.0, quality=0.90, size=5 * MB))
+    most_accurate = variant("accurate", metrics(latency=5.0, quality=0.99, size=5 * MB))
+    smallest = variant("smallest", metrics(latency=5.0, quality=0.90, size=1 * MB))
+    dominated = variant("dominated", metrics(latency=6.0, quality=0.89, size=6 * MB))
+    front = pareto_front([fastest, most_accurate, smallest, dominated])
+    assert front == frozenset({"fastest", "accurate", "smallest"})
+
+
+def test_front_skips_unmeasured_and_select_reports_it() -> None:
+    a = variant("a", metrics(latency=1.0, quality=0.90))
+    b = variant("b", metrics(latency=2.0, quality=0.95))
+    c = variant("c", metrics(latency=3.0, quality=0.94))
+    assert pareto_front([a, b, c, variant("u", None)]) == frozenset({"a", "b"})
+    selection = select([a, b, c], 0.95, Constraints(), PROFILE)
+    assert selection.pareto_ids == frozenset({"a", "b"})
+    assert selection.winner.id == "b"  # "a" is faster but 5 pt below the reference
