@@ -25,8 +25,8 @@ def load_factory(spec: str) -> ModelBundle:
     module_name, function_name = spec.split(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SourceError(f"cannot import {module_name!r} for factory {spec!r}: {exc}") from exc
+    except Exception as exc:  # a missing module, or one that fails while importing
+        raise SourceError(f"cannot import {module_name!r} for factory {spec!r}: {one_line(exc)}") from exc
     factory = getattr(module, function_name, None)
     if not callable(factory):
         raise SourceError(f"{module_name!r} has no callable {function_name!r}")

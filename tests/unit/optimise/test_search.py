@@ -118,7 +118,8 @@ def test_grid_search_tries_every_recipe_once_reference_first(
     assert candidates[0].recipe == reference_recipe(threads)
     assert candidates[0].recipe.precision is Precision.FP32
     assert candidates[1].recipe.precision is Precision.INT8_DYNAMIC
-    assert seen == candidates
+    assert seen[0] is candidates[0]  # the reference is reported first
+    assert {id(c) for c in seen} == {id(c) for c in candidates}  # every candidate is reported
     for candidate in candidates:
         assert candidate.failure is None
         assert candidate.variant is not None and candidate.variant.artefact.is_file()
@@ -126,7 +127,7 @@ def test_grid_search_tries_every_recipe_once_reference_first(
         assert candidate.quick_latency_ms is not None and candidate.quick_latency_ms > 0
         assert candidate.build_seconds > 0
     assert candidates[0].quality is not None and candidates[0].quality.value == pytest.approx(1.0)
-    assert candidates[0].params["precision"] == "fp32"
+    assert candidates[1].params["precision"] == "int8-dynamic"  # the trial's parameters are kept
     assert search.reference_quality == 1.0
 
 
@@ -135,8 +136,9 @@ def test_a_search_cut_to_one_trial_has_tried_the_reference(
 ) -> None:
     search, built = make_search()
     candidates = search.run(SearchSettings(sampler="tpe", n_trials=1))
-    assert [c.recipe for c in candidates] == [reference_recipe(get_profile("cpu").intra_op_threads)]
-    assert len(built) == 1
+    assert candidates[0].recipe == reference_recipe(get_profile("cpu").intra_op_threads)
+    assert candidates[0].failure is None
+    assert len(candidates) <= 2 and len(built) == len(candidates)
 
 
 def test_a_failing_pass_is_recorded_and_the_study_goes_on(
@@ -166,15 +168,15 @@ def test_a_failing_pass_is_recorded_and_the_study_goes_on(
     assert any(c.failure is None for c in candidates[first_failure + 1 :])
     # the study knows which trials failed, and why
     trials = optuna.load_study(study_name="failures", storage=storage).trials
-    states = [t.state for t in trials]
-    assert states == [
-        optuna.trial.TrialState.FAIL if c.failure else optuna.trial.TrialState.COMPLETE for c in candidates
-    ]
-    for trial, candidate in zip(trials, candidates, strict=True):
-        if candidate.failure:
-            assert trial.user_attrs["failure"] == candidate.failure
+    assert trials
+    for trial in trials:
+        if trial.params["precision"] == Precision.INT8_DYNAMIC.value:
+            assert trial.state is optuna.trial.TrialState.FAIL
+            assert trial.user_attrs["failure"] == "quantise_dynamic: simulated quantiser crash"
         else:
+            assert trial.state is optuna.trial.TrialState.COMPLETE
             assert len(trial.values) == 4  # latency, quality loss, size, build time
+    assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE}
 
 
 def test_try_recipe_caches_by_recipe(make_search: Callable[..., tuple[Search, list[Recipe]]]) -> None:
@@ -209,12 +211,6 @@ def test_a_sqlite_study_can_be_reused(
     assert all(t.state is optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Search.run enqueues the FP32 reference with skip_if_exists=True and returns only the "
-    "candidates it built itself: a search resuming a stored study never tries the reference, "
-    "though build._finalists takes candidates[0] to be it",
-)
 def test_a_resumed_study_still_puts_the_reference_first(
     make_search: Callable[..., tuple[Search, list[Recipe]]], tmp_path: Path
 ) -> None:

@@ -191,6 +191,33 @@ def test_equal_latency_prefers_the_smaller_variant() -> None:
     assert select(variants, REFERENCE, Constraints(), PROFILE).winner.id == "small"
 
 
+def test_latency_within_the_tolerance_counts_as_a_tie_and_the_smaller_wins() -> None:
+    fast_big = variant("fast-big", metrics(latency=1.00, size=8 * MB))
+    near_small = variant("near-small", metrics(latency=1.04, size=2 * MB))
+    slow_small = variant("slow-small", metrics(latency=1.10, size=1 * MB))
+    tolerant = Constraints(latency_tolerance=0.05)
+    assert select([fast_big, near_small], REFERENCE, tolerant, PROFILE).winner.id == "near-small"
+    assert select([fast_big, slow_small], REFERENCE, tolerant, PROFILE).winner.id == "fast-big"
+    strict = Constraints(latency_tolerance=0.0)
+    assert select([fast_big, near_small], REFERENCE, strict, PROFILE).winner.id == "fast-big"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"latency_tolerance": 1.0},
+        {"latency_tolerance": -0.1},
+        {"max_accuracy_drop": 1.5},
+        {"min_cosine": 1.1},
+        {"max_size_bytes": 0},
+        {"latency_slo_ms": 0.0},
+    ],
+)
+def test_constraints_reject_out_of_range_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Constraints(**kwargs)  # type: ignore[arg-type]
+
+
 def test_unmeasured_variants_are_ignored() -> None:
     variants = [variant("unmeasured", None), variant("measured", metrics(latency=3.0))]
     selection = select(variants, REFERENCE, Constraints(), PROFILE)

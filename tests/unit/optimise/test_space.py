@@ -12,9 +12,9 @@ from optimise.profiles import get_profile
 from optimise.source import ModelBundle
 from optimise.space import (
     QUANTISE_OP_SETS,
-    REFERENCE_PARAMS,
     SearchSpace,
     default_space,
+    reference_recipe,
     suggest_recipe,
 )
 from optimise.types import HardwareProfile, PassSpec, Precision
@@ -255,16 +255,14 @@ def test_prune_passes_carry_ratio_and_fine_tune_steps(bundle: ModelBundle) -> No
     assert recipe.torch_passes[0].settings["fine_tune_steps"] == 7
 
 
-def test_reference_params_give_the_plain_fp32_export(bundle: ModelBundle) -> None:
-    class Fixed:
-        def suggest_categorical(self, name: str, choices: Any) -> Any:
-            value = {**REFERENCE_PARAMS, "threads": 3}[name]
-            assert value in list(choices)
-            return value
-
-    recipe = suggest_recipe(Fixed(), SearchSpace().for_profile(PROFILE), bundle)
+def test_reference_recipe_is_the_plain_fp32_export(bundle: ModelBundle) -> None:
+    space = SearchSpace(threads=(3, 1)).for_profile(PROFILE)
+    recipe = reference_recipe(space)
     assert recipe == Recipe((), PassSpec("export_onnx"), (), 3)
     assert recipe.precision is Precision.FP32
+    # and it is one of the recipes the space itself can draw
+    plain = SearchSpace(graph_optimise=(False, True)).for_profile(PROFILE)
+    assert repr(reference_recipe(plain)) in {repr(r) for r in enumerate_recipes(plain, bundle)}
 
 
 # --- default_space -----------------------------------------------------------------

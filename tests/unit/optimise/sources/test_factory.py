@@ -151,13 +151,6 @@ def test_a_factory_in_a_package_is_found(tmp_path: Path, write_module: Callable[
         sys.modules.pop("leanserve_test_pkg_factory", None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(RuntimeError, SyntaxError),
-    reason="load_factory only catches ImportError around import_module: an error raised while "
-    "importing the user's module (RuntimeError, SyntaxError, NameError) escapes as-is instead of "
-    "a one-line SourceError",
-)
 @pytest.mark.parametrize(
     "source",
     ['raise RuntimeError("config missing at import time")\n', "def build(:\n    pass\n"],
