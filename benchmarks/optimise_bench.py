@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optimise.batches import tile_batch
 from optimise.build import optimise
 from optimise.evaluate import Runner, measure_interleaved
 from optimise.profiles import get_profile
 from optimise.search import SearchSettings
-from optimise.source import ModelBundle, tile_batch
+from optimise.source import ModelBundle
 from optimise.sources import load_source
 from optimise.types import Constraints, QualityMetric
 

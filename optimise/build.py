@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optimise.batches import tile_batch
 from optimise.errors import OptimiseError, ProfileError
 from optimise.evaluate import (
     Quality,
@@ -28,7 +29,7 @@ from optimise.pipeline import CandidateBuilder
 from optimise.runtime import OnnxSession, available_providers
 from optimise.search import Candidate, Search, SearchSettings
 from optimise.select import Selection, select
-from optimise.source import ModelBundle, tile_batch
+from optimise.source import ModelBundle
 from optimise.space import SearchSpace, default_space
 from optimise.types import Constraints, HardwareProfile, Variant, VariantMetrics
 

@@ -14,12 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from optimise.source import ModelBundle, iter_batches
+from optimise.batches import iter_batches
 from optimise.types import Batch, QualityMetric
+
+if TYPE_CHECKING:
+    from optimise.source import ModelBundle
 
 EVAL_BATCH_SIZE = 32
 

@@ -13,11 +13,13 @@ import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optimise.build import BuildResult
 from optimise.runtime import OnnxSession
 from optimise.types import Variant
+
+if TYPE_CHECKING:
+    from optimise.build import BuildResult
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1

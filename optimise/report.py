@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from optimise.build import BuildResult
 from optimise.types import QualityMetric, Variant
+
+if TYPE_CHECKING:
+    from optimise.build import BuildResult
 
 REPORT_NAME = "report.md"
 PLOT_NAME = "pareto.png"

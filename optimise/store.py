@@ -13,28 +13,31 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
 
-from optimise.build import BuildResult
 from optimise.errors import StoreError
-from optimise.evaluate import predict
 from optimise.manifest import MANIFEST_NAME, build_manifest, sha256_of
 from optimise.report import write_report
 from optimise.runtime import OnnxSession
-from optimise.sources.hf import TOKENIZER_FILES
+
+if TYPE_CHECKING:
+    from optimise.build import BuildResult
 
 MODEL_FILE = "model.onnx"
 PREPROCESSING_DIR = "preprocessing"
 REFERENCE_FILE = "reference.npz"
 REFERENCE_ROWS = 1000
 OWNER_LABEL = "leanserve"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def _write_reference(result: BuildResult, target: Path, model: Path) -> None:
     inputs = {name: array[:REFERENCE_ROWS] for name, array in result.bundle.eval_inputs.items()}
+    from optimise.evaluate import predict
+
     outputs = predict(OnnxSession(model, result.winner.intra_op_threads), inputs)
     arrays: dict[str, Any] = {f"input__{name}": array for name, array in inputs.items()}
     arrays["output"] = outputs

@@ -15,10 +15,11 @@ import numpy as np
 import onnx
 import torch
 
+from optimise.batches import slice_batch
 from optimise.errors import PassFailed, one_line
 from optimise.passes.base import ExportPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
-from optimise.source import ModelBundle, slice_batch
+from optimise.source import ModelBundle
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from optimise.batches import slice_batch
 from optimise.errors import PassFailed, one_line
 from optimise.passes.base import ExportPass, PassConfig, PassContext
-from optimise.source import ModelBundle, slice_batch
+from optimise.source import ModelBundle
 from optimise.types import Batch
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ from optimise.types import Batch
 
 # Model families ONNX Runtime's transformer optimiser knows how to fuse.
 _FUSABLE = {"bert": "bert", "distilbert": "bert", "roberta": "bert", "xlm-roberta": "bert", "mpnet": "bert"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def _tokenise(tokenizer: object, texts: Sequence[str], max_length: int) -> Batch:
