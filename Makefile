@@ -21,6 +21,7 @@ optimise: $(STAMP)
 	$(BIN)/leanserve models list
 
 serve: optimise
+	$(BIN)/leanserve serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

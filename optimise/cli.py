@@ -151,6 +151,31 @@ def _print_summary(result: object, tag: str) -> None:
 
 
 @app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port (REST, OIP v2 REST, admin, /metrics)")] = 3000,
+    grpc_port: Annotated[int | None, typer.Option(help="OIP v2 gRPC port (default 8001)")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="comma-separated tags to serve (default minilm,digits)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "0.0.0.0",
+) -> None:
+    """Serve the stored models with BentoML (REST, OIP v2 REST and gRPC). Other settings: LEANSERVE_* variables."""
+    import shutil
+
+    env = dict(os.environ)
+    if grpc_port is not None:
+        env["LEANSERVE_GRPC_PORT"] = str(grpc_port)
+    if models is not None:
+        env["LEANSERVE_MODELS"] = models
+    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
+    command = [bentoml, "serve", "service.app:LeanServe", "--host", host, "--port", str(port)]
+    console.print(
+        f"serving {env.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{host}:{port}", highlight=False
+    )
+    os.execvpe(command[0], command, env)  # the server replaces this process: signals reach it directly
+
+
+@app.command()
 def profiles() -> None:
     """List the hardware profiles."""
     from optimise.profiles import list_profiles

@@ -1,0 +1,95 @@
+"""Admin routes (mounted under /admin): list versions, load, promote, roll back.
+
+They exist only when LEANSERVE_ADMIN_TOKEN is set, and every call needs it as a
+bearer token, compared in constant time. Loading runs off the event loop: it
+reads, hashes and smoke-tests a model, which takes seconds.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service import repository
+from service.dataplane import DataPlane
+from service.errors import AdminDisabled, InvalidInput, ServingError, Unauthorised
+from service.served_model import ServedModel
+from service.settings import ServiceSettings
+
+
+def _version(model: ServedModel | None) -> str | None:
+    return model.version if model is not None else None
+
+
+def create_admin_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSettings) -> Starlette:
+    def authorise(request: Request) -> DataPlane:
+        if settings.admin_token is None:
+            raise AdminDisabled("admin routes are disabled: set LEANSERVE_ADMIN_TOKEN to enable them")
+        scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+        expected = settings.admin_token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), expected):
+            raise Unauthorised("missing or wrong admin bearer token")
+        return get_dataplane()
+
+    def describe(plane: DataPlane, name: str) -> dict[str, Any]:
+        slot = plane.slots(name)
+        return {
+            "name": name,
+            "live": _version(slot.live),
+            "previous": _version(slot.previous),
+            "staged": _version(slot.staged),
+            "stored": repository.versions(name),
+            "load_error": slot.load_error,
+        }
+
+    async def list_models(request: Request) -> JSONResponse:
+        plane = authorise(request)
+        return JSONResponse({"models": [describe(plane, n) for n in plane.model_names()]})
+
+    async def versions(request: Request) -> JSONResponse:
+        return JSONResponse(describe(authorise(request), request.path_params["name"]))
+
+    async def load(request: Request) -> JSONResponse:
+        plane = authorise(request)
+        name = request.path_params["name"]
+        try:
+            body = await request.json()
+            version, promote = str(body["version"]), bool(body.get("promote", True))
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInput('body must be JSON like {"version": "...", "promote": true}') from None
+        await anyio.to_thread.run_sync(plane.stage, name, version)
+        if promote:
+            plane.promote(name)
+        return JSONResponse(describe(plane, name))
+
+    async def promote(request: Request) -> JSONResponse:
+        plane = authorise(request)
+        plane.promote(request.path_params["name"])
+        return JSONResponse(describe(plane, request.path_params["name"]))
+
+    async def rollback(request: Request) -> JSONResponse:
+        plane = authorise(request)
+        plane.rollback(request.path_params["name"])
+        return JSONResponse(describe(plane, request.path_params["name"]))
+
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServingError)
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+    return Starlette(
+        routes=[
+            Route("/models", list_models),
+            Route("/models/{name}/versions", versions),
+            Route("/models/{name}/load", load, methods=["POST"]),
+            Route("/models/{name}/promote", promote, methods=["POST"]),
+            Route("/models/{name}/rollback", rollback, methods=["POST"]),
+        ],
+        exception_handlers={ServingError: on_error},
+    )

@@ -1,0 +1,153 @@
+"""The data plane: which model versions are live, readiness, validation, inference, swaps.
+
+REST (native and OIP v2) and gRPC call these methods and only translate. A
+swap replaces the live entry under a lock; a request takes its model reference
+once at the start, so requests in flight finish on the old session while new
+ones use the new. A version that fails to load never becomes live.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import repository
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError, SwapRefused
+from service.served_model import ServedModel, TextEmbeddingModel
+from service.settings import ServiceSettings
+from service.types import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
+from service.validation import validate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSlots:
+    live: ServedModel | None = None
+    previous: ServedModel | None = None
+    staged: ServedModel | None = None
+    load_error: str | None = None
+
+
+class DataPlane:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self._slots = {tag.split(":")[0]: ModelSlots() for tag in settings.models}
+        self._swap_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load_configured(self) -> None:
+        """Load every configured model; one that fails is reported and leaves the server not ready."""
+        for tag in self.settings.models:
+            name = tag.split(":")[0]
+            try:
+                self._slots[name].live = repository.load(tag, self.settings)
+            except SwapRefused as exc:
+                self._slots[name].load_error = str(exc)
+                logger.error("model %s not loaded: %s", tag, exc)
+
+    def is_ready(self) -> bool:
+        return all(slot.live is not None for slot in self._slots.values())
+
+    def model_names(self) -> list[str]:
+        return list(self._slots)
+
+    def live_models(self) -> list[ServedModel]:
+        return [slot.live for slot in self._slots.values() if slot.live is not None]
+
+    # -- reads -----------------------------------------------------------------------------
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        slot = self._slots.get(name)
+        if slot is None:
+            raise ModelNotFound(f"no model {name!r}; this server serves {sorted(self._slots)}")
+        live = slot.live
+        if live is None:
+            raise ModelNotReady(f"model {name!r} is not loaded: {slot.load_error or 'still loading'}")
+        if version and version != live.version:
+            raise ModelNotFound(f"version {version!r} of {name!r} is not live (live: {live.version})")
+        return live
+
+    def metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        model = self.model(name, version)
+        return model.metadata((model.version,))
+
+    def infer(self, request: InferenceRequest) -> InferenceResponse:
+        model = self.model(request.model, request.version)
+        outputs = model.predict(validate(request, model.inputs, self.settings))
+        wanted = request.outputs or list(outputs)
+        unknown = [n for n in wanted if n not in outputs]
+        if unknown:
+            raise InvalidInput(
+                f"model {model.name!r} has no output {unknown[0]!r}; its outputs are {sorted(outputs)}"
+            )
+        return InferenceResponse(
+            model=model.name,
+            version=model.version,
+            outputs=[Tensor(n, outputs[n]) for n in wanted],
+            id=request.id,
+        )
+
+    def embed(self, texts: list[str], model_name: str) -> tuple[ServedModel, np.ndarray]:
+        model = self.model(model_name)
+        if not isinstance(model, TextEmbeddingModel):
+            raise InvalidInput(f"model {model_name!r} does not take text")
+        request = InferenceRequest(model_name, [Tensor("text", np.array(texts, dtype=object))])
+        validate(request, model.inputs, self.settings)
+        return model, next(iter(model.embed(texts).values()))
+
+    def classify(self, pixels: np.ndarray, model_name: str) -> tuple[ServedModel, np.ndarray]:
+        """Class probabilities for images given as [N, 8, 8], [N, 64] or the model's own shape."""
+        model = self.model(model_name)
+        spec = model.inputs[0]
+        try:
+            batch = pixels.astype(np.float32).reshape((-1, *spec.shape[1:]))
+        except ValueError:
+            raise InvalidInput(
+                f"images of shape {list(pixels.shape)} do not fit the model's input {list(spec.shape)}"
+            ) from None
+        request = InferenceRequest(model_name, [Tensor(spec.name, batch)])
+        logits = next(iter(model.predict(validate(request, model.inputs, self.settings)).values()))
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return model, shifted / shifted.sum(axis=1, keepdims=True)
+
+    # -- swaps -----------------------------------------------------------------------------
+    def slots(self, name: str) -> ModelSlots:
+        if name not in self._slots:
+            raise ModelNotFound(f"no model {name!r}; this server serves {sorted(self._slots)}")
+        return self._slots[name]
+
+    def stage(self, name: str, version: str) -> ServedModel:
+        """Load, hash-check and smoke-test a version without serving it."""
+        slot = self.slots(name)
+        candidate = repository.load(f"{name}:{version}", self.settings)
+        with self._swap_lock:
+            slot.staged = candidate
+        return candidate
+
+    def promote(self, name: str) -> ServedModel:
+        slot = self.slots(name)
+        with self._swap_lock:
+            if slot.staged is None:
+                raise SwapRefused(f"no staged version of {name!r} to promote; load one first")
+            slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
+            logger.info("promoted %s:%s", name, slot.live.version)
+            return slot.live
+
+    def rollback(self, name: str) -> ServedModel:
+        slot = self.slots(name)
+        with self._swap_lock:
+            if slot.previous is None or slot.live is None:
+                raise SwapRefused(f"{name!r} has no previous version to roll back to")
+            slot.previous, slot.live = slot.live, slot.previous
+            logger.info("rolled %s back to %s", name, slot.live.version)
+            return slot.live
+
+    def load_and_promote(self, name: str, version: str) -> ServedModel:
+        self.stage(name, version)
+        return self.promote(name)
+
+
+__all__ = ["DataPlane", "ModelSlots", "ServingError"]

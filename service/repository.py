@@ -1,0 +1,92 @@
+"""Load model versions from the BentoML model store, checked before they can serve.
+
+A version loads only if every file matches its sha256 in the manifest and a
+smoke inference on the stored reference sample reproduces the stored outputs.
+Anything else raises `SwapRefused`, and whatever was live stays live.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimise import store
+from optimise.errors import OptimiseError
+from optimise.evaluate import cosine_per_sample
+from optimise.runtime import OnnxSession
+from service.errors import SwapRefused
+from service.served_model import ServedModel, TensorModel, TextEmbeddingModel
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+SMOKE_ROWS = 4
+SMOKE_MIN_COSINE = 0.999
+
+
+def versions(name: str) -> list[str]:
+    """Stored versions of a model, oldest first."""
+    return [m.tag.version or "" for m in store.list_models(name)]
+
+
+def load(tag: str, settings: ServiceSettings) -> ServedModel:
+    try:
+        model = store.get_model(tag)
+        broken = store.verify(model)
+        manifest = store.read_manifest(model)
+    except (OptimiseError, OSError, ValueError) as exc:
+        raise SwapRefused(f"cannot load {tag}: {exc}") from exc
+    if broken:
+        raise SwapRefused(f"{model.tag}: files differ from their sha256 in the manifest: {', '.join(broken)}")
+    root = Path(model.path)
+    try:
+        served = _open(model.tag.name, model.tag.version or "", root, manifest, settings)
+    except Exception as exc:  # ORT or the tokenizer refusing the artefact: it never goes live
+        raise SwapRefused(f"{model.tag}: cannot open the model: {type(exc).__name__}: {exc}") from exc
+    smoke_test(served, root / store.REFERENCE_FILE)
+    return served
+
+
+def _open(
+    name: str, version: str, root: Path, manifest: dict[str, Any], settings: ServiceSettings
+) -> ServedModel:
+    profile = manifest["profile"]
+    threads = settings.threads or manifest["selected"]["intra_op_threads"]
+    session = OnnxSession(root / manifest["model_file"], threads, tuple(profile["execution_providers"]))
+    tokenizer = root / store.PREPROCESSING_DIR / "tokenizer.json"
+    if tokenizer.is_file():
+        max_tokens = int(manifest["source"].get("max_length", 128))
+        return TextEmbeddingModel(
+            name, version, manifest, session, tokenizer, max_tokens, settings.text_overflow == "reject"
+        )
+    return TensorModel(name, version, manifest, session)
+
+
+def smoke_test(served: ServedModel, reference_file: Path) -> None:
+    """Run the stored reference inputs through the session; the outputs must match those stored."""
+    with np.load(reference_file) as reference:
+        feeds = {
+            k.removeprefix("input__"): reference[k][:SMOKE_ROWS]
+            for k in reference.files
+            if k.startswith("input__")
+        }
+        expected = reference["output"][:SMOKE_ROWS]
+    try:
+        actual = served.session.run(feeds)[0]
+    except Exception as exc:
+        raise SwapRefused(
+            f"{served.name}:{served.version}: smoke inference failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if actual.shape != expected.shape:
+        raise SwapRefused(
+            f"{served.name}:{served.version}: smoke output shape {actual.shape} != {expected.shape}"
+        )
+    agreement = float(cosine_per_sample(actual, expected).min())
+    if not np.isfinite(actual).all() or agreement < SMOKE_MIN_COSINE:
+        raise SwapRefused(
+            f"{served.name}:{served.version}: smoke outputs differ from the stored reference ({agreement:.4f})"
+        )
+    logger.info("loaded %s:%s (smoke cosine %.5f)", served.name, served.version, agreement)

@@ -1,0 +1,59 @@
+"""Service settings, read from the environment with the LEANSERVE_ prefix."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Every field can be set as LEANSERVE_<NAME> (e.g. LEANSERVE_GRPC_PORT=9001)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEANSERVE_", extra="ignore")
+
+    models: Annotated[list[str], NoDecode] = Field(
+        default=["minilm", "digits"],
+        description="Model store tags to serve, comma-separated: NAME (latest) or NAME:VERSION.",
+    )
+    embed_model: str = Field(default="minilm", description="Model behind the native /embed endpoint.")
+    classify_model: str = Field(default="digits", description="Model behind the native /classify endpoint.")
+    grpc_host: str = Field(default="0.0.0.0", description="Interface of the OIP v2 gRPC server.")
+    grpc_port: int = Field(
+        default=8001, ge=0, le=65535, description="Port of the gRPC server; 0 disables it."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="ONNX Runtime intra-op threads; default: what the build measured."
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Adaptive batching: largest batch of /embed and /classify."
+    )
+    max_latency_ms: int = Field(
+        default=2000,
+        ge=1,
+        description="Adaptive batching: BentoML answers 503 rather than let a request wait longer than this.",
+    )
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (REST) or message (gRPC); 413 beyond.",
+    )
+    max_texts: int = Field(default=256, ge=1, description="Most texts in one /embed request or BYTES tensor.")
+    max_text_chars: int = Field(
+        default=20_000, ge=1, description="Longest single text accepted, in characters."
+    )
+    text_overflow: Literal["truncate", "reject"] = Field(
+        default="truncate",
+        description="Texts longer than the model's token limit (128 for minilm): truncated, or rejected with 400.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for /admin; the admin routes do not exist without it."
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value

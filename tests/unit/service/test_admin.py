@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from optimise import store
+from service.admin import create_admin_app
+from service.dataplane import DataPlane
+from service.settings import ServiceSettings
+from service.types import InferenceRequest, Tensor
+
+TOKEN = "s3cret-token"
+
+
+def _client(plane: DataPlane, token: str | None = TOKEN) -> TestClient:
+    settings = ServiceSettings(admin_token=SecretStr(token) if token else None)
+    return TestClient(create_admin_app(lambda: plane, settings))
+
+
+def _auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _tiny_version(plane: DataPlane) -> str:
+    request = InferenceRequest("tiny-served", [Tensor("features", np.zeros((1, 16), np.float32))])
+    return plane.infer(request).version
+
+
+def test_admin_routes_do_not_exist_without_a_token(dataplane: DataPlane) -> None:
+    response = _client(dataplane, token=None).get("/models", headers=_auth())
+    assert response.status_code == 404 and "LEANSERVE_ADMIN_TOKEN" in response.json()["error"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+def test_a_missing_or_wrong_token_is_refused(dataplane: DataPlane, headers: dict[str, str]) -> None:
+    assert _client(dataplane).get("/models", headers=headers).status_code == 401
+
+
+def test_load_promote_and_roll_back(dataplane: DataPlane, tiny_tags: list[str]) -> None:
+    client = _client(dataplane)
+    first, second = (tag.split(":")[1] for tag in tiny_tags)
+    listing = client.get("/models/tiny-served/versions", headers=_auth()).json()
+    assert listing["live"] == first and {first, second} <= set(listing["stored"])
+
+    staged = client.post(
+        "/models/tiny-served/load", json={"version": second, "promote": False}, headers=_auth()
+    )
+    assert staged.status_code == 200 and staged.json()["staged"] == second
+    assert _tiny_version(dataplane) == first  # staging does not serve
+
+    promoted = client.post("/models/tiny-served/promote", headers=_auth()).json()
+    assert promoted["live"] == second and promoted["previous"] == first
+    assert _tiny_version(dataplane) == second
+
+    rolled = client.post("/models/tiny-served/rollback", headers=_auth()).json()
+    assert rolled["live"] == first and _tiny_version(dataplane) == first
+
+
+def test_a_version_that_fails_its_checks_never_goes_live(dataplane: DataPlane, tiny_tags: list[str]) -> None:
+    client = _client(dataplane)
+    live = _tiny_version(dataplane)
+    missing = client.post("/models/tiny-served/load", json={"version": "nope"}, headers=_auth())
+    assert missing.status_code == 409 and "nope" in missing.json()["error"]
+
+    tampered_tag = tiny_tags[1]
+    model_file = Path(store.get_model(tampered_tag).path) / "model.onnx"
+    original = model_file.read_bytes()
+    try:
+        model_file.write_bytes(original[:-16] + b"\0" * 16)
+        response = client.post(
+            "/models/tiny-served/load", json={"version": tampered_tag.split(":")[1]}, headers=_auth()
+        )
+        assert response.status_code == 409 and "sha256" in response.json()["error"]
+    finally:
+        model_file.write_bytes(original)
+    assert _tiny_version(dataplane) == live
+
+
+def test_bad_admin_requests(dataplane: DataPlane) -> None:
+    client = _client(dataplane)
+    assert client.post("/models/tiny-served/load", content=b"{", headers=_auth()).status_code == 400
+    assert client.post("/models/unknown/promote", headers=_auth()).status_code == 404
+    assert client.post("/models/tiny-served/promote", headers=_auth()).status_code == 409  # nothing staged

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.dataplane import DataPlane
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady
+from service.settings import ServiceSettings
+from service.types import InferenceRequest, Tensor
+
+
+def _request(data: np.ndarray, model: str = "tiny-served", name: str = "features") -> InferenceRequest:
+    return InferenceRequest(model, [Tensor(name, data)])
+
+
+def test_infer_matches_the_session(dataplane: DataPlane) -> None:
+    features = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    response = dataplane.infer(_request(features))
+    expected = dataplane.model("tiny-served").session.run({"features": features})[0]
+    np.testing.assert_array_equal(response.outputs[0].data, expected)
+    assert response.outputs[0].name == "logits"
+
+
+def test_embeddings_do_not_depend_on_batch_company(dataplane: DataPlane) -> None:
+    texts = [
+        "tiny",
+        "a considerably longer sentence that needs many more tokens than the first one",
+        "mid length text",
+    ]
+    _, together = dataplane.embed(texts, "minilm-served")
+    alone = np.concatenate([dataplane.embed([t], "minilm-served")[1] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_texts_over_the_token_limit_are_truncated_or_rejected(dataplane: DataPlane, text_tag: str) -> None:
+    long_text = "word " * 500
+    assert dataplane.embed([long_text], "minilm-served")[1].shape == (1, 384)
+    strict = DataPlane(ServiceSettings(models=[text_tag], text_overflow="reject"))
+    strict.load_configured()
+    with pytest.raises(InvalidInput, match="token limit"):
+        strict.embed([long_text], "minilm-served")
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        (_request(np.zeros((1, 16), np.float32), model="nope"), ModelNotFound, "no model"),
+        (_request(np.zeros((1, 16), np.float64)), InvalidInput, "FP64"),
+        (_request(np.zeros((1, 15), np.float32)), InvalidInput, "shape"),
+        (_request(np.zeros((0, 16), np.float32)), InvalidInput, "empty batch"),
+        (_request(np.full((1, 16), np.inf, np.float32)), InvalidInput, "NaN or infinity"),
+        (_request(np.zeros((1, 16), np.float32), name="other"), InvalidInput, "no input 'other'"),
+    ],
+)
+def test_invalid_requests(
+    dataplane: DataPlane, request_: InferenceRequest, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        dataplane.infer(request_)
+
+
+def test_unknown_output_and_version(dataplane: DataPlane) -> None:
+    request = _request(np.zeros((1, 16), np.float32))
+    request.outputs = ["nope"]
+    with pytest.raises(InvalidInput, match="no output"):
+        dataplane.infer(request)
+    with pytest.raises(ModelNotFound, match="not live"):
+        dataplane.model("tiny-served", version="v0")
+
+
+def test_a_model_missing_from_the_store_leaves_the_plane_not_ready(tiny_tags: list[str]) -> None:
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0], "absent:v1"]))
+    plane.load_configured()
+    assert not plane.is_ready()
+    with pytest.raises(ModelNotReady, match="absent"):
+        plane.model("absent")
+    assert plane.infer(_request(np.zeros((1, 16), np.float32))).outputs  # the loaded one still serves
+
+
+def test_classify_accepts_rows_or_images_of_the_right_size(dataplane: DataPlane) -> None:
+    with pytest.raises(InvalidInput, match="do not fit"):
+        dataplane.classify(np.zeros((2, 5), np.float32), "tiny-served")
+    _, probabilities = dataplane.classify(np.zeros((2, 16), np.float32), "tiny-served")
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
