@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from optimise.source import ModelBundle
 
 EVAL_BATCH_SIZE = 32
+PADDING_MASK = "attention_mask"
 
 
 class Runner(Protocol):
@@ -91,6 +92,25 @@ def measure_interleaved(
 def predict(runner: Runner, inputs: Batch, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """The first output over a whole data set, in batches."""
     return np.concatenate([runner.run(batch)[0] for batch in iter_batches(inputs, batch_size)])
+
+
+def unpadded_rows(inputs: Batch) -> Iterator[Batch]:
+    """Each sample alone; with an attention mask, its right padding is cut off too."""
+    mask = inputs.get(PADDING_MASK)
+    for i in range(len(next(iter(inputs.values())))):
+        length = int(mask[i].sum()) if mask is not None else None
+        yield {
+            k: v[i : i + 1, :length] if length and v.ndim >= 2 else v[i : i + 1] for k, v in inputs.items()
+        }
+
+
+def predict_rows(runner: Runner, inputs: Batch) -> np.ndarray:
+    """The first output, one unpadded sample at a time: what the service computes for each request.
+
+    Dynamic int8 quantises activations with one scale per call, so a sample's output moves with
+    whatever shares its batch (padding included); single rows are the canonical answer.
+    """
+    return np.concatenate([runner.run(row)[0] for row in unpadded_rows(inputs)])
 
 
 def cosine_per_sample(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from optimise.errors import ConfigError, OptimiseError, PassFailed, one_line
-from optimise.evaluate import Quality, measure_interleaved, predict, score, size_on_disk
+from optimise.evaluate import Quality, measure_interleaved, predict_rows, score, size_on_disk
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.runtime import OnnxSession, ProviderUnavailable
 from optimise.source import ModelBundle
@@ -161,7 +161,7 @@ class Search:
             session = OnnxSession(
                 candidate.variant.artefact, recipe.threads, self.profile.execution_providers
             )
-            outputs = predict(session, self.bundle.eval_inputs)
+            outputs = predict_rows(session, self.bundle.eval_inputs)
             candidate.quality = score(outputs, self.bundle, self.reference_outputs)
             timing = measure_interleaved(
                 {"candidate": session}, self.bundle.latency_inputs, self.bundle.latency_inputs, rounds=1

@@ -36,9 +36,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def _write_reference(result: BuildResult, target: Path, model: Path) -> None:
     inputs = {name: array[:REFERENCE_ROWS] for name, array in result.bundle.eval_inputs.items()}
-    from optimise.evaluate import predict
+    from optimise.evaluate import predict_rows
 
-    outputs = predict(OnnxSession(model, result.winner.intra_op_threads), inputs)
+    outputs = predict_rows(OnnxSession(model, result.winner.intra_op_threads), inputs)
     arrays: dict[str, Any] = {f"input__{name}": array for name, array in inputs.items()}
     arrays["output"] = outputs
     if result.bundle.eval_labels is not None:

@@ -38,6 +38,9 @@ class ServedModel(ABC):
         self.version = version
         self.manifest = manifest
         self.session = session
+        # Dynamic int8 scales activations per call: batching requests would make each answer
+        # depend on its neighbours, so such models run one request row at a time.
+        self.batch_invariant = manifest["selected"]["precision"] != "int8-dynamic"
 
     @property
     @abstractmethod
@@ -64,7 +67,11 @@ class TensorModel(ServedModel):
         return _session_specs(self.session.inputs)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.run_onnx(inputs)
+        if self.batch_invariant:
+            return self.run_onnx(inputs)
+        count = len(next(iter(inputs.values())))
+        rows = [self.run_onnx({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
+        return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
 
 
 class TextEmbeddingModel(ServedModel):
@@ -105,9 +112,10 @@ class TextEmbeddingModel(ServedModel):
             if too_long:
                 raise InvalidInput(f"texts {too_long[:5]} exceed the {self.max_tokens}-token limit")
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        bucket = LENGTH_BUCKET if self.batch_invariant else 1
         parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(order), LENGTH_BUCKET):
-            chunk = [encodings[i] for i in order[start : start + LENGTH_BUCKET]]
+        for start in range(0, len(order), bucket):
+            chunk = [encodings[i] for i in order[start : start + bucket]]
             for name, value in self.run_onnx(self._feeds(chunk)).items():
                 parts.setdefault(name, []).append(value)
         inverse = np.empty_like(order)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_bundle
+from tiny_models import make_tiny_bundle
 
 from optimise.evaluate import (
     EVAL_BATCH_SIZE,

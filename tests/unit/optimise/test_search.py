@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from conftest import make_tiny_bundle
+from tiny_models import make_tiny_bundle
 
 from optimise.errors import ConfigError, OptimiseError, PassFailed
 from optimise.evaluate import reference_outputs

@@ -5,7 +5,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import make_tiny_bundle
+from tiny_models import make_tiny_bundle
 
 from optimise.pipeline import Recipe
 from optimise.profiles import get_profile

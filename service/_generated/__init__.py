@@ -1,0 +1,1 @@
+"""Code generated from service/protos/grpc_predict_v2.proto by service/protos/generate.py; do not edit."""

@@ -1,0 +1,139 @@
+"""The BentoML service: native REST endpoints, OIP v2 REST under /v2, admin under /admin,
+and the OIP v2 gRPC server on its own port, all over one DataPlane.
+
+    bentoml serve service.app:LeanServe            # HTTP :3000, gRPC :8001
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from pydantic import Field
+
+from service.admin import create_admin_app
+from service.dataplane import DataPlane
+from service.errors import ModelNotReady, ServingError
+from service.settings import ServiceSettings
+from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
+from service.v2.rest import create_v2_app, create_v2_root_app
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+logger = logging.getLogger("leanserve")
+settings = ServiceSettings()
+
+
+class _Current:
+    """The worker's data plane; the ASGI apps are built at import time, before it exists."""
+
+    dataplane: DataPlane | None = None
+
+    @classmethod
+    def get(cls) -> DataPlane:
+        if cls.dataplane is None:
+            raise ModelNotReady("the service is starting")
+        return cls.dataplane
+
+
+@contextlib.contextmanager
+def _http_errors() -> Iterator[None]:
+    """Native endpoints: the one error hierarchy, as BentoML's HTTP errors."""
+    try:
+        yield
+    except ServingError as exc:
+        raise BentoMLException(str(exc), error_code=HTTPStatus(exc.http_status)) from exc
+
+
+Texts = Annotated[
+    list[Annotated[str, Field(max_length=settings.max_text_chars)]],
+    Field(min_length=1, max_length=settings.max_texts),
+]
+
+
+@bentoml.asgi_app(create_v2_root_app(), path="/")  # GET /v2 itself: tritonclient does not follow redirects
+@bentoml.asgi_app(create_v2_app(_Current.get, settings), path="/v2")
+@bentoml.asgi_app(create_admin_app(_Current.get, settings), path="/admin")
+@bentoml.service(
+    name="leanserve",
+    workers=1,
+    traffic={"timeout": 60},
+    http={"max_request_size": settings.max_request_bytes},
+)
+class LeanServe:
+    def __init__(self) -> None:
+        self.dataplane = DataPlane(settings)
+        self.dataplane.load_configured()
+        _Current.dataplane = self.dataplane
+        self.grpc_server: Any = None
+
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        if settings.grpc_port:
+            from service.grpc.server import start_grpc_server
+
+            self.grpc_server = await start_grpc_server(self.dataplane, settings)
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=2)
+
+    def __is_ready__(self) -> bool:
+        return self.dataplane.is_ready()
+
+    @bentoml.api(
+        batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms
+    )
+    def embed(self, texts: Texts) -> np.ndarray:
+        """Sentence embeddings, one row per text; texts over the token limit are truncated (or 400)."""
+        with _http_errors():
+            return self.dataplane.embed(list(texts), settings.embed_model)[1]
+
+    @bentoml.api
+    def classify(self, images: list[Any]) -> dict[str, Any]:
+        """Digits: images as [N, 8, 8] or [N, 64] pixel values (0-16 scaled to 0-1) -> class and probabilities."""
+        with _http_errors():
+            model, probabilities = self.dataplane.classify(
+                _array(images, "images", np.float32), settings.classify_model
+            )
+            return {
+                "model": model.name,
+                "version": model.version,
+                "classes": probabilities.argmax(axis=1).tolist(),
+                "probabilities": probabilities.round(6).tolist(),
+            }
+
+    @bentoml.api
+    def predict(self, model: str, inputs: dict[str, list[Any]]) -> dict[str, Any]:
+        """Any served model: named tensors as nested lists -> named outputs as nested lists."""
+        with _http_errors():
+            served = self.dataplane.model(model)
+            dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in served.inputs}
+            tensors = [
+                Tensor(name, _array(values, name, dtypes.get(name))) for name, values in inputs.items()
+            ]
+            response = self.dataplane.infer(InferenceRequest(model, tensors))
+            return {
+                "model": response.model,
+                "version": response.version,
+                "outputs": {t.name: t.data.tolist() for t in response.outputs},
+            }
+
+
+def _array(values: Any, name: str, dtype: Any) -> np.ndarray:
+    from service.errors import InvalidInput
+
+    try:
+        array = np.asarray(values, dtype=dtype)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{name!r} is not a rectangular array of {np.dtype(dtype).name} values") from None
+    if array.dtype == object and dtype != np.dtype(object):
+        raise InvalidInput(f"{name!r} is ragged")
+    return array

@@ -1,0 +1,254 @@
+"""OIP v2 REST bodies <-> protocol-neutral requests and responses, with the binary tensor data extension.
+
+With the extension (what tritonclient.http sends by default), the body is
+`Inference-Header-Content-Length` bytes of JSON followed by the raw tensors of
+every input that has `parameters.binary_data_size`, in input order: numeric
+tensors little-endian and contiguous, BYTES elements each prefixed with a
+4-byte little-endian length. Responses use the same layout for the outputs
+asked for in binary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.types import DATATYPES, NUMPY_DTYPES, InferenceRequest, InferenceResponse, Tensor
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_LENGTH = struct.Struct("<I")
+# JSON numbers that may fill a tensor of each numpy kind (bool, int, uint, float).
+_SOURCE_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+_VALUE_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "fractional numbers", "U": "strings"}
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """Which outputs go back as binary: per-output `binary_data`, else the request's `binary_data_output`."""
+
+    binary: dict[str, bool] = field(default_factory=dict)
+    binary_default: bool = False
+
+    def is_binary(self, name: str) -> bool:
+        return self.binary.get(name, self.binary_default)
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    """obj[key] checked to be of `kind` (bools are not integers); absent or null -> default, or an error."""
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise InvalidInput(f"{where} needs {key!r}")
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidInput(f"{where}: {key!r} must be {_KIND_NAMES[kind]}, not {value!r:.60}")
+    return value
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        size = int(header_length)
+    except ValueError:
+        raise InvalidInput(f"{HEADER_LENGTH} must be an integer, not {header_length!r:.40}") from None
+    if not 0 <= size <= len(body):
+        raise InvalidInput(f"{HEADER_LENGTH} is {size} but the body has {len(body)} bytes")
+    return body[:size], memoryview(body)[size:]
+
+
+def _load_json(text: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise InvalidInput(f"the request is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidInput("the request must be a JSON object")
+    return obj
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    """Nested lists in row-major order; a loop rather than recursion, so deep nesting cannot overflow."""
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _json_bytes(name: str, data: Any) -> np.ndarray:
+    items = _flatten(data) if isinstance(data, list) else [data]
+    if not all(isinstance(item, str) for item in items):
+        raise InvalidInput(f"input {name!r} is BYTES: its data must be strings")
+    try:
+        return np.array([item.encode("utf-8") for item in items], dtype=object)
+    except UnicodeEncodeError:
+        raise InvalidInput(f"input {name!r} holds a string that is not valid Unicode") from None
+
+
+def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise InvalidInput(f"input {name!r}: data is a ragged nested list") from None
+    if array.size == 0:
+        return array.astype(dtype)
+    if array.dtype.kind not in _SOURCE_KINDS[dtype.kind]:
+        found = _VALUE_NAMES.get(array.dtype.kind, "mixed or non-numeric values")
+        raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
+    converted = array.astype(dtype)
+    if dtype.kind in "iu" and not np.array_equal(converted, array):
+        raise InvalidInput(f"input {name!r}: data has values out of range for {dtype.name}")
+    return converted
+
+
+def _binary_bytes(name: str, raw: memoryview, count: int) -> np.ndarray:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidInput(f"input {name!r}: binary BYTES data ends inside a length prefix")
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InvalidInput(f"input {name!r}: a BYTES element of {length} bytes overruns its binary data")
+        items.append(bytes(raw[offset : offset + length]))
+        offset += length
+    if len(items) != count:
+        raise InvalidInput(
+            f"input {name!r}: binary data holds {len(items)} elements; its shape needs {count}"
+        )
+    return np.array(items, dtype=object)
+
+
+def _decode_input(obj: Any, index: int, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+    """One input tensor, and the offset of the next input's binary data."""
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"inputs[{index}] must be an object")
+    name = _field(obj, "name", str, f"inputs[{index}]")
+    datatype = _field(obj, "datatype", str, f"input {name!r}")
+    shape = _field(obj, "shape", list, f"input {name!r}")
+    parameters = _field(obj, "parameters", dict, f"input {name!r}", {})
+    if datatype not in NUMPY_DTYPES:
+        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; known: {sorted(NUMPY_DTYPES)}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, not {shape}")
+    if "shared_memory_region" in parameters:
+        raise InvalidInput(f"input {name!r}: the shared memory extension is not supported")
+    dtype, count = NUMPY_DTYPES[datatype], math.prod(shape)
+    if "binary_data_size" in parameters:
+        size = _field(parameters, "binary_data_size", int, f"input {name!r} parameters")
+        if size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must not be negative")
+        if offset + size > len(binary):
+            raise InvalidInput(
+                f"input {name!r}: binary_data_size {size} overruns the {len(binary)} bytes of binary data"
+            )
+        raw = binary[offset : offset + size]
+        if datatype == "BYTES":
+            array = _binary_bytes(name, raw, count)
+        elif size != count * dtype.itemsize:
+            raise InvalidInput(
+                f"input {name!r}: binary_data_size {size} does not fit shape {shape} of {datatype}"
+                f" ({count * dtype.itemsize} bytes)"
+            )
+        else:
+            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+        offset += size
+    elif "data" not in obj:
+        raise InvalidInput(f"input {name!r} needs 'data' or parameters.binary_data_size")
+    else:
+        data = obj["data"]
+        array = _json_bytes(name, data) if datatype == "BYTES" else _json_numbers(name, data, dtype)
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: data has {array.size} elements; shape {shape} needs {count}")
+    return Tensor(name, array.reshape(shape), parameters), offset
+
+
+def _decode_outputs(request: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
+    outputs = _field(request, "outputs", list, "the request", [])
+    names, binary = [], {}
+    for index, obj in enumerate(outputs):
+        if not isinstance(obj, dict):
+            raise InvalidInput(f"outputs[{index}] must be an object")
+        name = _field(obj, "name", str, f"outputs[{index}]")
+        parameters = _field(obj, "parameters", dict, f"output {name!r}", {})
+        if "classification" in parameters or "shared_memory_region" in parameters:
+            raise InvalidInput(f"output {name!r}: classification and shared memory are not supported")
+        if "binary_data" in parameters:
+            binary[name] = _field(parameters, "binary_data", bool, f"output {name!r} parameters")
+        names.append(name)
+    return names or None, binary
+
+
+def decode_request(
+    body: bytes, header_length: str | None, model: str, version: str | None = None
+) -> tuple[InferenceRequest, OutputFormat]:
+    """Parse an infer body; `header_length` is the Inference-Header-Content-Length header, if sent."""
+    text, binary = _split_body(body, header_length)
+    obj = _load_json(text)
+    request_id = _field(obj, "id", str, "the request", "") or None
+    parameters = _field(obj, "parameters", dict, "the request", {})
+    inputs_json = _field(obj, "inputs", list, "the request")
+    if not inputs_json:
+        raise InvalidInput("the request has no inputs")
+    inputs, offset = [], 0
+    for index, item in enumerate(inputs_json):
+        tensor, offset = _decode_input(item, index, binary, offset)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise InvalidInput(f"the body has {len(binary)} bytes of binary data but inputs declare {offset}")
+    outputs, binary_outputs = _decode_outputs(obj)
+    binary_default = _field(parameters, "binary_data_output", bool, "the request parameters", False)
+    request = InferenceRequest(model, inputs, version, outputs, request_id, parameters)
+    return request, OutputFormat(binary_outputs, binary_default)
+
+
+def _binary(array: np.ndarray) -> bytes:
+    if array.dtype.kind in "OSU":
+        items = [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in array.reshape(-1)]
+        return b"".join(_LENGTH.pack(len(x)) + x for x in items)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _json_data(array: np.ndarray) -> list[Any]:
+    if array.dtype.kind in "OSU":
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
+    return array.reshape(-1).tolist()
+
+
+def encode_response(response: InferenceResponse, output_format: OutputFormat) -> tuple[bytes, int | None]:
+    """The body, and the JSON header's length when any output is binary (else None: all JSON)."""
+    outputs, chunks = [], []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
+        if output_format.is_binary(tensor.name):
+            chunks.append(_binary(tensor.data))
+            entry["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            entry["data"] = _json_data(tensor.data)
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": response.model, "model_version": response.version}
+    if response.id is not None:
+        body["id"] = response.id
+    body["outputs"] = outputs
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)

@@ -1,0 +1,113 @@
+"""Real servers for integration tests: the demos built into the session's model store, then
+`bentoml serve` subprocesses, each with its own BENTOML_HOME (a server wipes its home's
+Prometheus directory at start) sharing the session's models, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from optimise import store
+from optimise.build import optimise
+from optimise.profiles import get_profile
+from optimise.search import SearchSettings
+from optimise.sources import load_source
+from optimise.space import SearchSpace
+from optimise.types import Constraints, Precision
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "integration-test-token"
+FP32_AND_INT8 = SearchSpace(
+    graph_optimise=(False,), precisions=(Precision.FP32, Precision.INT8_DYNAMIC), per_channel=(True,)
+)
+FP32_ONLY = SearchSpace(graph_optimise=(False,), precisions=(Precision.FP32,))
+
+
+def build_demo(name: str, space: SearchSpace) -> str:
+    with tempfile.TemporaryDirectory() as scratch:
+        result = optimise(
+            load_source(name),
+            get_profile("cpu"),
+            Constraints(),
+            SearchSettings(sampler="grid"),
+            Path(scratch),
+            space,
+            rounds=1,
+        )
+        return store.save(result, name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    http: str
+    grpc: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.http, timeout=60)
+
+
+def start_server(home: Path, models: list[str], extra_env: dict[str, str] | None = None) -> Server:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    http_port, grpc_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        BENTOML_HOME=str(home),
+        LEANSERVE_GRPC_PORT=str(grpc_port),
+        LEANSERVE_ADMIN_TOKEN=ADMIN_TOKEN,
+    )
+    env["LEANSERVE_MODELS"] = ",".join(models)
+    env.update(extra_env or {})
+    log = home / "server.log"
+    command = [
+        str(Path(sys.executable).parent / "bentoml"),
+        "serve",
+        "service.app:LeanServe",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(http_port),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process, log)
+    _wait_ready(server)
+    return server
+
+
+def _wait_ready(server: Server, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited: {server.log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.http}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"server not ready after {timeout} s: {server.log.read_text()[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
