@@ -69,7 +69,7 @@ class Constraints:
     min_cosine: float = 0.99
     max_size_bytes: int | None = None
     latency_slo_ms: float | None = None
-    latency_tolerance: float = 0.05
+    latency_tolerance: float = 0.10
     """Variants within this share of the fastest p50 count as equally fast; the smallest of them wins."""
 
     def __post_init__(self) -> None:

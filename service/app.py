@@ -18,9 +18,11 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from pydantic import Field
 
+from monitoring.metrics import track_request
 from service.admin import create_admin_app
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady, ServingError
+from service.native_metrics import BatchedRouteMetrics
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
 from service.v2.rest import create_v2_app, create_v2_root_app
@@ -99,10 +101,12 @@ class LeanServe:
     @bentoml.api
     def classify(self, images: list[Any]) -> dict[str, Any]:
         """Digits: images as [N, 8, 8] or [N, 64] pixel values (0-16 scaled to 0-1) -> class and probabilities."""
-        with _http_errors():
+        label = self.dataplane.model_label(settings.classify_model)
+        with _http_errors(), track_request(label, "rest") as record:
             model, probabilities = self.dataplane.classify(
                 _array(images, "images", np.float32), settings.classify_model
             )
+            record.version = model.version
             return {
                 "model": model.name,
                 "version": model.version,
@@ -113,8 +117,9 @@ class LeanServe:
     @bentoml.api
     def predict(self, model: str, inputs: dict[str, list[Any]]) -> dict[str, Any]:
         """Any served model: named tensors as nested lists -> named outputs as nested lists."""
-        with _http_errors():
+        with _http_errors(), track_request(self.dataplane.model_label(model), "rest") as record:
             served = self.dataplane.model(model)
+            record.version = served.version
             dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in served.inputs}
             tensors = [
                 Tensor(name, _array(values, name, dtypes.get(name))) for name, values in inputs.items()
@@ -137,3 +142,9 @@ def _array(values: Any, name: str, dtype: Any) -> np.ndarray:
     if array.dtype == object and dtype != np.dtype(object):
         raise InvalidInput(f"{name!r} is ragged")
     return array
+
+
+# The decorators turned the class into a bentoml.Service; mypy still sees the class.
+LeanServe.add_asgi_middleware(  # type: ignore[attr-defined]
+    BatchedRouteMetrics, path="/embed", model=settings.embed_model, get_dataplane=_Current.get
+)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from monitoring import metrics
 from service import repository
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError, SwapRefused
 from service.served_model import ServedModel, TextEmbeddingModel
@@ -44,7 +46,8 @@ class DataPlane:
         for tag in self.settings.models:
             name = tag.split(":")[0]
             try:
-                self._slots[name].live = repository.load(tag, self.settings)
+                live = self._slots[name].live = repository.load(tag, self.settings)
+                metrics.set_live_version(name, live.labels())
             except SwapRefused as exc:
                 self._slots[name].load_error = str(exc)
                 logger.error("model %s not loaded: %s", tag, exc)
@@ -59,6 +62,10 @@ class DataPlane:
         return [slot.live for slot in self._slots.values() if slot.live is not None]
 
     # -- reads -----------------------------------------------------------------------------
+    def model_label(self, name: str) -> str:
+        """`name` if this server serves it, else one shared value: metric labels stay bounded."""
+        return name if name in self._slots else metrics.UNKNOWN_MODEL
+
     def model(self, name: str, version: str | None = None) -> ServedModel:
         slot = self._slots.get(name)
         if slot is None:
@@ -76,7 +83,7 @@ class DataPlane:
 
     def infer(self, request: InferenceRequest) -> InferenceResponse:
         model = self.model(request.model, request.version)
-        outputs = model.predict(validate(request, model.inputs, self.settings))
+        outputs = self._predict(model, validate(request, model.inputs, self.settings))
         wanted = request.outputs or list(outputs)
         unknown = [n for n in wanted if n not in outputs]
         if unknown:
@@ -96,7 +103,10 @@ class DataPlane:
             raise InvalidInput(f"model {model_name!r} does not take text")
         request = InferenceRequest(model_name, [Tensor("text", np.array(texts, dtype=object))])
         validate(request, model.inputs, self.settings)
-        return model, next(iter(model.embed(texts).values()))
+        start = time.perf_counter()
+        embeddings = next(iter(model.embed(texts).values()))
+        metrics.observe_inference(model.name, model.version, len(texts), time.perf_counter() - start)
+        return model, embeddings
 
     def classify(self, pixels: np.ndarray, model_name: str) -> tuple[ServedModel, np.ndarray]:
         """Class probabilities for images given as [N, 8, 8], [N, 64] or the model's own shape."""
@@ -109,9 +119,17 @@ class DataPlane:
                 f"images of shape {list(pixels.shape)} do not fit the model's input {list(spec.shape)}"
             ) from None
         request = InferenceRequest(model_name, [Tensor(spec.name, batch)])
-        logits = next(iter(model.predict(validate(request, model.inputs, self.settings)).values()))
+        logits = next(iter(self._predict(model, validate(request, model.inputs, self.settings)).values()))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return model, shifted / shifted.sum(axis=1, keepdims=True)
+
+    @staticmethod
+    def _predict(model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        outputs = model.predict(inputs)
+        rows = len(next(iter(inputs.values())))
+        metrics.observe_inference(model.name, model.version, rows, time.perf_counter() - start)
+        return outputs
 
     # -- swaps -----------------------------------------------------------------------------
     def slots(self, name: str) -> ModelSlots:
@@ -133,6 +151,7 @@ class DataPlane:
             if slot.staged is None:
                 raise SwapRefused(f"no staged version of {name!r} to promote; load one first")
             slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
+            _announce(name, slot)
             logger.info("promoted %s:%s", name, slot.live.version)
             return slot.live
 
@@ -142,12 +161,18 @@ class DataPlane:
             if slot.previous is None or slot.live is None:
                 raise SwapRefused(f"{name!r} has no previous version to roll back to")
             slot.previous, slot.live = slot.live, slot.previous
+            _announce(name, slot)
             logger.info("rolled %s back to %s", name, slot.live.version)
             return slot.live
 
     def load_and_promote(self, name: str, version: str) -> ServedModel:
         self.stage(name, version)
         return self.promote(name)
+
+
+def _announce(name: str, slot: ModelSlots) -> None:
+    assert slot.live is not None
+    metrics.set_live_version(name, slot.live.labels(), slot.previous.labels() if slot.previous else None)
 
 
 __all__ = ["DataPlane", "ModelSlots", "ServingError"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from monitoring.metrics import VersionLabels
 from optimise.runtime import OnnxSession
 from service.errors import InvalidInput
 from service.types import DATATYPES, ModelMetadata, TensorSpec
@@ -53,6 +54,12 @@ class ServedModel(ABC):
     @abstractmethod
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run validated inputs (named as `inputs` says) and return every output by name."""
+
+    def labels(self) -> VersionLabels:
+        selected = self.manifest["selected"]
+        return VersionLabels(
+            self.version, selected["id"], selected["precision"], self.manifest["profile"]["name"]
+        )
 
     def metadata(self, versions: tuple[str, ...]) -> ModelMetadata:
         return ModelMetadata(self.name, versions, "onnxruntime_onnx", self.inputs, self.outputs)

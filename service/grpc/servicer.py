@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from typing_extensions import override
 
+from monitoring.metrics import track_request
 from service._generated import grpc_predict_v2_pb2 as pb
 from service._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.dataplane import DataPlane
@@ -103,7 +104,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @override
     @_status_from_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        inference_request = converters.to_inference_request(request)
-        # ONNX Runtime releases the GIL: other RPCs keep flowing while this one runs.
-        response = await asyncio.to_thread(self.dataplane.infer, inference_request)
-        return converters.to_infer_response(response)
+        with track_request(self.dataplane.model_label(request.model_name), "grpc") as record:
+            inference_request = converters.to_inference_request(request)
+            # ONNX Runtime releases the GIL: other RPCs keep flowing while this one runs.
+            response = await asyncio.to_thread(self.dataplane.infer, inference_request)
+            record.version = response.version
+            return converters.to_infer_response(response)

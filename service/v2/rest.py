@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from monitoring.metrics import track_request
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, PayloadTooLarge, ServingError
 from service.settings import ServiceSettings
@@ -159,12 +160,16 @@ def create_v2_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSetti
         header_length = request.headers.get(HEADER_LENGTH)
         dataplane = get_dataplane()
 
-        def run() -> tuple[bytes, int | None]:
-            # Decoding and encoding too: large bodies would otherwise stall the event loop.
-            inference, output_format = decode_request(body, header_length, name, model_version)
-            return encode_response(dataplane.infer(inference), output_format)
+        with track_request(dataplane.model_label(name), "rest-v2") as record:
 
-        content, json_size = await anyio.to_thread.run_sync(run)
+            def run() -> tuple[bytes, int | None]:
+                # Decoding and encoding too: large bodies would otherwise stall the event loop.
+                inference, output_format = decode_request(body, header_length, name, model_version)
+                response = dataplane.infer(inference)
+                record.version = response.version
+                return encode_response(response, output_format)
+
+            content, json_size = await anyio.to_thread.run_sync(run)
         if json_size is None:
             return Response(content, media_type="application/json")
         return Response(

@@ -225,3 +225,35 @@ def test_bad_grpc_requests_map_to_status_codes(server: Server) -> None:
         client.infer("nope", [tensor])
     assert "NOT_FOUND" in str(unknown.value.status())
     assert client.is_server_ready()
+
+
+def test_metrics_cover_every_protocol_with_model_and_version(
+    server: Server, demo_tags: dict[str, str]
+) -> None:
+    version = demo_tags["digits"].split(":")[1]
+    body = {"inputs": [PIXELS]}
+    with server.client() as client:
+        assert client.post("/v2/models/digits/infer", json=body).status_code == 200
+        assert client.post("/classify", json={"images": [[0.0] * 64]}).status_code == 200
+        assert client.post("/embed", json={"texts": ["metrics"]}).status_code == 200
+        assert client.post("/v2/models/unknown-model/infer", json=body).status_code == 404
+        grpc_client = triton_grpc.InferenceServerClient(server.grpc)
+        tensor = triton_grpc.InferInput("pixels", [1, 1, 8, 8], "FP32")
+        tensor.set_data_from_numpy(digits_pixels(1))
+        grpc_client.infer("digits", [tensor])
+        text = client.get("/metrics").text
+    for protocol in ("rest-v2", "rest"):
+        assert (
+            f'leanserve_request_duration_seconds_count{{model="digits",protocol="{protocol}",version="{version}"}}'
+            in text
+        )
+    assert 'leanserve_request_duration_seconds_count{model="minilm",protocol="rest"' in text
+    assert 'leanserve_request_duration_seconds_count{model="digits",protocol="grpc"' in text
+    assert 'leanserve_requests_total{code="404",model="_unknown",protocol="rest-v2"}' in text
+    info = [
+        line
+        for line in text.splitlines()
+        if line.startswith("leanserve_model_info{") and 'model="digits"' in line
+    ]
+    assert any(f'version="{version}"' in line and line.endswith(" 1.0") for line in info), info
+    assert "leanserve_inference_duration_seconds_bucket" in text and "leanserve_batch_size_bucket" in text
