@@ -96,4 +96,4 @@ def test_profiles_lists_every_profile_and_whether_it_runs_here() -> None:
 def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "leanserve"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0 and "optimise" in result.stdout
+    assert result.returncode == 0 and "optimise" in result.stdout and "drift" in result.stdout

@@ -1,0 +1,132 @@
+"""When to act: a pure function from recent drift and latency windows to a decision.
+
+No I/O and no clock of its own (the caller passes `now`), so every rule is
+testable with plain values. Input drift that lasts is answered by
+re-optimising on recent traffic (recalibration can follow a shifted input
+range); output drift without input drift means the relation between inputs and
+answers moved (concept drift): no optimisation fixes that, so it is reported as
+needing retraining. Cooldown and an hourly cap keep a flapping signal from
+rebuilding the model over and over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    NONE = "none"
+    REOPTIMISE = "reoptimise"
+    NEEDS_RETRAINING = "needs-retraining"
+
+
+class Reason(StrEnum):
+    STABLE = "stable"
+    DATA_DRIFT = "data-drift"
+    LATENCY = "latency-slo"
+    CONCEPT_DRIFT = "concept-drift"
+    COOLDOWN = "cooldown"
+    RATE_LIMIT = "rate-limit"
+    ALERT = "alert"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Thresholds of the closed loop.
+
+    Attributes:
+        drift_share: share of drifted input features that counts as data drift.
+        drift_windows: consecutive drifted windows before acting.
+        latency_slo_ms: p95 latency objective; None disables the latency rule.
+        latency_windows: consecutive windows over the SLO before acting.
+        cooldown_s: no new run this soon after the last one.
+        max_runs_per_hour: cap on runs in any sliding hour.
+    """
+
+    drift_share: float = 0.3
+    drift_windows: int = 3
+    latency_slo_ms: float | None = None
+    latency_windows: int = 3
+    cooldown_s: float = 1800.0
+    max_runs_per_hour: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drift_share <= 1:
+            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
+        if self.drift_windows < 1 or self.latency_windows < 1:
+            raise ValueError("window counts must be at least 1")
+        if self.cooldown_s < 0 or self.max_runs_per_hour < 1:
+            raise ValueError("cooldown_s must be >= 0 and max_runs_per_hour >= 1")
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """What one evaluated window of live traffic showed."""
+
+    drift_share: float = 0.0
+    embedding_drift: bool = False
+    prediction_drift: bool = False
+    latency_p95_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: Reason
+    detail: str
+
+
+def _input_drifted(window: WindowState, config: PolicyConfig) -> bool:
+    return window.drift_share >= config.drift_share or window.embedding_drift
+
+
+def _last(windows: Sequence[WindowState], count: int) -> Sequence[WindowState] | None:
+    return windows[-count:] if len(windows) >= count else None
+
+
+def _throttled(runs: Sequence[float], now: float, config: PolicyConfig) -> Decision | None:
+    if runs and now - max(runs) < config.cooldown_s:
+        wait = config.cooldown_s - (now - max(runs))
+        return Decision(
+            Action.NONE, Reason.COOLDOWN, f"last run {now - max(runs):.0f} s ago; cooldown {wait:.0f} s left"
+        )
+    recent = [t for t in runs if now - t < 3600]
+    if len(recent) >= config.max_runs_per_hour:
+        return Decision(
+            Action.NONE,
+            Reason.RATE_LIMIT,
+            f"{len(recent)} runs in the last hour (cap {config.max_runs_per_hour})",
+        )
+    return None
+
+
+def decide(
+    windows: Sequence[WindowState], runs: Sequence[float], now: float, config: PolicyConfig
+) -> Decision:
+    """Decide from the recent windows (oldest first) and the start times of past runs."""
+    drifted = _last(windows, config.drift_windows)
+    wanted: Decision | None = None
+    if drifted and all(_input_drifted(w, config) for w in drifted):
+        share = drifted[-1].drift_share
+        wanted = Decision(
+            Action.REOPTIMISE,
+            Reason.DATA_DRIFT,
+            f"input drift for {len(drifted)} windows (share {share:.2f})",
+        )
+    elif drifted and all(w.prediction_drift and not _input_drifted(w, config) for w in drifted):
+        detail = f"outputs drifted for {len(drifted)} windows while inputs did not: retrain the model"
+        return Decision(Action.NEEDS_RETRAINING, Reason.CONCEPT_DRIFT, detail)
+    slow = _last(windows, config.latency_windows)
+    if wanted is None and config.latency_slo_ms is not None and slow:
+        p95s = [w.latency_p95_ms for w in slow]
+        if all(p is not None and p > config.latency_slo_ms for p in p95s):
+            wanted = Decision(
+                Action.REOPTIMISE,
+                Reason.LATENCY,
+                f"p95 over {config.latency_slo_ms} ms for {len(slow)} windows",
+            )
+    if wanted is None:
+        return Decision(Action.NONE, Reason.STABLE, "no rule fired")
+    return _throttled(runs, now, config) or wanted
