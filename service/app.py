@@ -19,9 +19,11 @@ from bentoml.exceptions import BentoMLException
 from pydantic import Field
 
 from monitoring.metrics import track_request
+from monitoring.monitor import DriftMonitor, MonitorConfig
 from service.admin import create_admin_app
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady, ServingError
+from service.monitoring_routes import create_monitoring_app
 from service.native_metrics import BatchedRouteMetrics
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
@@ -62,6 +64,7 @@ Texts = Annotated[
 @bentoml.asgi_app(create_v2_root_app(), path="/")  # GET /v2 itself: tritonclient does not follow redirects
 @bentoml.asgi_app(create_v2_app(_Current.get, settings), path="/v2")
 @bentoml.asgi_app(create_admin_app(_Current.get, settings), path="/admin")
+@bentoml.asgi_app(create_monitoring_app(_Current.get), path="/monitoring")
 @bentoml.service(
     name="leanserve",
     workers=1,
@@ -70,10 +73,21 @@ Texts = Annotated[
 )
 class LeanServe:
     def __init__(self) -> None:
-        self.dataplane = DataPlane(settings)
+        self.monitor = DriftMonitor(_monitor_config(settings)) if settings.drift_enabled else None
+        self.dataplane = DataPlane(settings, self.monitor)
         self.dataplane.load_configured()
         _Current.dataplane = self.dataplane
         self.grpc_server: Any = None
+
+    @bentoml.on_startup
+    def start_drift_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.start()
+
+    @bentoml.on_shutdown
+    def stop_drift_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
@@ -130,6 +144,15 @@ class LeanServe:
                 "version": response.version,
                 "outputs": {t.name: t.data.tolist() for t in response.outputs},
             }
+
+
+def _monitor_config(settings: ServiceSettings) -> MonitorConfig:
+    return MonitorConfig(
+        sample_rate=settings.drift_sample_rate,
+        window_size=settings.drift_window_size,
+        min_samples=settings.drift_min_samples,
+        interval_s=settings.drift_interval_s,
+    )
 
 
 def _array(values: Any, name: str, dtype: Any) -> np.ndarray:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitoring import metrics
+from monitoring.monitor import DriftMonitor
+from optimise.store import REFERENCE_FILE
 from service import repository
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError, SwapRefused
 from service.served_model import ServedModel, TextEmbeddingModel
@@ -35,8 +37,9 @@ class ModelSlots:
 
 
 class DataPlane:
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, monitor: DriftMonitor | None = None) -> None:
         self.settings = settings
+        self.monitor = monitor
         self._slots = {tag.split(":")[0]: ModelSlots() for tag in settings.models}
         self._swap_lock = threading.Lock()
 
@@ -48,6 +51,7 @@ class DataPlane:
             try:
                 live = self._slots[name].live = repository.load(tag, self.settings)
                 metrics.set_live_version(name, live.labels())
+                self._watch(live)
             except SwapRefused as exc:
                 self._slots[name].load_error = str(exc)
                 logger.error("model %s not loaded: %s", tag, exc)
@@ -102,11 +106,8 @@ class DataPlane:
         if not isinstance(model, TextEmbeddingModel):
             raise InvalidInput(f"model {model_name!r} does not take text")
         request = InferenceRequest(model_name, [Tensor("text", np.array(texts, dtype=object))])
-        validate(request, model.inputs, self.settings)
-        start = time.perf_counter()
-        embeddings = next(iter(model.embed(texts).values()))
-        metrics.observe_inference(model.name, model.version, len(texts), time.perf_counter() - start)
-        return model, embeddings
+        inputs = validate(request, model.inputs, self.settings)
+        return model, next(iter(self._predict(model, inputs).values()))
 
     def classify(self, pixels: np.ndarray, model_name: str) -> tuple[ServedModel, np.ndarray]:
         """Class probabilities for images given as [N, 8, 8], [N, 64] or the model's own shape."""
@@ -123,13 +124,19 @@ class DataPlane:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return model, shifted / shifted.sum(axis=1, keepdims=True)
 
-    @staticmethod
-    def _predict(model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _predict(self, model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         outputs = model.predict(inputs)
         rows = len(next(iter(inputs.values())))
         metrics.observe_inference(model.name, model.version, rows, time.perf_counter() - start)
+        if self.monitor is not None:
+            first_input, first_output = next(iter(inputs.values())), next(iter(outputs.values()))
+            self.monitor.record(model.name, first_input, first_output, model.drift_features(inputs))
         return outputs
+
+    def _watch(self, model: ServedModel) -> None:
+        if self.monitor is not None:
+            self.monitor.watch(model.name, model.root / REFERENCE_FILE, model.kind)
 
     # -- swaps -----------------------------------------------------------------------------
     def slots(self, name: str) -> ModelSlots:
@@ -152,6 +159,7 @@ class DataPlane:
                 raise SwapRefused(f"no staged version of {name!r} to promote; load one first")
             slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
             _announce(name, slot)
+            self._watch(slot.live)
             logger.info("promoted %s:%s", name, slot.live.version)
             return slot.live
 
@@ -162,6 +170,7 @@ class DataPlane:
                 raise SwapRefused(f"{name!r} has no previous version to roll back to")
             slot.previous, slot.live = slot.live, slot.previous
             _announce(name, slot)
+            self._watch(slot.live)
             logger.info("rolled %s back to %s", name, slot.live.version)
             return slot.live
 

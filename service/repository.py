@@ -60,9 +60,9 @@ def _open(
     if tokenizer.is_file():
         max_tokens = int(manifest["source"].get("max_length", 128))
         return TextEmbeddingModel(
-            name, version, manifest, session, tokenizer, max_tokens, settings.text_overflow == "reject"
+            name, version, manifest, session, root, tokenizer, max_tokens, settings.text_overflow == "reject"
         )
-    return TensorModel(name, version, manifest, session)
+    return TensorModel(name, version, manifest, session, root)
 
 
 def smoke_test(served: ServedModel, reference_file: Path) -> None:

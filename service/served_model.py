@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from monitoring.drift import ModelKind
 from monitoring.metrics import VersionLabels
 from optimise.runtime import OnnxSession
 from service.errors import InvalidInput
@@ -34,8 +35,13 @@ def _session_specs(infos: Any) -> tuple[TensorSpec, ...]:
 
 
 class ServedModel(ABC):
-    def __init__(self, name: str, version: str, manifest: dict[str, Any], session: OnnxSession) -> None:
+    kind = ModelKind.TENSOR
+
+    def __init__(
+        self, name: str, version: str, manifest: dict[str, Any], session: OnnxSession, root: Path
+    ) -> None:
         self.name = name
+        self.root = root  # the stored version's folder (reference sample, manifest, report)
         self.version = version
         self.manifest = manifest
         self.session = session
@@ -55,6 +61,10 @@ class ServedModel(ABC):
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run validated inputs (named as `inputs` says) and return every output by name."""
 
+    def drift_features(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """Per-row scalars the drift monitor compares with the reference (beyond the inputs)."""
+        return None
+
     def labels(self) -> VersionLabels:
         selected = self.manifest["selected"]
         return VersionLabels(
@@ -66,6 +76,10 @@ class ServedModel(ABC):
 
     def run_onnx(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.session.output_names, self.session.run(feeds), strict=True))
+
+
+def _texts(inputs: dict[str, np.ndarray]) -> list[str]:
+    return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in inputs[TEXT_INPUT].reshape(-1)]
 
 
 class TensorModel(ServedModel):
@@ -82,19 +96,22 @@ class TensorModel(ServedModel):
 
 
 class TextEmbeddingModel(ServedModel):
+    kind = ModelKind.EMBEDDING
+
     def __init__(
         self,
         name: str,
         version: str,
         manifest: dict[str, Any],
         session: OnnxSession,
+        root: Path,
         tokenizer_file: Path,
         max_tokens: int,
         reject_overflow: bool,
     ) -> None:
         from tokenizers import Tokenizer
 
-        super().__init__(name, version, manifest, session)
+        super().__init__(name, version, manifest, session, root)
         self.max_tokens = max_tokens
         self.reject_overflow = reject_overflow
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))

@@ -47,6 +47,15 @@ class ServiceSettings(BaseSettings):
         default="truncate",
         description="Texts longer than the model's token limit (128 for minilm): truncated, or rejected with 400.",
     )
+    drift_enabled: bool = Field(
+        default=True, description="Sample live traffic and evaluate drift in the background."
+    )
+    drift_sample_rate: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of rows sampled for drift."
+    )
+    drift_window_size: int = Field(default=1000, ge=10, description="Rows kept per model (memory bound).")
+    drift_min_samples: int = Field(default=200, ge=10, description="Rows needed before a window is judged.")
+    drift_interval_s: float = Field(default=30.0, gt=0, description="Seconds between drift evaluations.")
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for /admin; the admin routes do not exist without it."
     )

@@ -1,0 +1,149 @@
+"""The drift monitor: sampled windows per model, evaluated in the background, published as gauges.
+
+The request path only calls `record` (a sampled copy into a bounded buffer).
+A daemon thread evaluates each model's window against the reference sample
+stored with its live version, every `interval_s` seconds once `min_samples`
+rows are there, publishes the gauges, keeps the latest report for the HTTP
+route, and hands a `WindowState` to whoever listens (the re-optimisation
+trigger). An evaluation that raises is logged and counted; serving goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitoring import metrics
+from monitoring.drift import DriftReport, ModelKind, ReferenceSample, compute_drift, render_html
+from monitoring.policy import WindowState
+from monitoring.window import SampleWindow
+
+logger = logging.getLogger(__name__)
+WindowListener = Callable[[str, WindowState, DriftReport], None]
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Attributes: sample_rate (share of rows sampled), window_size (rows kept per model),
+    min_samples (rows before a window is judged), interval_s (seconds between evaluations)."""
+
+    sample_rate: float = 0.5
+    window_size: int = 1000
+    min_samples: int = 200
+    interval_s: float = 30.0
+
+
+@dataclass
+class _Watched:
+    kind: ModelKind
+    reference_file: Path
+    window: SampleWindow
+    reference: ReferenceSample | None = None
+    latest: DriftReport | None = None
+    evaluated_at_seen: int = 0
+
+
+class DriftMonitor:
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self._models: dict[str, _Watched] = {}
+        self._listeners: list[WindowListener] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+
+    def watch(self, model: str, reference_file: Path, kind: ModelKind) -> None:
+        """(Re)point a model at the reference of its live version; the window starts empty."""
+        window = SampleWindow(self.config.window_size, self.config.sample_rate, seed=len(self._models))
+        self._models[model] = _Watched(kind, reference_file, window)
+
+    def subscribe(self, listener: WindowListener) -> None:
+        self._listeners.append(listener)
+
+    def record(
+        self,
+        model: str,
+        inputs: np.ndarray | None,
+        outputs: np.ndarray,
+        features: dict[str, Any] | None = None,
+    ) -> None:
+        watched = self._models.get(model)
+        if watched is not None:
+            watched.window.add(inputs if watched.kind is ModelKind.TENSOR else None, outputs, features)
+
+    def samples(self, model: str) -> int:
+        watched = self._models.get(model)
+        return len(watched.window) if watched else 0
+
+    def latest(self, model: str) -> DriftReport | None:
+        watched = self._models.get(model)
+        return watched.latest if watched else None
+
+    def html(self, model: str) -> str | None:
+        watched = self._models.get(model)
+        if watched is None or watched.latest is None or watched.reference is None:
+            return None
+        return render_html(watched.reference, watched.window.snapshot(), watched.latest)
+
+    def evaluate(self, model: str) -> DriftReport | None:
+        """Judge the model's window now (if it holds enough rows) and publish the result."""
+        watched = self._models[model]
+        if len(watched.window) < self.config.min_samples:
+            return None
+        if watched.reference is None:
+            watched.reference = ReferenceSample.from_npz(watched.reference_file, name=model)
+        report = compute_drift(watched.reference, watched.window.snapshot())
+        watched.latest, watched.evaluated_at_seen = report, watched.window.seen
+        _publish(model, report)
+        state = WindowState(
+            drift_share=report.share_drifted,
+            embedding_drift=bool(report.embedding_drift and report.embedding_drift.drifted),
+            prediction_drift=bool(report.prediction_drift and report.prediction_drift.drifted),
+        )
+        for listener in self._listeners:
+            listener(model, state, report)
+        return report
+
+    def evaluate_all(self) -> None:
+        for model, watched in list(self._models.items()):
+            if watched.window.seen == watched.evaluated_at_seen:
+                continue  # no new traffic since the last report
+            try:
+                self.evaluate(model)
+            except Exception:
+                self.failures += 1
+                logger.exception("drift evaluation of %s failed; serving is unaffected", model)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="leanserve-drift", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.interval_s):
+            self.evaluate_all()
+
+
+def _publish(model: str, report: DriftReport) -> None:
+    metrics.DRIFT_SHARE.labels(model).set(report.share_drifted)
+    metrics.DATASET_DRIFT.labels(model).set(1.0 if report.dataset_drift else 0.0)
+    metrics.DRIFT_WINDOW_SAMPLES.labels(model).set(report.window_size)
+    metrics.DRIFT_EVALUATION_SECONDS.labels(model).observe(report.seconds)
+    if report.prediction_drift is not None:
+        metrics.PREDICTION_DRIFT.labels(model).set(report.prediction_drift.score)
+    if report.embedding_drift is not None:
+        metrics.EMBEDDING_DRIFT.labels(model).set(report.embedding_drift.score)
+    if len(report.features) <= 64:  # per-feature series only for models with few features
+        for name, drift in report.features.items():
+            metrics.FEATURE_DRIFT.labels(model, name).set(drift.score)

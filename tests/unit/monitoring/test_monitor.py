@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+from sklearn.datasets import load_digits
+
+from monitoring.drift import DriftReport, ModelKind
+from monitoring.monitor import DriftMonitor, MonitorConfig
+from monitoring.policy import WindowState
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.target))  # the file is grouped by writer
+    pixels = (data.images[order] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    logits = np.eye(10, dtype=np.float32)[data.target[order]] * 5
+    return pixels, logits
+
+
+@pytest.fixture
+def reference(digits: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> Path:
+    pixels, logits = digits
+    path = tmp_path / "reference.npz"
+    np.savez_compressed(path, input__pixels=pixels[:800], output=logits[:800])
+    return path
+
+
+def _monitor(reference: Path, name: str) -> DriftMonitor:
+    monitor = DriftMonitor(MonitorConfig(sample_rate=1.0, window_size=300, min_samples=100, interval_s=0.1))
+    monitor.watch(name, reference, ModelKind.TENSOR)
+    return monitor
+
+
+def test_reference_like_traffic_is_calm_and_shifted_traffic_drifts(
+    reference: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, logits = digits
+    monitor = _monitor(reference, "digits-mon")
+    seen: list[tuple[str, WindowState, DriftReport]] = []
+    monitor.subscribe(lambda model, state, report: seen.append((model, state, report)))
+
+    assert monitor.evaluate("digits-mon") is None  # too few samples yet
+    monitor.record("digits-mon", pixels[800:1100], logits[800:1100])
+    calm = monitor.evaluate("digits-mon")
+    assert calm is not None and not calm.dataset_drift and calm.share_drifted < 0.2
+
+    shifted = np.clip(pixels[1100:1400] + 0.4, 0.0, 1.4)
+    monitor.record("digits-mon", shifted, logits[1100:1400])
+    drifted = monitor.evaluate("digits-mon")
+    assert drifted is not None and drifted.dataset_drift and drifted.share_drifted > 0.5
+    assert [s.drift_share for _, s, _ in seen] == [calm.share_drifted, drifted.share_drifted]
+    gauge = REGISTRY.get_sample_value("leanserve_drift_share_drifted_features", {"model": "digits-mon"})
+    assert gauge == pytest.approx(drifted.share_drifted)
+    assert REGISTRY.get_sample_value("leanserve_dataset_drift", {"model": "digits-mon"}) == 1.0
+    assert monitor.latest("digits-mon") is drifted
+
+
+def test_a_failing_evaluation_is_counted_not_raised(
+    tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    broken = tmp_path / "reference.npz"
+    broken.write_bytes(b"not a zip file")
+    monitor = _monitor(broken, "digits-broken")
+    monitor.record("digits-broken", digits[0][:200], digits[1][:200])
+    monitor.evaluate_all()
+    assert monitor.failures == 1 and monitor.latest("digits-broken") is None
+
+
+def test_the_background_thread_evaluates_new_traffic(
+    reference: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    monitor = _monitor(reference, "digits-thread")
+    monitor.record("digits-thread", digits[0][800:1000], digits[1][800:1000])
+    monitor.start()
+    try:
+        for _ in range(100):
+            if monitor.latest("digits-thread") is not None:
+                break
+            import time
+
+            time.sleep(0.1)
+    finally:
+        monitor.stop()
+    assert monitor.latest("digits-thread") is not None
+
+
+def test_unwatched_models_are_ignored(reference: Path) -> None:
+    monitor = _monitor(reference, "digits-a")
+    monitor.record("other", np.zeros((3, 1, 8, 8)), np.zeros((3, 10)))
+    assert monitor.samples("other") == 0
