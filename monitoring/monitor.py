@@ -10,6 +10,8 @@ trigger). An evaluation that raises is logged and counted; serving goes on.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from monitoring.policy import WindowState
 from monitoring.window import SampleWindow
 
 logger = logging.getLogger(__name__)
-WindowListener = Callable[[str, WindowState, DriftReport], None]
+WindowListener = Callable[[str, WindowState, DriftReport], object]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class _Watched:
     reference: ReferenceSample | None = None
     latest: DriftReport | None = None
     evaluated_at_seen: int = 0
+    latencies: collections.deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=2000)
+    )
 
 
 class DriftMonitor:
@@ -81,6 +86,18 @@ class DriftMonitor:
         watched = self._models.get(model)
         return len(watched.window) if watched else 0
 
+    def record_latency(self, model: str, seconds: float) -> None:
+        watched = self._models.get(model)
+        if watched is not None:
+            watched.latencies.append(seconds)
+
+    def recent_inputs(self, model: str) -> np.ndarray | None:
+        """The sampled inputs now in the window (tensor models), e.g. to recalibrate on."""
+        watched = self._models.get(model)
+        if watched is None or not len(watched.window):
+            return None
+        return watched.window.snapshot().inputs
+
     def latest(self, model: str) -> DriftReport | None:
         watched = self._models.get(model)
         return watched.latest if watched else None
@@ -101,7 +118,10 @@ class DriftMonitor:
         report = compute_drift(watched.reference, watched.window.snapshot())
         watched.latest, watched.evaluated_at_seen = report, watched.window.seen
         _publish(model, report)
+        latencies = list(watched.latencies)
+        watched.latencies.clear()
         state = WindowState(
+            latency_p95_ms=float(np.percentile(latencies, 95) * 1e3) if latencies else None,
             drift_share=report.share_drifted,
             embedding_drift=bool(report.embedding_drift and report.embedding_drift.drifted),
             prediction_drift=bool(report.prediction_drift and report.prediction_drift.drifted),

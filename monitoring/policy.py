@@ -30,6 +30,7 @@ class Reason(StrEnum):
     COOLDOWN = "cooldown"
     RATE_LIMIT = "rate-limit"
     ALERT = "alert"
+    MANUAL = "manual"
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,24 @@ def _throttled(runs: Sequence[float], now: float, config: PolicyConfig) -> Decis
 
 
 def decide(
-    windows: Sequence[WindowState], runs: Sequence[float], now: float, config: PolicyConfig
+    windows: Sequence[WindowState],
+    runs: Sequence[float],
+    now: float,
+    config: PolicyConfig,
+    reoptimised: bool = False,
 ) -> Decision:
-    """Decide from the recent windows (oldest first) and the start times of past runs."""
+    """Decide from the windows since the last finished run (oldest first) and past run start times.
+
+    `reoptimised` says a run already finished for this model: if inputs still drift after it,
+    the reference itself is out of date and only retraining on recent data helps.
+    """
     drifted = _last(windows, config.drift_windows)
     wanted: Decision | None = None
     if drifted and all(_input_drifted(w, config) for w in drifted):
         share = drifted[-1].drift_share
+        if reoptimised:
+            detail = f"input drift persists after re-optimisation (share {share:.2f}): retrain on recent data"
+            return Decision(Action.NEEDS_RETRAINING, Reason.DATA_DRIFT, detail)
         wanted = Decision(
             Action.REOPTIMISE,
             Reason.DATA_DRIFT,

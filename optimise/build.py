@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from optimise.batches import tile_batch
+from optimise.batches import iter_batches, tile_batch
 from optimise.errors import OptimiseError, ProfileError
 from optimise.evaluate import (
     Quality,
     Timing,
     compressed_size,
+    cosine_per_sample,
     measure_interleaved,
+    predict_rows,
     reference_outputs,
     score,
     size_on_disk,
@@ -53,6 +55,21 @@ class BuildResult:
     @property
     def winner(self) -> Variant:
         return self.selection.winner
+
+    def calibration_fidelity(self) -> float | None:
+        """How closely the winner follows the FP32 model on the calibration inputs (recent traffic,
+        when recalibrating): argmax agreement for classifiers, mean cosine otherwise."""
+        inputs = self.bundle.calibration_inputs
+        if inputs is None:
+            return None
+        reference = np.concatenate([self.bundle.run_torch(b)[0] for b in iter_batches(inputs, 32)])
+        session = OnnxSession(
+            self.winner.artefact, self.winner.intra_op_threads, self.profile.execution_providers
+        )
+        actual = predict_rows(session, inputs)
+        if self.bundle.eval_labels is not None:
+            return float(np.mean(actual.argmax(axis=-1) == reference.argmax(axis=-1)))
+        return float(cosine_per_sample(actual, reference).mean())
 
 
 def check_profile_runs_here(profile: HardwareProfile) -> None:

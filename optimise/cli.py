@@ -71,6 +71,11 @@ def optimise(
     calibration_data: Annotated[
         Path | None, typer.Option(help="text file for a transformer's calibration")
     ] = None,
+    calibration_inputs: Annotated[
+        Path | None,
+        typer.Option(help=".npz of recent inputs that replace the calibration set (recalibration)"),
+    ] = None,
+    tag_file: Annotated[Path | None, typer.Option(help="write the stored model's tag to this file")] = None,
     rounds: Annotated[int, typer.Option(help="interleaved measurement rounds")] = 5,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -79,7 +84,7 @@ def optimise(
     from optimise import build, store
     from optimise.profiles import get_profile
     from optimise.search import SearchSettings, default_storage
-    from optimise.sources import load_source
+    from optimise.sources import load_source, replace_calibration
 
     try:
         constraints = Constraints(
@@ -98,6 +103,8 @@ def optimise(
         )
         with console.status(f"loading {model}"):
             bundle = load_source(model, example_inputs, eval_data, calibration_data)
+            if calibration_inputs is not None:
+                replace_calibration(bundle, calibration_inputs)
         with tempfile.TemporaryDirectory(prefix="leanserve-build-") as scratch, _trial_progress() as progress:
             task = progress.add_task(f"{bundle.name}: searching", total=None)
 
@@ -111,6 +118,8 @@ def optimise(
             tag = store.save(result, model)
     except (OptimiseError, ValueError) as exc:
         raise _fail(exc) from exc
+    if tag_file is not None:
+        tag_file.write_text(tag, encoding="utf-8")
     _print_summary(result, tag)
 
 
@@ -272,3 +281,7 @@ def models_export(
         raise _fail(exc) from exc
     for path in written:
         console.print(str(path))
+
+
+if __name__ == "__main__":
+    app()

@@ -109,6 +109,7 @@ def build_manifest(result: BuildResult, artefact_dir: Path, model_file: str, sou
         "dropped_candidates": [
             {"passes": [p.label() for p in c.recipe.passes], "reason": c.failure} for c in result.failures
         ],
+        "calibration_fidelity": result.calibration_fidelity(),
         "build_seconds": round(result.seconds, 2),
         "library_versions": library_versions(),
         "files": file_hashes(artefact_dir),

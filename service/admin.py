@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from monitoring.policy import Reason
+from monitoring.trigger import Trigger
 from service import repository
 from service.dataplane import DataPlane
 from service.errors import AdminDisabled, InvalidInput, ServingError, Unauthorised
@@ -28,7 +30,11 @@ def _version(model: ServedModel | None) -> str | None:
     return model.version if model is not None else None
 
 
-def create_admin_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSettings) -> Starlette:
+def create_admin_app(
+    get_dataplane: Callable[[], DataPlane],
+    settings: ServiceSettings,
+    get_trigger: Callable[[], Trigger | None] = lambda: None,
+) -> Starlette:
     def authorise(request: Request) -> DataPlane:
         if settings.admin_token is None:
             raise AdminDisabled("admin routes are disabled: set LEANSERVE_ADMIN_TOKEN to enable them")
@@ -79,6 +85,38 @@ def create_admin_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSe
         plane.rollback(request.path_params["name"])
         return JSONResponse(describe(plane, request.path_params["name"]))
 
+    def trigger_for(request: Request) -> tuple[DataPlane, Trigger]:
+        plane = authorise(request)
+        trigger = get_trigger()
+        if trigger is None:
+            raise AdminDisabled(
+                "re-optimisation is off (LEANSERVE_REOPTIMISE_ENABLED=false or drift monitoring off)"
+            )
+        return plane, trigger
+
+    async def reoptimise(request: Request) -> JSONResponse:
+        plane, trigger = trigger_for(request)
+        name = request.path_params["name"]
+        plane.model(name)  # unknown or not loaded: 404 / 503
+        queued = trigger.request(name, Reason.MANUAL, "requested through the admin API")
+        return JSONResponse({"model": name, "queued": queued, "busy": trigger.busy(name)}, status_code=202)
+
+    async def alertmanager(request: Request) -> JSONResponse:
+        """Alertmanager webhook: every firing alert that names a served model starts a run."""
+        plane, trigger = trigger_for(request)
+        try:
+            alerts = (await request.json())["alerts"]
+            firing = [
+                (a["labels"].get("model"), a["labels"].get("alertname", ""))
+                for a in alerts
+                if a["status"] == "firing"
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidInput("body is not an Alertmanager webhook payload") from None
+        served = set(plane.model_names())
+        queued = [m for m, alert in firing if m in served and trigger.request(m, Reason.ALERT, alert)]
+        return JSONResponse({"queued": queued}, status_code=202)
+
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServingError)
         return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
@@ -90,6 +128,8 @@ def create_admin_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSe
             Route("/models/{name}/load", load, methods=["POST"]),
             Route("/models/{name}/promote", promote, methods=["POST"]),
             Route("/models/{name}/rollback", rollback, methods=["POST"]),
+            Route("/models/{name}/reoptimise", reoptimise, methods=["POST"]),
+            Route("/alertmanager", alertmanager, methods=["POST"]),
         ],
         exception_handlers={ServingError: on_error},
     )

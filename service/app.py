@@ -20,7 +20,10 @@ from pydantic import Field
 
 from monitoring.metrics import track_request
 from monitoring.monitor import DriftMonitor, MonitorConfig
+from monitoring.policy import PolicyConfig
+from monitoring.trigger import Trigger, TriggerConfig, audit_log_path
 from service.admin import create_admin_app
+from service.control import DataPlaneControl
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady, ServingError
 from service.monitoring_routes import create_monitoring_app
@@ -38,6 +41,7 @@ class _Current:
     """The worker's data plane; the ASGI apps are built at import time, before it exists."""
 
     dataplane: DataPlane | None = None
+    trigger: Trigger | None = None
 
     @classmethod
     def get(cls) -> DataPlane:
@@ -63,7 +67,7 @@ Texts = Annotated[
 
 @bentoml.asgi_app(create_v2_root_app(), path="/")  # GET /v2 itself: tritonclient does not follow redirects
 @bentoml.asgi_app(create_v2_app(_Current.get, settings), path="/v2")
-@bentoml.asgi_app(create_admin_app(_Current.get, settings), path="/admin")
+@bentoml.asgi_app(create_admin_app(_Current.get, settings, lambda: _Current.trigger), path="/admin")
 @bentoml.asgi_app(create_monitoring_app(_Current.get), path="/monitoring")
 @bentoml.service(
     name="leanserve",
@@ -76,11 +80,15 @@ class LeanServe:
         self.monitor = DriftMonitor(_monitor_config(settings)) if settings.drift_enabled else None
         self.dataplane = DataPlane(settings, self.monitor)
         self.dataplane.load_configured()
+        self.trigger = _trigger(self.dataplane, self.monitor)
+        _Current.trigger = self.trigger
         _Current.dataplane = self.dataplane
         self.grpc_server: Any = None
 
     @bentoml.on_startup
     def start_drift_monitor(self) -> None:
+        if self.trigger is not None:
+            self.trigger.start()
         if self.monitor is not None:
             self.monitor.start()
 
@@ -88,6 +96,8 @@ class LeanServe:
     def stop_drift_monitor(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+        if self.trigger is not None:
+            self.trigger.stop()
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
@@ -153,6 +163,28 @@ def _monitor_config(settings: ServiceSettings) -> MonitorConfig:
         min_samples=settings.drift_min_samples,
         interval_s=settings.drift_interval_s,
     )
+
+
+def _trigger(dataplane: DataPlane, monitor: DriftMonitor | None) -> Trigger | None:
+    if monitor is None or not settings.reoptimise_enabled:
+        return None
+    policy = PolicyConfig(
+        drift_share=settings.reoptimise_drift_share,
+        drift_windows=settings.reoptimise_windows,
+        latency_slo_ms=settings.latency_slo_ms,
+        latency_windows=settings.reoptimise_windows,
+        cooldown_s=settings.reoptimise_cooldown_s,
+        max_runs_per_hour=settings.reoptimise_max_per_hour,
+    )
+    config = TriggerConfig(
+        policy=policy,
+        shadow_rows=settings.shadow_rows,
+        build_time_budget_s=settings.reoptimise_time_budget_s,
+        audit_log=settings.audit_log or audit_log_path(),
+    )
+    trigger = Trigger(DataPlaneControl(dataplane, monitor), config)
+    monitor.subscribe(trigger.on_window)
+    return trigger
 
 
 def _array(values: Any, name: str, dtype: Any) -> np.ndarray:

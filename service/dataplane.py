@@ -22,6 +22,7 @@ from service import repository
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError, SwapRefused
 from service.served_model import ServedModel, TextEmbeddingModel
 from service.settings import ServiceSettings
+from service.shadow import ShadowRun
 from service.types import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
 from service.validation import validate
 
@@ -42,6 +43,7 @@ class DataPlane:
         self.monitor = monitor
         self._slots = {tag.split(":")[0]: ModelSlots() for tag in settings.models}
         self._swap_lock = threading.Lock()
+        self._shadows: dict[str, ShadowRun] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def load_configured(self) -> None:
@@ -129,9 +131,14 @@ class DataPlane:
         outputs = model.predict(inputs)
         rows = len(next(iter(inputs.values())))
         metrics.observe_inference(model.name, model.version, rows, time.perf_counter() - start)
+        first_output = next(iter(outputs.values()))
         if self.monitor is not None:
-            first_input, first_output = next(iter(inputs.values())), next(iter(outputs.values()))
-            self.monitor.record(model.name, first_input, first_output, model.drift_features(inputs))
+            self.monitor.record(
+                model.name, next(iter(inputs.values())), first_output, model.drift_features(inputs)
+            )
+        shadow = self._shadows.get(model.name)
+        if shadow is not None:
+            shadow.offer(inputs, first_output)
         return outputs
 
     def _watch(self, model: ServedModel) -> None:
@@ -154,6 +161,7 @@ class DataPlane:
 
     def promote(self, name: str) -> ServedModel:
         slot = self.slots(name)
+        self.stop_shadow(name)
         with self._swap_lock:
             if slot.staged is None:
                 raise SwapRefused(f"no staged version of {name!r} to promote; load one first")
@@ -173,6 +181,24 @@ class DataPlane:
             self._watch(slot.live)
             logger.info("rolled %s back to %s", name, slot.live.version)
             return slot.live
+
+    def start_shadow(self, name: str) -> ShadowRun:
+        """Mirror live requests of `name` to its staged version from now on."""
+        staged = self.slots(name).staged
+        if staged is None:
+            raise SwapRefused(f"no staged version of {name!r} to shadow")
+        run = self._shadows[name] = ShadowRun(staged)
+        return run
+
+    def stop_shadow(self, name: str) -> None:
+        run = self._shadows.pop(name, None)
+        if run is not None:
+            run.stop()
+
+    def discard_staged(self, name: str) -> None:
+        self.stop_shadow(name)
+        with self._swap_lock:
+            self.slots(name).staged = None
 
     def load_and_promote(self, name: str, version: str) -> ServedModel:
         self.stage(name, version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -56,6 +57,27 @@ class ServiceSettings(BaseSettings):
     drift_window_size: int = Field(default=1000, ge=10, description="Rows kept per model (memory bound).")
     drift_min_samples: int = Field(default=200, ge=10, description="Rows needed before a window is judged.")
     drift_interval_s: float = Field(default=30.0, gt=0, description="Seconds between drift evaluations.")
+    reoptimise_enabled: bool = Field(
+        default=True, description="Let drift or latency trouble start a re-optimisation."
+    )
+    reoptimise_drift_share: float = Field(
+        default=0.3, gt=0, le=1, description="Share of drifted features that counts as drift."
+    )
+    reoptimise_windows: int = Field(default=3, ge=1, description="Consecutive bad windows before acting.")
+    reoptimise_cooldown_s: float = Field(
+        default=1800.0, ge=0, description="No new run this soon after the last."
+    )
+    reoptimise_max_per_hour: int = Field(default=2, ge=1, description="Cap on runs per model and hour.")
+    latency_slo_ms: float | None = Field(
+        default=None, gt=0, description="p95 inference latency objective per window."
+    )
+    shadow_rows: int = Field(default=50, ge=1, description="Live rows a candidate must answer in shadow.")
+    reoptimise_time_budget_s: float = Field(
+        default=60.0, gt=0, description="Search budget of a re-optimisation."
+    )
+    audit_log: Path | None = Field(
+        default=None, description="JSON-lines audit log; default $BENTOML_HOME/leanserve-audit.jsonl."
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for /admin; the admin routes do not exist without it."
     )

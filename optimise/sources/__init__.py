@@ -50,3 +50,19 @@ def load_source(
         f"cannot read model {spec!r}: not a demo ({', '.join(DEMOS)}), an existing folder, "
         f"a TorchScript file ({', '.join(sorted(TORCHSCRIPT_SUFFIXES))}) or package.module:function"
     )
+
+
+def replace_calibration(bundle: ModelBundle, path: Path) -> None:
+    """Calibrate on these inputs (e.g. recent live traffic) instead of the bundle's own set."""
+    from optimise.sources.torchscript import read_npz
+
+    arrays = read_npz(path, "calibration inputs")
+    missing = set(bundle.input_names) - set(arrays)
+    if missing:
+        raise SourceError(
+            f"calibration inputs {path} lack {sorted(missing)} (the model takes {list(bundle.input_names)})"
+        )
+    bundle.calibration_inputs = {
+        name: arrays[name].astype(bundle.latency_inputs[name].dtype, copy=False)
+        for name in bundle.input_names
+    }

@@ -20,7 +20,7 @@ from optimise.types import Batch
 LABELS_KEY = "labels"
 
 
-def _read_npz(path: Path, what: str) -> Batch:
+def read_npz(path: Path, what: str) -> Batch:
     if not path.is_file():
         raise SourceError(f"{what} file {path} does not exist")
     try:
@@ -40,8 +40,8 @@ def load_torchscript(model: Path, example_inputs: Path | None, eval_data: Path |
         module = torch.jit.load(str(model), map_location="cpu")
     except Exception as exc:
         raise SourceError(f"cannot load TorchScript file {model}: {one_line(exc)}") from exc
-    examples = _read_npz(example_inputs, "example inputs")
-    evaluation = _read_npz(eval_data, "evaluation data") if eval_data else dict(examples)
+    examples = read_npz(example_inputs, "example inputs")
+    evaluation = read_npz(eval_data, "evaluation data") if eval_data else dict(examples)
     labels = evaluation.pop(LABELS_KEY, None)
     names = tuple(examples)
     if set(evaluation) != set(names):

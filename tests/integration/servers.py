@@ -73,6 +73,7 @@ def start_server(home: Path, models: list[str], extra_env: dict[str, str] | None
         LEANSERVE_ADMIN_TOKEN=ADMIN_TOKEN,
     )
     env["LEANSERVE_MODELS"] = ",".join(models)
+    env["LEANSERVE_REOPTIMISE_ENABLED"] = "false"  # only the closed-loop test turns it on
     env.update(extra_env or {})
     log = home / "server.log"
     command = [

@@ -28,6 +28,11 @@ def test_drift_must_last_k_windows() -> None:
     assert "0.60" in decision.detail
 
 
+def test_drift_that_outlives_a_reoptimisation_needs_retraining() -> None:
+    decision = decide([DRIFTED] * 3, [NOW - 4000], NOW, CONFIG, reoptimised=True)
+    assert decision.action is Action.NEEDS_RETRAINING and "persists" in decision.detail
+
+
 def test_embedding_drift_counts_as_input_drift() -> None:
     embedded = WindowState(embedding_drift=True)
     assert decide([embedded] * 3, [], NOW, CONFIG).reason is Reason.DATA_DRIFT
