@@ -216,7 +216,9 @@ def test_latency_quantile_is_a_number(scraped: Prometheus) -> None:
         return values if all(math.isfinite(values.get(m, math.nan)) for m in ("digits", "minilm")) else {}
 
     p95 = wait_for("a finite p95 latency for both models", finite, SAMPLE_TIMEOUT)
-    assert all(0 < seconds < 60 for seconds in p95.values()), p95
+    assert all(0 < p95[model] < 60 for model in ("digits", "minilm")), (
+        p95
+    )  # others may have no recent traffic
 
 
 def test_live_versions_are_visible(scraped: Prometheus) -> None:
