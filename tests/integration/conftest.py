@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servers import FP32_AND_INT8, Server, build_demo, start_server, stop_server
+from builds import FP32_AND_INT8
+from servers import Server, build_demo, start_server, stop_server
 
 
 @pytest.fixture(scope="session")

@@ -8,41 +8,22 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from builds import build_and_save
 
-from optimise import store
-from optimise.build import optimise
-from optimise.profiles import get_profile
-from optimise.search import SearchSettings
 from optimise.sources import load_source
 from optimise.space import SearchSpace
-from optimise.types import Constraints, Precision
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "integration-test-token"
-FP32_AND_INT8 = SearchSpace(
-    graph_optimise=(False,), precisions=(Precision.FP32, Precision.INT8_DYNAMIC), per_channel=(True,)
-)
-FP32_ONLY = SearchSpace(graph_optimise=(False,), precisions=(Precision.FP32,))
 
 
 def build_demo(name: str, space: SearchSpace) -> str:
-    with tempfile.TemporaryDirectory() as scratch:
-        result = optimise(
-            load_source(name),
-            get_profile("cpu"),
-            Constraints(),
-            SearchSettings(sampler="grid"),
-            Path(scratch),
-            space,
-            rounds=1,
-        )
-        return store.save(result, name)
+    return build_and_save(load_source(name), space, name)
 
 
 def free_port() -> int:

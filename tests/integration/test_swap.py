@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from servers import ADMIN_TOKEN, FP32_ONLY, Server, build_demo, start_server, stop_server
+from builds import FP32_ONLY
+from servers import ADMIN_TOKEN, Server, build_demo, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 BODY = {"inputs": [{"name": "pixels", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}

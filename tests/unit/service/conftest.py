@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from builds import FP32_AND_INT8, FP32_ONLY, build_and_save
 from tiny_models import make_tiny_bundle
 
-from optimise import store
-from optimise.build import optimise
-from optimise.profiles import get_profile
-from optimise.search import SearchSettings
 from optimise.sources import load_source
 from optimise.space import SearchSpace
-from optimise.types import Constraints, Precision
 from service.dataplane import DataPlane
 from service.settings import ServiceSettings
-
-FP32_AND_INT8 = SearchSpace(
-    graph_optimise=(False,), precisions=(Precision.FP32, Precision.INT8_DYNAMIC), per_channel=(True,)
-)
 
 
 def _build_and_save(bundle_name: str, source: str, space: SearchSpace) -> str:
     bundle = make_tiny_bundle() if source == "tiny" else load_source(source)
     bundle.name = bundle_name
-    with tempfile.TemporaryDirectory() as scratch:
-        result = optimise(
-            bundle,
-            get_profile("cpu"),
-            Constraints(),
-            SearchSettings(sampler="grid"),
-            Path(scratch),
-            space,
-            rounds=1,
-        )
-        return store.save(result, source)
+    return build_and_save(bundle, space, source)
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +29,7 @@ def tiny_tags() -> list[str]:
 @pytest.fixture(scope="session")
 def text_tag() -> str:
     """MiniLM as its FP32 ONNX export (one candidate: quick), model name 'minilm-served'."""
-    return _build_and_save(
-        "minilm-served", "minilm", SearchSpace(graph_optimise=(False,), precisions=(Precision.FP32,))
-    )
+    return _build_and_save("minilm-served", "minilm", FP32_ONLY)
 
 
 @pytest.fixture
