@@ -43,7 +43,13 @@ class Server:
         return httpx.Client(base_url=self.http, timeout=60)
 
 
-def start_server(home: Path, models: list[str], extra_env: dict[str, str] | None = None) -> Server:
+def start_server(
+    home: Path,
+    models: list[str],
+    extra_env: dict[str, str] | None = None,
+    target: str = "service.app:LeanServe",
+) -> Server:
+    """Serve `target` (leanserve by default; a benchmark's baseline service too) until `/readyz` is 200."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
     http_port, grpc_port = free_port(), free_port()
@@ -60,7 +66,7 @@ def start_server(home: Path, models: list[str], extra_env: dict[str, str] | None
     command = [
         str(Path(sys.executable).parent / "bentoml"),
         "serve",
-        "service.app:LeanServe",
+        target,
         "--host",
         "127.0.0.1",
         "--port",
