@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "integration")]
 from benchmarks._load import (  # noqa: E402
     CallFactory,
     Latency,
@@ -58,7 +58,8 @@ def stored_model(space: str) -> str:
         return str(existing[-1].tag)
     print(f"building {MODEL} ({space} space) into {os.environ['BENTOML_HOME']} ...", file=sys.stderr)
     if space == "fp32-int8":
-        from servers import FP32_AND_INT8, build_demo
+        from builds import FP32_AND_INT8
+        from servers import build_demo
 
         return build_demo(MODEL, FP32_AND_INT8)
     from optimise.build import optimise
@@ -120,12 +121,12 @@ def raw_session(root: Path, manifest: dict[str, Any]) -> CallFactory:
 
 # -- servers: a fresh process per phase ----------------------------------------------------
 @contextlib.contextmanager
-def fresh_server(kind: str, tag: str, homes: Path) -> Iterator[Any]:
+def fresh_server(kind: str, tag: str, homes: Path, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
     import servers
 
     home = Path(tempfile.mkdtemp(dir=homes)) / "bentoml"
     target = "service.app:LeanServe" if kind == "leanserve" else "benchmarks.baseline_service:Baseline"
-    server = servers.start_server(home, [tag], target=target)
+    server = servers.start_server(home, [tag], extra_env, target=target)
     try:
         yield server
     finally:
@@ -153,12 +154,21 @@ def phases(
 
 
 def measure(
-    kind: str | None, client: Callable[[Any], CallFactory], tag: str, homes: Path, load: Any, texts: list[str]
+    kind: str | None,
+    client: Callable[[Any], CallFactory],
+    tag: str,
+    homes: Path,
+    load: Any,
+    texts: list[str],
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Latency, Throughput]:
     """Latency at c=1, then throughput at c=32, each on its own fresh server."""
     measured: list[Any] = []
     for step in ("latency", "throughput"):
-        with contextlib.nullcontext(None) if kind is None else fresh_server(kind, tag, homes) as server:
+        server_or_none = (
+            contextlib.nullcontext(None) if kind is None else fresh_server(kind, tag, homes, extra_env)
+        )
+        with server_or_none as server:
             factory = client(server)
             if step == "latency":
                 measured.append(latency(factory, texts, load["n"], load["warmup"], max_s=120))
