@@ -11,6 +11,7 @@ File layouts (`load_sample`):
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -156,14 +157,36 @@ def drift(
         raise typer.Exit(1)
 
 
+def history(
+    model: Annotated[str | None, typer.Argument(help="only this model")] = None,
+    audit_log: Annotated[
+        Path | None, typer.Option(help="default: $BENTOML_HOME/leanserve-audit.jsonl")
+    ] = None,
+) -> None:
+    """The closed loop's decisions: re-optimisations started, promoted, refused, failed; retraining needed."""
+    from monitoring.trigger import audit_log_path, read_audit_log
+
+    path = audit_log or audit_log_path()
+    table = Table(title=f"re-optimisation history ({path})")
+    for column in ("time", "model", "event", "reason", "live", "candidate", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in read_audit_log(path, model):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(entry["time"])))
+        row = [entry.get(k, "") for k in ("model", "event", "reason", "live", "candidate", "detail")]
+        table.add_row(when, *map(str, row))
+    Console().print(table)
+
+
 def leanserve() -> None:
-    """The `leanserve` console script: the build step's commands plus `drift`.
+    """The `leanserve` console script: the build step's commands plus `drift` and `models history`.
 
     It lives here because `optimise` may not import `monitoring`; this package may import both.
     """
     from optimise.cli import app as optimise_app
+    from optimise.cli import models_app
 
     optimise_app.command("drift")(drift)
+    models_app.command("history")(history)
     optimise_app()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
@@ -100,3 +101,43 @@ def test_bad_files_are_reported(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "expected .npz, .npy, .csv or .parquet" in result.output
     missing = runner.invoke(app, ["drift", str(tmp_path / "nope.csv"), str(tmp_path / "a.txt")])
     assert missing.exit_code == 2
+
+
+def test_models_history_lists_the_audit_log(tmp_path: Path) -> None:
+    import json
+
+    from monitoring.cli import history
+
+    log = tmp_path / "audit.jsonl"
+    entries = [
+        {
+            "time": 1.0,
+            "model": "digits",
+            "event": "started",
+            "reason": "data-drift",
+            "detail": "share 0.9",
+            "live": "v1",
+        },
+        {
+            "time": 2.0,
+            "model": "digits",
+            "event": "refused",
+            "reason": "data-drift",
+            "detail": "shadow 0.8",
+            "live": "v1",
+        },
+        {
+            "time": 3.0,
+            "model": "minilm",
+            "event": "promoted",
+            "reason": "manual",
+            "detail": "ok",
+            "live": "v7",
+        },
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    app = typer.Typer()
+    app.command()(history)
+    result = CliRunner().invoke(app, ["digits", "--audit-log", str(log)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "refused" in result.output and "shadow 0.8" in result.output and "minilm" not in result.output
