@@ -21,7 +21,8 @@ from monitoring.policy import Reason
 from monitoring.trigger import Trigger
 from service import repository
 from service.dataplane import DataPlane
-from service.errors import AdminDisabled, InvalidInput, ServingError, Unauthorised
+from service.errors import AdminDisabled, InvalidInput, Unauthorised
+from service.http_errors import ERROR_HANDLERS
 from service.served_model import ServedModel
 from service.settings import ServiceSettings
 
@@ -117,10 +118,6 @@ def create_admin_app(
         queued = [m for m, alert in firing if m in served and trigger.request(m, Reason.ALERT, alert)]
         return JSONResponse({"queued": queued}, status_code=202)
 
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ServingError)
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
-
     return Starlette(
         routes=[
             Route("/models", list_models),
@@ -131,5 +128,5 @@ def create_admin_app(
             Route("/models/{name}/reoptimise", reoptimise, methods=["POST"]),
             Route("/alertmanager", alertmanager, methods=["POST"]),
         ],
-        exception_handlers={ServingError: on_error},
+        exception_handlers=ERROR_HANDLERS,
     )

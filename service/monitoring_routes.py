@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from monitoring.monitor import DriftMonitor
 from service.dataplane import DataPlane
-from service.errors import ModelNotFound, ServingError
+from service.errors import ModelNotFound
+from service.http_errors import ERROR_HANDLERS
 
 
 def create_monitoring_app(get_dataplane: Callable[[], DataPlane]) -> Starlette:
@@ -39,11 +40,7 @@ def create_monitoring_app(get_dataplane: Callable[[], DataPlane]) -> Starlette:
         page = await anyio.to_thread.run_sync(monitor.html, name)
         return HTMLResponse(page or "")
 
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ServingError)
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
-
     return Starlette(
         routes=[Route("/drift/{model}", report), Route("/drift/{model}/html", html)],
-        exception_handlers={ServingError: on_error},
+        exception_handlers=ERROR_HANDLERS,
     )
