@@ -60,6 +60,7 @@ def optimise(
     ] = None,
     trials: Annotated[int | None, typer.Option(help="stop after this many trials")] = None,
     sampler: Annotated[str, typer.Option(help="auto, grid, tpe or nsga2")] = "auto",
+    seed: Annotated[int, typer.Option(help="sampler seed; give each worker of a shared study its own")] = 0,
     storage: Annotated[
         str | None, typer.Option(help="Optuna storage URL (default: SQLite in the cache)")
     ] = None,
@@ -100,6 +101,7 @@ def optimise(
             storage=storage or default_storage(cache_dir()),
             study_name=study_name,
             sampler=sampler,
+            seed=seed,
         )
         with console.status(f"loading {model}"):
             bundle = load_source(model, example_inputs, eval_data, calibration_data)
