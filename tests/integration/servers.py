@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from builds import build_and_save
@@ -99,3 +100,17 @@ def stop_server(server: Server) -> None:
         server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.process.kill()
+
+
+def digits_infer_body(pixels: Any) -> dict[str, Any]:
+    """An OIP v2 JSON request for the digits model: a [N, 1, 8, 8] float array as one FP32 tensor."""
+    return {
+        "inputs": [
+            {
+                "name": "pixels",
+                "shape": list(pixels.shape),
+                "datatype": "FP32",
+                "data": pixels.ravel().tolist(),
+            }
+        ]
+    }

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from servers import ADMIN_TOKEN, Server, start_server, stop_server
+from servers import ADMIN_TOKEN, Server, digits_infer_body, start_server, stop_server
 
 from optimise.demos.digits import load_splits
 
@@ -48,16 +48,7 @@ def _traffic(server: Server, pixels: np.ndarray, stop: threading.Event, statuses
         i = 0
         while not stop.is_set():
             batch = pixels[i % len(pixels) : i % len(pixels) + 10]
-            body = {
-                "inputs": [
-                    {
-                        "name": "pixels",
-                        "shape": list(batch.shape),
-                        "datatype": "FP32",
-                        "data": batch.ravel().tolist(),
-                    }
-                ]
-            }
+            body = digits_infer_body(batch)
             statuses.append(client.post("/v2/models/digits/infer", json=body).status_code)
             i += 10
             time.sleep(0.02)

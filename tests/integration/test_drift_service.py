@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from servers import Server, start_server, stop_server
+from servers import Server, digits_infer_body, start_server, stop_server
 
 from optimise.demos.digits import load_splits
 from optimise.demos.minilm import DATA_DIR, read_lines
@@ -32,16 +32,7 @@ def drift_server(demo_tags: dict[str, str], tmp_path_factory: pytest.TempPathFac
 def _send_pixels(client: httpx.Client, pixels: np.ndarray) -> None:
     for start in range(0, len(pixels), 25):
         batch = pixels[start : start + 25]
-        body = {
-            "inputs": [
-                {
-                    "name": "pixels",
-                    "shape": list(batch.shape),
-                    "datatype": "FP32",
-                    "data": batch.ravel().tolist(),
-                }
-            ]
-        }
+        body = digits_infer_body(batch)
         assert client.post("/v2/models/digits/infer", json=body).status_code == 200
 
 
