@@ -82,3 +82,20 @@ def test_classify_accepts_rows_or_images_of_the_right_size(dataplane: DataPlane)
         dataplane.classify(np.zeros((2, 5), np.float32), "tiny-served")
     _, probabilities = dataplane.classify(np.zeros((2, 16), np.float32), "tiny-served")
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_drift_monitor_sees_inputs_and_inference_latency(tiny_tags: list[str]) -> None:
+    from monitoring.monitor import DriftMonitor, MonitorConfig
+    from monitoring.policy import WindowState
+
+    monitor = DriftMonitor(MonitorConfig(sample_rate=1.0, window_size=100, min_samples=20, interval_s=60))
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]), monitor)
+    plane.load_configured()
+    states: list[WindowState] = []
+    monitor.subscribe(lambda model, state, report: states.append(state))
+    features = np.random.default_rng(3).normal(size=(30, 16)).astype(np.float32)
+    for row in features:
+        plane.infer(_request(row[None, :]))
+    assert monitor.samples("tiny-served") == 30
+    monitor.evaluate("tiny-served")
+    assert states and states[0].latency_p95_ms is not None and states[0].latency_p95_ms > 0
