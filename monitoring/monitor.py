@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from monitoring import metrics
-from monitoring.drift import DriftReport, ModelKind, ReferenceSample, compute_drift, render_html
+from monitoring.drift import DriftReport, ModelKind, ReferenceSample, Window, compute_drift, render_html
 from monitoring.policy import WindowState
 from monitoring.window import SampleWindow
 
@@ -91,12 +91,17 @@ class DriftMonitor:
         if watched is not None:
             watched.latencies.append(seconds)
 
-    def recent_inputs(self, model: str) -> np.ndarray | None:
-        """The sampled inputs now in the window (tensor models), e.g. to recalibrate on."""
+    def snapshot(self, model: str) -> Window | None:
+        """The rows now in the model's window, oldest first (None when there are none)."""
         watched = self._models.get(model)
         if watched is None or not len(watched.window):
             return None
-        return watched.window.snapshot().inputs
+        return watched.window.snapshot()
+
+    def recent_inputs(self, model: str) -> np.ndarray | None:
+        """The sampled inputs now in the window (tensor models), e.g. to recalibrate on."""
+        window = self.snapshot(model)
+        return window.inputs if window is not None else None
 
     def latest(self, model: str) -> DriftReport | None:
         watched = self._models.get(model)

@@ -128,15 +128,13 @@ class DataPlane:
 
     def _predict(self, model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        outputs = model.predict(inputs)
+        outputs, features = model.predict_with_features(inputs)
         seconds = time.perf_counter() - start
         rows = len(next(iter(inputs.values())))
         metrics.observe_inference(model.name, model.version, rows, seconds)
         first_output = next(iter(outputs.values()))
         if self.monitor is not None:
-            self.monitor.record(
-                model.name, next(iter(inputs.values())), first_output, model.drift_features(inputs)
-            )
+            self.monitor.record(model.name, next(iter(inputs.values())), first_output, features)
             self.monitor.record_latency(model.name, seconds)  # the latency rule of the policy
         shadow = self._shadows.get(model.name)
         if shadow is not None:

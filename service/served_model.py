@@ -61,9 +61,11 @@ class ServedModel(ABC):
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run validated inputs (named as `inputs` says) and return every output by name."""
 
-    def drift_features(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        """Per-row scalars the drift monitor compares with the reference (beyond the inputs)."""
-        return None
+    def predict_with_features(
+        self, inputs: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """The outputs, plus per-row scalars the drift monitor compares with the reference."""
+        return self.predict(inputs), None
 
     def labels(self) -> VersionLabels:
         selected = self.manifest["selected"]
@@ -124,13 +126,20 @@ class TextEmbeddingModel(ServedModel):
         return (TensorSpec(TEXT_INPUT, "BYTES", (-1,)),)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [
-            t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in inputs[TEXT_INPUT].reshape(-1)
-        ]
-        return self.embed(texts)
+        return self.embed(_texts(inputs))
+
+    def predict_with_features(
+        self, inputs: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        encodings = self.tokenizer.encode_batch(_texts(inputs))
+        # The reference counts tokens as the model saw them: special tokens in, capped at the limit.
+        counts = np.array([len(e.ids) for e in encodings], dtype=np.float64)
+        return self._embed(encodings), {"n_tokens": counts}
 
     def embed(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts)
+        return self._embed(self.tokenizer.encode_batch(texts))
+
+    def _embed(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         if self.reject_overflow:
             too_long = [i for i, e in enumerate(encodings) if e.overflowing]
             if too_long:

@@ -99,3 +99,18 @@ def test_the_drift_monitor_sees_inputs_and_inference_latency(tiny_tags: list[str
     assert monitor.samples("tiny-served") == 30
     monitor.evaluate("tiny-served")
     assert states and states[0].latency_p95_ms is not None and states[0].latency_p95_ms > 0
+
+
+def test_text_requests_give_the_monitor_token_counts_from_the_same_encoding(text_tag: str) -> None:
+    from monitoring.monitor import DriftMonitor, MonitorConfig
+
+    monitor = DriftMonitor(MonitorConfig(sample_rate=1.0, window_size=10, min_samples=10, interval_s=60))
+    plane = DataPlane(ServiceSettings(models=[text_tag]), monitor)
+    plane.load_configured()
+    texts = ["short", "a somewhat longer sentence with more tokens", "word " * 400]
+    _, embeddings = plane.embed(texts, "minilm-served")
+    model = plane.model("minilm-served")
+    expected = [len(model.tokenizer.encode(t).ids) for t in texts]  # type: ignore[attr-defined]
+    window = monitor.snapshot("minilm-served")
+    assert window is not None and window.features["n_tokens"].tolist() == expected and expected[-1] == 128
+    np.testing.assert_allclose(window.outputs, embeddings)
