@@ -24,7 +24,6 @@ from optimise.evaluate import (
     measure_interleaved,
     predict_rows,
     reference_outputs,
-    score,
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder
@@ -93,7 +92,6 @@ def optimise(
     check_profile_runs_here(profile)
     start = time.perf_counter()
     outputs = reference_outputs(bundle)
-    reference = score(outputs, bundle, outputs)
     search = Search(
         bundle, profile, space or default_space(bundle), CandidateBuilder(bundle, profile, scratch), outputs
     )
@@ -103,13 +101,13 @@ def optimise(
     if not built:
         reasons = "; ".join(c.failure or "" for c in failures[:3])
         raise OptimiseError(f"every candidate failed to build: {reasons}")
-    variants = measure_final(bundle, profile, _finalists(built, search.reference_quality), rounds)
-    selection = select(variants, reference.value, constraints, profile)
+    variants = measure_final(bundle, profile, _finalists(built), rounds)
+    selection = select(variants, search.reference.value, constraints, profile)
     return BuildResult(
         bundle,
         profile,
         constraints,
-        reference,
+        search.reference,
         variants,
         failures,
         selection,
@@ -118,7 +116,7 @@ def optimise(
     )
 
 
-def _finalists(built: list[Candidate], reference_quality: float) -> list[Candidate]:
+def _finalists(built: list[Candidate]) -> list[Candidate]:
     """The reference plus the candidates with the best quick latency, best quality first on ties."""
     ranked = sorted(
         built[1:], key=lambda c: (c.quick_latency_ms or float("inf"), -(c.quality.value if c.quality else 0))

@@ -19,7 +19,14 @@ import numpy as np
 import optuna
 
 from optimise.errors import ConfigError, OptimiseError, PassFailed, one_line
-from optimise.evaluate import Quality, measure_interleaved, predict_rows, score, size_on_disk
+from optimise.evaluate import (
+    Quality,
+    measure_interleaved,
+    predict_rows,
+    reference_quality,
+    score,
+    size_on_disk,
+)
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.runtime import OnnxSession, ProviderUnavailable
 from optimise.source import ModelBundle
@@ -107,7 +114,8 @@ class Search:
         self.space = space.for_profile(profile)
         self.builder = builder
         self.reference_outputs = reference_outputs
-        self.reference_quality = score(reference_outputs, bundle, reference_outputs).value
+        self.reference = reference_quality(bundle, reference_outputs)
+        self.reference_quality = self.reference.value
         self.candidates: dict[str, Candidate] = {}
 
     def run(self, settings: SearchSettings, on_trial: TrialCallback | None = None) -> list[Candidate]:

@@ -64,9 +64,6 @@ class DataPlane:
     def model_names(self) -> list[str]:
         return list(self._slots)
 
-    def live_models(self) -> list[ServedModel]:
-        return [slot.live for slot in self._slots.values() if slot.live is not None]
-
     # -- reads -----------------------------------------------------------------------------
     def model_label(self, name: str) -> str:
         """`name` if this server serves it, else one shared value: metric labels stay bounded."""
@@ -199,10 +196,6 @@ class DataPlane:
         self.stop_shadow(name)
         with self._swap_lock:
             self.slots(name).staged = None
-
-    def load_and_promote(self, name: str, version: str) -> ServedModel:
-        self.stage(name, version)
-        return self.promote(name)
 
 
 def _announce(name: str, slot: ModelSlots) -> None:

@@ -25,10 +25,6 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-def pass_names() -> list[str]:
-    return list(_REGISTRY)
-
-
 def pass_class(name: str) -> type[Pass[Any]]:
     try:
         target = _REGISTRY[name]
