@@ -52,6 +52,27 @@ def latency(factory: CallFactory, texts: list[str], n: int, warmup: int, max_s: 
     return Latency(float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(ms))
 
 
+def paired_latency(
+    factories: tuple[CallFactory, CallFactory], texts: list[str], n: int, warmup: int
+) -> tuple[Latency, Latency]:
+    """Two servers, one request at a time, alternating A B / B A: a noisy moment hits both alike."""
+    calls = [factory() for factory in factories]
+    for i in range(warmup):
+        for call in calls:
+            call(texts[i % len(texts)])
+    samples: list[list[float]] = [[], []]
+    for i in range(n):
+        for side in (0, 1) if i % 2 else (1, 0):
+            start = time.perf_counter()
+            calls[side](texts[i % len(texts)])
+            samples[side].append(time.perf_counter() - start)
+    first, second = (np.array(s) * 1e3 for s in samples)
+    return (
+        Latency(float(np.percentile(first, 50)), float(np.percentile(first, 99)), n),
+        Latency(float(np.percentile(second, 50)), float(np.percentile(second, 99)), n),
+    )
+
+
 def throughput(
     factory: CallFactory, texts: list[str], concurrency: int, max_requests: int, max_s: float, warmup: int = 2
 ) -> Throughput:
@@ -149,5 +170,30 @@ def oip(module: Any, url: str, model: str, output: str) -> CallFactory:
             return client.infer(model, [tensor], outputs=wanted).as_numpy(output)
 
         return call
+
+    return factory
+
+
+# -- protocol floors: a round trip that does no inference, through the same client and stack --
+def rest_floor(base_url: str) -> CallFactory:
+    """GET /livez with httpx: BentoML's HTTP stack and middlewares, no model."""
+
+    def factory() -> Call:
+        client = httpx.Client(base_url=base_url, timeout=60)
+
+        def call(_: str) -> object:
+            return client.get("/livez").raise_for_status()
+
+        return call
+
+    return factory
+
+
+def oip_floor(module: Any, url: str) -> CallFactory:
+    """tritonclient's server-live call (GET /v2/health/live, or the ServerLive RPC)."""
+
+    def factory() -> Call:
+        client = module.InferenceServerClient(url)
+        return lambda _: client.is_server_live()
 
     return factory

@@ -1,8 +1,10 @@
 """What monitoring costs on the request path: the same server with drift monitoring on and off.
 
-Every phase runs on a fresh server (BentoML's batcher learns wait times); on and off alternate
-within each round so machine noise hits both; medians over rounds, ratios on / off. Also times one
-drift evaluation of a 1,000-row digits window and a 500-row MiniLM embedding window.
+Latency at concurrency 1: an "on" and an "off" server run side by side and requests alternate
+between them (on, off / off, on), so a noisy moment hits both alike. Throughput at concurrency 32:
+a fresh server per phase (BentoML's batcher learns wait times), on and off alternating within
+each round. Medians over rounds, ratios on / off. Also times one drift evaluation of a
+1,000-row digits window and a 500-row MiniLM embedding window.
 
     .venv/bin/python benchmarks/monitoring_bench.py --bentoml-home /tmp/sbench/home [--quick] [--rounds 3]
 """
@@ -14,13 +16,15 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks import serving_bench as sb
-from benchmarks._load import Latency, Throughput, median, oip, rest
+from benchmarks._load import CallFactory, Latency, Throughput, oip, paired_latency, rest, throughput
 
 MONITORING = {"on": {"LEANSERVE_DRIFT_ENABLED": "true"}, "off": {"LEANSERVE_DRIFT_ENABLED": "false"}}
 
@@ -66,26 +70,45 @@ def main() -> None:
         texts = sb.bench_texts(Path(store.get_model(tag).path))
         import tritonclient.grpc as triton_grpc
 
-        clients = {
+        clients: dict[str, Callable[[Any], CallFactory]] = {
             "native REST /embed": lambda s: rest(s.http),
             "OIP v2 gRPC": lambda s: oip(triton_grpc, s.grpc, sb.MODEL, sb.OUTPUT),
         }
-        samples: dict[tuple[str, str], list[tuple[Latency, Throughput]]] = {}
+        homes = Path(scratch)
+        latencies: dict[str, list[tuple[Latency, Latency]]] = {path: [] for path in clients}
+        rates: dict[tuple[str, str], list[Throughput]] = {}
         for _ in range(args.rounds):
             for path, client in clients.items():
+                with (
+                    sb.fresh_server("leanserve", tag, homes, MONITORING["on"]) as on,
+                    sb.fresh_server("leanserve", tag, homes, MONITORING["off"]) as off,
+                ):
+                    pair = paired_latency((client(on), client(off)), texts, load.n, load.warmup)
+                    latencies[path].append(pair)
                 for state, env in MONITORING.items():
-                    result = sb.measure("leanserve", client, tag, Path(scratch), load, texts, env)
-                    samples.setdefault((path, state), []).append(result)
-    print(f"## Monitoring on vs off ({tag}; medians of {args.rounds} round(s), a fresh server per phase)\n")
+                    with sb.fresh_server("leanserve", tag, homes, env) as server:
+                        rate = throughput(client(server), texts, sb.CONCURRENCY, load.requests, load.seconds)
+                    rates.setdefault((path, state), []).append(rate)
+                print(
+                    f"{path}: {latencies[path][-1]}, {rates[(path, 'on')][-1]}, {rates[(path, 'off')][-1]}",
+                    file=sys.stderr,
+                )
+    print(f"## Monitoring on vs off ({tag}; medians of {args.rounds} round(s))\n")
     print(
-        "| path | p50 ms on | p50 ms off | p50 on/off (target <= 1.03) | req/s on | req/s off | req/s on/off (target >= 0.97) |"
+        "| path | p50 ms on | p50 ms off | p50 on/off (target <= 1.03) "
+        f"| req/s on (c={sb.CONCURRENCY}) | req/s off | req/s on/off (target >= 0.97) | errors |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for path in clients:
-        (lat_on, thr_on), (lat_off, thr_off) = median(samples[(path, "on")]), median(samples[(path, "off")])
+        p50_on = float(np.median([on.p50_ms for on, _ in latencies[path]]))
+        p50_off = float(np.median([off.p50_ms for _, off in latencies[path]]))
+        ratio = float(np.median([on.p50_ms / off.p50_ms for on, off in latencies[path]]))
+        rate_on = float(np.median([r.per_s for r in rates[(path, "on")]]))
+        rate_off = float(np.median([r.per_s for r in rates[(path, "off")]]))
+        errors = sum(r.errors for state in MONITORING for r in rates[(path, state)])
         print(
-            f"| {path} | {lat_on.p50_ms:.2f} | {lat_off.p50_ms:.2f} | {lat_on.p50_ms / lat_off.p50_ms:.3f} "
-            f"| {thr_on.per_s:.0f} | {thr_off.per_s:.0f} | {thr_on.per_s / thr_off.per_s:.3f} |"
+            f"| {path} | {p50_on:.2f} | {p50_off:.2f} | {ratio:.3f} "
+            f"| {rate_on:.0f} | {rate_off:.0f} | {rate_on / rate_off:.3f} | {errors} |"
         )
     print("\n| drift evaluation | seconds |\n|---|---|")
     for label, seconds in drift_timings():

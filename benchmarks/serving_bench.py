@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ from benchmarks._load import (  # noqa: E402
     latency,
     median,
     oip,
+    oip_floor,
     rest,
+    rest_floor,
     throughput,
 )
 
@@ -43,8 +46,18 @@ MODEL = "minilm"
 OUTPUT = "sentence_embedding"
 TOKENS = (17, 23)
 CONCURRENCY = 32
-FULL = {"n": 300, "warmup": 30, "requests": 3000, "seconds": 20.0}
-QUICK = {"n": 40, "warmup": 10, "requests": 300, "seconds": 5.0}
+
+
+@dataclass(frozen=True)
+class Load:
+    n: int  # timed requests at concurrency 1
+    warmup: int
+    requests: int  # at most, at concurrency 32
+    seconds: float  # at most, at concurrency 32
+
+
+FULL = Load(n=300, warmup=30, requests=3000, seconds=20.0)
+QUICK = Load(n=40, warmup=10, requests=300, seconds=5.0)
 TARGETS = "p50 overhead over the raw session <= 1.5 ms (REST), <= 0.7 ms (gRPC); p50 <= 0.5x baseline; req/s >= 1.6x baseline"
 
 
@@ -133,53 +146,79 @@ def fresh_server(kind: str, tag: str, homes: Path, extra_env: dict[str, str] | N
         servers.stop_server(server)
 
 
-def phases(
-    root: Path, manifest: dict[str, Any]
-) -> list[tuple[str, str | None, Callable[[Any], CallFactory]]]:
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    server: str | None  # None: in this process
+    client: Callable[[Any], CallFactory]
+    # The same client and server answering a call that runs no model: what the protocol costs.
+    floor: Callable[[Any], CallFactory] | None = None
+    env: dict[str, str] | None = None  # the server's extra environment
+
+
+def phases(root: Path, manifest: dict[str, Any]) -> list[Phase]:
     import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton_http
 
-    floor = raw_session(root, manifest)
+    raw = raw_session(root, manifest)
+
+    def host(s: Any) -> str:
+        return str(s.http).removeprefix("http://")
+
     return [
-        ("raw ORT session (in-process)", None, lambda _: floor),
-        ("leanserve native REST /embed", "leanserve", lambda s: rest(s.http)),
-        (
+        Phase("raw ORT session (in-process)", None, lambda _: raw),
+        Phase(
+            "leanserve native REST /embed", "leanserve", lambda s: rest(s.http), lambda s: rest_floor(s.http)
+        ),
+        Phase(
             "leanserve OIP v2 REST",
             "leanserve",
-            lambda s: oip(triton_http, s.http.removeprefix("http://"), MODEL, OUTPUT),
+            lambda s: oip(triton_http, host(s), MODEL, OUTPUT),
+            lambda s: oip_floor(triton_http, host(s)),
         ),
-        ("leanserve OIP v2 gRPC", "leanserve", lambda s: oip(triton_grpc, s.grpc, MODEL, OUTPUT)),
-        ("baseline BentoML + PyTorch /embed", "baseline", lambda s: rest(s.http)),
+        Phase(
+            "leanserve OIP v2 gRPC",
+            "leanserve",
+            lambda s: oip(triton_grpc, s.grpc, MODEL, OUTPUT),
+            lambda s: oip_floor(triton_grpc, s.grpc),
+        ),
+        Phase(
+            "baseline BentoML + PyTorch /embed",
+            "baseline",
+            lambda s: rest(s.http),
+            lambda s: rest_floor(s.http),
+        ),
     ]
 
 
 def measure(
-    kind: str | None,
-    client: Callable[[Any], CallFactory],
-    tag: str,
-    homes: Path,
-    load: Any,
-    texts: list[str],
-    extra_env: dict[str, str] | None = None,
-) -> tuple[Latency, Throughput]:
-    """Latency at c=1, then throughput at c=32, each on its own fresh server."""
+    phase: Phase, tag: str, homes: Path, load: Load, texts: list[str]
+) -> tuple[Latency, Throughput, float]:
+    """Latency at c=1 (then the protocol floor on the same server), then throughput at c=32,
+    each on its own fresh server."""
     measured: list[Any] = []
+    floor_ms = float("nan")
     for step in ("latency", "throughput"):
         server_or_none = (
-            contextlib.nullcontext(None) if kind is None else fresh_server(kind, tag, homes, extra_env)
+            contextlib.nullcontext(None)
+            if phase.server is None
+            else fresh_server(phase.server, tag, homes, phase.env)
         )
         with server_or_none as server:
-            factory = client(server)
+            factory = phase.client(server)
             if step == "latency":
-                measured.append(latency(factory, texts, load["n"], load["warmup"], max_s=120))
+                measured.append(latency(factory, texts, load.n, load.warmup, max_s=120))
+                if phase.floor is not None:
+                    floor_ms = latency(phase.floor(server), texts, load.n, load.warmup, 60).p50_ms
             else:
-                measured.append(throughput(factory, texts, CONCURRENCY, load["requests"], load["seconds"]))
-    return measured[0], measured[1]
+                measured.append(throughput(factory, texts, CONCURRENCY, load.requests, load.seconds))
+    return measured[0], measured[1], floor_ms
 
 
-def run(
-    tag: str, homes: Path, load: dict[str, Any], rounds: int
-) -> tuple[str, list[tuple[str, Latency, Throughput]]]:
+Result = tuple[str, Latency, Throughput, float]
+
+
+def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[Result]]:
     """Every path once per round (interleaved, so a noisy minute hits all), medians over rounds."""
     from optimise import store
 
@@ -187,16 +226,19 @@ def run(
     root, manifest = Path(model.path), store.read_manifest(model)
     texts = bench_texts(root)
     paths = phases(root, manifest)
-    samples: dict[str, list[tuple[Latency, Throughput]]] = {name: [] for name, _, _ in paths}
+    samples: dict[str, list[tuple[Latency, Throughput, float]]] = {p.name: [] for p in paths}
     for r in range(rounds):
-        for name, kind, client in paths:
+        for phase in paths:
             start = time.perf_counter()
-            samples[name].append(measure(kind, client, tag, homes, load, texts))
+            samples[phase.name].append(measure(phase, tag, homes, load, texts))
             print(
-                f"round {r + 1} {name}: {samples[name][-1]} ({time.perf_counter() - start:.0f} s)",
+                f"round {r + 1} {phase.name}: {samples[phase.name][-1]} ({time.perf_counter() - start:.0f} s)",
                 file=sys.stderr,
             )
-    results = [(name, *median(runs)) for name, runs in samples.items()]
+    results = [
+        (name, *median([(lat, thr) for lat, thr, _ in runs]), float(np.median([f for _, _, f in runs])))
+        for name, runs in samples.items()
+    ]
     selected = manifest["selected"]
     about = (
         f"minilm {tag}: variant {selected['id']} ({selected['precision']}, {selected['intra_op_threads']} "
@@ -205,26 +247,25 @@ def run(
     return about, results
 
 
-def table(
-    about: str, results: list[tuple[str, Latency, Throughput]], load: dict[str, Any], rounds: int
-) -> str:
+def table(about: str, results: list[Result], load: Load, rounds: int) -> str:
     raw, base = results[0], results[-1]
     lines = [
         f"## Serving: {about}",
         "",
-        f"c=1: {load['n']} requests after {load['warmup']} warm-up; c={CONCURRENCY}: up to "
-        f"{load['requests']} requests or {load['seconds']:.0f} s; a fresh server per phase; "
-        f"medians of {rounds} round(s).",
+        f"c=1: {load.n} requests after {load.warmup} warm-up; c={CONCURRENCY}: up to "
+        f"{load.requests} requests or {load.seconds:.0f} s; a fresh server per phase; "
+        f"medians of {rounds} round(s). Protocol floor: the same client and server answering "
+        "a liveness call (no model), so overhead = floor + what the service adds.",
         "",
-        f"| path | p50 ms (c=1) | p99 ms | overhead over raw p50 (ms) | p50 vs baseline "
-        f"| req/s (c={CONCURRENCY}) | req/s vs baseline | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| path | p50 ms (c=1) | p99 ms | overhead over raw p50 (ms) | protocol floor p50 (ms) "
+        f"| p50 vs baseline | req/s (c={CONCURRENCY}) | req/s vs baseline | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, lat, thr in results:
+    for name, lat, thr, floor in results:
         lines.append(
             f"| {name} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} | {lat.p50_ms - raw[1].p50_ms:+.2f} "
-            f"| {lat.p50_ms / base[1].p50_ms:.2f}x | {thr.per_s:.0f} | {thr.per_s / base[2].per_s:.2f}x "
-            f"| {thr.errors} |"
+            f"| {'-' if np.isnan(floor) else f'{floor:.2f}'} | {lat.p50_ms / base[1].p50_ms:.2f}x "
+            f"| {thr.per_s:.0f} | {thr.per_s / base[2].per_s:.2f}x | {thr.errors} |"
         )
     lines += ["", f"Targets (not asserted): {TARGETS}."]
     return "\n".join(lines)

@@ -16,9 +16,9 @@ import numpy as np
 from optimise import store
 from optimise.errors import OptimiseError
 from optimise.evaluate import cosine_per_sample, predict_rows
-from optimise.runtime import OnnxSession
 from service.errors import SwapRefused
 from service.served_model import ServedModel, TensorModel, TextEmbeddingModel
+from service.sessions import ServingSession
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _open(
 ) -> ServedModel:
     profile = manifest["profile"]
     threads = settings.threads or manifest["selected"]["intra_op_threads"]
-    session = OnnxSession(root / manifest["model_file"], threads, tuple(profile["execution_providers"]))
+    session = ServingSession(root / manifest["model_file"], threads, tuple(profile["execution_providers"]))
     tokenizer = root / store.PREPROCESSING_DIR / "tokenizer.json"
     if tokenizer.is_file():
         max_tokens = int(manifest["source"].get("max_length", 128))

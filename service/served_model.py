@@ -16,8 +16,8 @@ import numpy as np
 
 from monitoring.drift import ModelKind
 from monitoring.metrics import VersionLabels
-from optimise.runtime import OnnxSession
 from service.errors import InvalidInput
+from service.sessions import ServingSession
 from service.types import DATATYPES, ModelMetadata, TensorSpec
 
 TEXT_INPUT = "text"
@@ -38,7 +38,7 @@ class ServedModel(ABC):
     kind = ModelKind.TENSOR
 
     def __init__(
-        self, name: str, version: str, manifest: dict[str, Any], session: OnnxSession, root: Path
+        self, name: str, version: str, manifest: dict[str, Any], session: ServingSession, root: Path
     ) -> None:
         self.name = name
         self.root = root  # the stored version's folder (reference sample, manifest, report)
@@ -77,7 +77,15 @@ class ServedModel(ABC):
         return ModelMetadata(self.name, versions, "onnxruntime_onnx", self.inputs, self.outputs)
 
     def run_onnx(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.session.output_names, self.session.run(feeds), strict=True))
+        return self._named(self.session.run(feeds))
+
+    def run_onnx_many(self, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Independent runs (rows, length buckets) in parallel; outputs concatenated in order."""
+        runs = [self._named(outputs) for outputs in self.session.run_many(feeds)]
+        return {name: np.concatenate([run[name] for run in runs]) for name in runs[0]}
+
+    def _named(self, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.session.output_names, outputs, strict=True))
 
 
 def _texts(inputs: dict[str, np.ndarray]) -> list[str]:
@@ -93,8 +101,7 @@ class TensorModel(ServedModel):
         if self.batch_invariant:
             return self.run_onnx(inputs)
         count = len(next(iter(inputs.values())))
-        rows = [self.run_onnx({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
-        return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+        return self.run_onnx_many([{k: v[i : i + 1] for k, v in inputs.items()} for i in range(count)])
 
 
 class TextEmbeddingModel(ServedModel):
@@ -105,7 +112,7 @@ class TextEmbeddingModel(ServedModel):
         name: str,
         version: str,
         manifest: dict[str, Any],
-        session: OnnxSession,
+        session: ServingSession,
         root: Path,
         tokenizer_file: Path,
         max_tokens: int,
@@ -131,13 +138,17 @@ class TextEmbeddingModel(ServedModel):
     def predict_with_features(
         self, inputs: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        encodings = self.tokenizer.encode_batch(_texts(inputs))
+        encodings = self._encode(_texts(inputs))
         # The reference counts tokens as the model saw them: special tokens in, capped at the limit.
         counts = np.array([len(e.ids) for e in encodings], dtype=np.float64)
         return self._embed(encodings), {"n_tokens": counts}
 
     def embed(self, texts: list[str]) -> dict[str, np.ndarray]:
-        return self._embed(self.tokenizer.encode_batch(texts))
+        return self._embed(self._encode(texts))
+
+    def _encode(self, texts: list[str]) -> list[Any]:
+        # encode_batch hands work to a thread pool: ~0.16 ms for one text against 0.04 ms inline.
+        return [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(texts)
 
     def _embed(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         if self.reject_overflow:
@@ -146,14 +157,11 @@ class TextEmbeddingModel(ServedModel):
                 raise InvalidInput(f"texts {too_long[:5]} exceed the {self.max_tokens}-token limit")
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         bucket = LENGTH_BUCKET if self.batch_invariant else 1
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(order), bucket):
-            chunk = [encodings[i] for i in order[start : start + bucket]]
-            for name, value in self.run_onnx(self._feeds(chunk)).items():
-                parts.setdefault(name, []).append(value)
+        chunks = [[encodings[i] for i in order[s : s + bucket]] for s in range(0, len(order), bucket)]
+        outputs = self.run_onnx_many([self._feeds(chunk) for chunk in chunks])
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        return {name: np.concatenate(values)[inverse] for name, values in parts.items()}
+        return {name: value[inverse] for name, value in outputs.items()}
 
     def _feeds(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         width = max(len(e.ids) for e in encodings)

@@ -48,6 +48,14 @@ class ServiceSettings(BaseSettings):
         default="truncate",
         description="Texts longer than the model's token limit (128 for minilm): truncated, or rejected with 400.",
     )
+    access_log: bool = Field(
+        default=False,
+        description="BentoML's access log line per request (the leanserve_* metrics count requests either way).",
+    )
+    trace_requests: bool = Field(
+        default=False,
+        description="OpenTelemetry spans for inference routes; turn on with a BentoML tracing exporter.",
+    )
     drift_enabled: bool = Field(
         default=True, description="Sample live traffic and evaluate drift in the background."
     )

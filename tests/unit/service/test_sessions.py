@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optimise.runtime import OnnxSession
+from service.sessions import ServingSession
+
+
+@pytest.fixture
+def rows(tiny_onnx: Path) -> list[dict[str, np.ndarray]]:
+    generator = np.random.default_rng(0)
+    name = OnnxSession(tiny_onnx).input_names[0]
+    return [{name: generator.normal(size=(1, 16)).astype(np.float32)} for _ in range(12)]
+
+
+def _expected(model: Path, rows: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    single = OnnxSession(model, threads=1)
+    return [single.run(row)[0] for row in rows]
+
+
+def test_one_thread_build_has_a_single_session(tiny_onnx: Path) -> None:
+    assert not ServingSession(tiny_onnx, 1, ("CPUExecutionProvider",)).parallel
+
+
+def test_overlapping_runs_all_answer_their_own_rows(
+    tiny_onnx: Path, rows: list[dict[str, np.ndarray]]
+) -> None:
+    session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
+    assert session.parallel
+    with ThreadPoolExecutor(6) as callers:
+        answers = list(callers.map(lambda row: session.run(row)[0], rows * 20))
+    for answer, expected in zip(answers, _expected(tiny_onnx, rows) * 20, strict=True):
+        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_request_does_not_wait_for_the_busy_multi_thread_session(
+    tiny_onnx: Path, rows: list[dict[str, np.ndarray]]
+) -> None:
+    session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
+    with session._primary_free:  # another request holds it
+        done = threading.Event()
+
+        def request() -> None:
+            session.run(rows[0])
+            done.set()
+
+        worker = threading.Thread(target=request)
+        worker.start()
+        assert done.wait(timeout=30), "the request waited for the busy session"
+        worker.join()
+
+
+def test_run_many_keeps_the_order_of_its_runs(tiny_onnx: Path, rows: list[dict[str, np.ndarray]]) -> None:
+    session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
+    answers = [outputs[0] for outputs in session.run_many(rows)]
+    for answer, expected in zip(answers, _expected(tiny_onnx, rows), strict=True):
+        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+    assert session.run_many([]) == []
