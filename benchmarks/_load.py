@@ -35,11 +35,21 @@ class Throughput:
     seconds: float
 
 
-def latency(factory: CallFactory, texts: list[str], n: int, warmup: int, max_s: float) -> Latency:
-    """One request at a time: `warmup` untimed, then up to `n` timed (or until `max_s`)."""
+def latency(
+    factory: CallFactory,
+    texts: list[str],
+    n: int,
+    warmup: int,
+    max_s: float,
+    on_warm: Callable[[], object] | None = None,
+) -> Latency:
+    """One request at a time: `warmup` untimed, then up to `n` timed (or until `max_s`);
+    `on_warm` runs between the two."""
     call = factory()
     for i in range(warmup):
         call(texts[i % len(texts)])
+    if on_warm is not None:
+        on_warm()
     samples: list[float] = []
     deadline = time.perf_counter() + max_s
     for i in range(n):

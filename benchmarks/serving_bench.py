@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +154,49 @@ class Phase:
     client: Callable[[Any], CallFactory]
     # The same client and server answering a call that runs no model: what the protocol costs.
     floor: Callable[[Any], CallFactory] | None = None
+    protocol: str | None = None  # its label on leanserve's request metrics
     env: dict[str, str] | None = None  # the server's extra environment
+
+
+@dataclass(frozen=True)
+class Sample:
+    latency: Latency
+    throughput: Throughput
+    floor_ms: float = float("nan")
+    # Means over the timed c=1 requests, from the server's own /metrics: the whole request in
+    # the server (protocol adapter and data plane) and the model call alone (tokenise + run).
+    server_request_ms: float = float("nan")
+    server_inference_ms: float = float("nan")
+
+
+def server_means(base_url: str, protocol: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of leanserve's request and inference histograms for one protocol."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"request": [0.0, 0.0], "inference": [0.0, 0.0]}
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        kind = {
+            "leanserve_request_duration_seconds": "request",
+            "leanserve_inference_duration_seconds": "inference",
+        }.get(family.name)
+        if kind is None:
+            continue
+        for sample in family.samples:
+            if sample.labels.get("model") != MODEL or sample.labels.get("protocol", protocol) != protocol:
+                continue
+            if sample.name.endswith("_sum"):
+                totals[kind][0] += sample.value
+            elif sample.name.endswith("_count"):
+                totals[kind][1] += sample.value
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def _mean_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], kind: str
+) -> float:
+    seconds, count = (a - b for a, b in zip(after[kind], before[kind], strict=True))
+    return 1e3 * seconds / count if count else float("nan")
 
 
 def phases(root: Path, manifest: dict[str, Any]) -> list[Phase]:
@@ -168,19 +211,25 @@ def phases(root: Path, manifest: dict[str, Any]) -> list[Phase]:
     return [
         Phase("raw ORT session (in-process)", None, lambda _: raw),
         Phase(
-            "leanserve native REST /embed", "leanserve", lambda s: rest(s.http), lambda s: rest_floor(s.http)
+            "leanserve native REST /embed",
+            "leanserve",
+            lambda s: rest(s.http),
+            lambda s: rest_floor(s.http),
+            "rest",
         ),
         Phase(
             "leanserve OIP v2 REST",
             "leanserve",
             lambda s: oip(triton_http, host(s), MODEL, OUTPUT),
             lambda s: oip_floor(triton_http, host(s)),
+            "rest-v2",
         ),
         Phase(
             "leanserve OIP v2 gRPC",
             "leanserve",
             lambda s: oip(triton_grpc, s.grpc, MODEL, OUTPUT),
             lambda s: oip_floor(triton_grpc, s.grpc),
+            "grpc",
         ),
         Phase(
             "baseline BentoML + PyTorch /embed",
@@ -191,34 +240,47 @@ def phases(root: Path, manifest: dict[str, Any]) -> list[Phase]:
     ]
 
 
-def measure(
-    phase: Phase, tag: str, homes: Path, load: Load, texts: list[str]
-) -> tuple[Latency, Throughput, float]:
+def measure(phase: Phase, tag: str, homes: Path, load: Load, texts: list[str]) -> Sample:
     """Latency at c=1 (then the protocol floor on the same server), then throughput at c=32,
     each on its own fresh server."""
-    measured: list[Any] = []
-    floor_ms = float("nan")
-    for step in ("latency", "throughput"):
-        server_or_none = (
-            contextlib.nullcontext(None)
-            if phase.server is None
-            else fresh_server(phase.server, tag, homes, phase.env)
-        )
-        with server_or_none as server:
-            factory = phase.client(server)
-            if step == "latency":
-                measured.append(latency(factory, texts, load.n, load.warmup, max_s=120))
-                if phase.floor is not None:
-                    floor_ms = latency(phase.floor(server), texts, load.n, load.warmup, 60).p50_ms
-            else:
-                measured.append(throughput(factory, texts, CONCURRENCY, load.requests, load.seconds))
-    return measured[0], measured[1], floor_ms
+    with _server(phase, tag, homes) as server:
+        metrics: list[dict[str, tuple[float, float]]] = []
+
+        def scrape() -> None:
+            if phase.protocol is not None:
+                metrics.append(server_means(server.http, phase.protocol))
+
+        lat = latency(phase.client(server), texts, load.n, load.warmup, 120, on_warm=scrape)
+        scrape()
+        floor_ms = float("nan")
+        if phase.floor is not None:
+            floor_ms = latency(phase.floor(server), texts, load.n, load.warmup, 60).p50_ms
+    with _server(phase, tag, homes) as server:
+        thr = throughput(phase.client(server), texts, CONCURRENCY, load.requests, load.seconds)
+    if not metrics:
+        return Sample(lat, thr, floor_ms)
+    before, after = metrics
+    return Sample(
+        lat, thr, floor_ms, _mean_ms(before, after, "request"), _mean_ms(before, after, "inference")
+    )
 
 
-Result = tuple[str, Latency, Throughput, float]
+def _server(phase: Phase, tag: str, homes: Path) -> contextlib.AbstractContextManager[Any]:
+    if phase.server is None:
+        return contextlib.nullcontext(None)
+    return fresh_server(phase.server, tag, homes, phase.env)
 
 
-def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[Result]]:
+def _median(samples: list[Sample]) -> Sample:
+    lat, thr = median([(s.latency, s.throughput) for s in samples])
+
+    def mid(field: str) -> float:
+        return float(np.median([getattr(s, field) for s in samples]))
+
+    return Sample(lat, thr, mid("floor_ms"), mid("server_request_ms"), mid("server_inference_ms"))
+
+
+def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[tuple[str, Sample]]]:
     """Every path once per round (interleaved, so a noisy minute hits all), medians over rounds."""
     from optimise import store
 
@@ -226,7 +288,7 @@ def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[Resul
     root, manifest = Path(model.path), store.read_manifest(model)
     texts = bench_texts(root)
     paths = phases(root, manifest)
-    samples: dict[str, list[tuple[Latency, Throughput, float]]] = {p.name: [] for p in paths}
+    samples: dict[str, list[Sample]] = {p.name: [] for p in paths}
     for r in range(rounds):
         for phase in paths:
             start = time.perf_counter()
@@ -235,37 +297,41 @@ def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[Resul
                 f"round {r + 1} {phase.name}: {samples[phase.name][-1]} ({time.perf_counter() - start:.0f} s)",
                 file=sys.stderr,
             )
-    results = [
-        (name, *median([(lat, thr) for lat, thr, _ in runs]), float(np.median([f for _, _, f in runs])))
-        for name, runs in samples.items()
-    ]
     selected = manifest["selected"]
     about = (
         f"minilm {tag}: variant {selected['id']} ({selected['precision']}, {selected['intra_op_threads']} "
         f"ORT threads); {len(texts)} texts of {TOKENS[0]}-{TOKENS[1]} tokens; {os.cpu_count()} CPUs"
     )
-    return about, results
+    return about, [(name, _median(runs)) for name, runs in samples.items()]
 
 
-def table(about: str, results: list[Result], load: Load, rounds: int) -> str:
-    raw, base = results[0], results[-1]
+def _ms(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.2f}"
+
+
+def table(about: str, results: list[tuple[str, Sample]], load: Load, rounds: int) -> str:
+    raw, base = results[0][1], results[-1][1]
     lines = [
         f"## Serving: {about}",
         "",
         f"c=1: {load.n} requests after {load.warmup} warm-up; c={CONCURRENCY}: up to "
         f"{load.requests} requests or {load.seconds:.0f} s; a fresh server per phase; "
         f"medians of {rounds} round(s). Protocol floor: the same client and server answering "
-        "a liveness call (no model), so overhead = floor + what the service adds.",
+        "a liveness call (no model). In server: mean request and inference times from the "
+        "server's own metrics over the timed c=1 requests.",
         "",
         f"| path | p50 ms (c=1) | p99 ms | overhead over raw p50 (ms) | protocol floor p50 (ms) "
-        f"| p50 vs baseline | req/s (c={CONCURRENCY}) | req/s vs baseline | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| in server: request / inference (ms) | p50 vs baseline | req/s (c={CONCURRENCY}) "
+        "| req/s vs baseline | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, lat, thr, floor in results:
+    for name, s in results:
+        lat, thr = s.latency, s.throughput
         lines.append(
-            f"| {name} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} | {lat.p50_ms - raw[1].p50_ms:+.2f} "
-            f"| {'-' if np.isnan(floor) else f'{floor:.2f}'} | {lat.p50_ms / base[1].p50_ms:.2f}x "
-            f"| {thr.per_s:.0f} | {thr.per_s / base[2].per_s:.2f}x | {thr.errors} |"
+            f"| {name} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} | {lat.p50_ms - raw.latency.p50_ms:+.2f} "
+            f"| {_ms(s.floor_ms)} | {_ms(s.server_request_ms)} / {_ms(s.server_inference_ms)} "
+            f"| {lat.p50_ms / base.latency.p50_ms:.2f}x | {thr.per_s:.0f} "
+            f"| {thr.per_s / base.throughput.per_s:.2f}x | {thr.errors} |"
         )
     lines += ["", f"Targets (not asserted): {TARGETS}."]
     return "\n".join(lines)

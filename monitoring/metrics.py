@@ -62,6 +62,12 @@ MODEL_INFO = Gauge(
     ["model", "version", "variant", "precision", "profile"],
     multiprocess_mode="liveall",
 )
+MODEL_READY = Gauge(
+    "leanserve_model_ready",
+    "1 when the model has a live version that passed its checks, 0 while it loads or after it failed to.",
+    ["model"],
+    multiprocess_mode="livemin",  # ready only when every worker serves it
+)
 LAST_SWAP = Gauge(
     "leanserve_last_swap_timestamp_seconds",
     "Unix time the live version last changed.",
@@ -162,6 +168,10 @@ def track_request(model: str, protocol: str) -> Iterator[RequestRecord]:
 def observe_inference(model: str, version: str, rows: int, seconds: float) -> None:
     INFERENCE_SECONDS.labels(model, version).observe(seconds)
     BATCH_SIZE.labels(model).observe(rows)
+
+
+def set_model_ready(model: str, ready: bool) -> None:
+    MODEL_READY.labels(model).set(1 if ready else 0)
 
 
 def set_live_version(model: str, live: VersionLabels, replaced: VersionLabels | None = None) -> None:

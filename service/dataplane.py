@@ -42,6 +42,8 @@ class DataPlane:
         self.settings = settings
         self.monitor = monitor
         self._slots = {tag.split(":")[0]: ModelSlots() for tag in settings.models}
+        for name in self._slots:
+            metrics.set_model_ready(name, False)
         self._swap_lock = threading.Lock()
         self._shadows: dict[str, ShadowRun] = {}
 
@@ -53,6 +55,7 @@ class DataPlane:
             try:
                 live = self._slots[name].live = repository.load(tag, self.settings)
                 metrics.set_live_version(name, live.labels())
+                metrics.set_model_ready(name, True)
                 self._watch(live)
             except SwapRefused as exc:
                 self._slots[name].load_error = str(exc)

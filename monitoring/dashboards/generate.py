@@ -532,8 +532,17 @@ def serving() -> Json:
             "When each model's live version last changed (or was first loaded).",
             thresholds((None, "blue")),
         ),
-        12,
+        6,
     )
+    ready = stat(
+        "Ready",
+        [target(f"min by (model) (leanserve_model_ready{{{M}}})", "{{model}}", instant=True)],
+        "none",
+        "Whether every worker and replica serves a live version of the model (alert: LeanserveModelNotReady).",
+        thresholds((None, "red"), (1, "green")),
+    )
+    ready["fieldConfig"]["defaults"]["mappings"] = value_map(("1", "ready", "green"), ("0", "not ready", "red"))
+    p.add(ready, 6)
     p.add(
         state_timeline(
             "Live version over time",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -75,6 +76,9 @@ def test_a_model_missing_from_the_store_leaves_the_plane_not_ready(tiny_tags: li
     with pytest.raises(ModelNotReady, match="absent"):
         plane.model("absent")
     assert plane.infer(_request(np.zeros((1, 16), np.float32))).outputs  # the loaded one still serves
+    ready = "leanserve_model_ready"
+    assert REGISTRY.get_sample_value(ready, {"model": "absent"}) == 0
+    assert REGISTRY.get_sample_value(ready, {"model": tiny_tags[0].split(":")[0]}) == 1
 
 
 def test_classify_accepts_rows_or_images_of_the_right_size(dataplane: DataPlane) -> None:
