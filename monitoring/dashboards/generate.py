@@ -541,7 +541,9 @@ def serving() -> Json:
         "Whether every worker and replica serves a live version of the model (alert: LeanserveModelNotReady).",
         thresholds((None, "red"), (1, "green")),
     )
-    ready["fieldConfig"]["defaults"]["mappings"] = value_map(("1", "ready", "green"), ("0", "not ready", "red"))
+    ready["fieldConfig"]["defaults"]["mappings"] = value_map(
+        ("1", "ready", "green"), ("0", "not ready", "red")
+    )
     p.add(ready, 6)
     p.add(
         state_timeline(

@@ -41,6 +41,7 @@ SERVING_FAMILIES = {
     "leanserve_requests_total",
     "leanserve_requests_in_flight",
     "leanserve_model_info",
+    "leanserve_model_ready",
     "leanserve_last_swap_timestamp_seconds",
 }
 # Families written only once the drift monitor has judged a window (200 sampled rows by default) or
