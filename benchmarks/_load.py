@@ -58,7 +58,11 @@ def latency(
         samples.append(time.perf_counter() - start)
         if start > deadline:
             break
-    ms = np.array(samples) * 1e3
+    return _summary(samples)
+
+
+def _summary(seconds: list[float]) -> Latency:
+    ms = np.array(seconds) * 1e3
     return Latency(float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(ms))
 
 
@@ -76,11 +80,7 @@ def paired_latency(
             start = time.perf_counter()
             calls[side](texts[i % len(texts)])
             samples[side].append(time.perf_counter() - start)
-    first, second = (np.array(s) * 1e3 for s in samples)
-    return (
-        Latency(float(np.percentile(first, 50)), float(np.percentile(first, 99)), n),
-        Latency(float(np.percentile(second, 50)), float(np.percentile(second, 99)), n),
-    )
+    return _summary(samples[0]), _summary(samples[1])
 
 
 def throughput(

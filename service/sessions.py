@@ -18,59 +18,32 @@ from pathlib import Path
 
 import numpy as np
 
-from optimise.runtime import OnnxSession, TensorInfo
+from optimise.runtime import OnnxSession
 
 CPU = "CPUExecutionProvider"
 
 
-class ServingSession:
-    """`OnnxSession`'s interface (signature and `run`), plus `run_many` for independent runs."""
+class ServingSession(OnnxSession):
+    """An `OnnxSession` (the build's threads) that hands overlapping runs to a one-thread twin,
+    plus `run_many` for independent runs."""
 
     def __init__(self, model: Path, threads: int, providers: Sequence[str]) -> None:
-        self.primary = OnnxSession(model, threads, providers)
+        super().__init__(model, threads, providers)
         # Threads only matter on the CPU provider; elsewhere one session does everything.
-        self.parallel = threads > 1 and self.primary.providers == (CPU,)
+        self.parallel = threads > 1 and self.providers == (CPU,)
         self._single_thread = OnnxSession(model, 1, providers) if self.parallel else None
-        self._primary_free = threading.Lock()
+        self._multi_thread_free = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ort-row") if self.parallel else None
-
-    @property
-    def path(self) -> Path:
-        return self.primary.path
-
-    @property
-    def threads(self) -> int:
-        return self.primary.threads
-
-    @property
-    def providers(self) -> tuple[str, ...]:
-        return self.primary.providers
-
-    @property
-    def inputs(self) -> tuple[TensorInfo, ...]:
-        return self.primary.inputs
-
-    @property
-    def outputs(self) -> tuple[TensorInfo, ...]:
-        return self.primary.outputs
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self.primary.input_names
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self.primary.output_names
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """One run: on the multi-thread session if no other request holds it, else on one thread."""
         if self._single_thread is None:
-            return self.primary.run(feeds)
-        if self._primary_free.acquire(blocking=False):
+            return super().run(feeds)
+        if self._multi_thread_free.acquire(blocking=False):
             try:
-                return self.primary.run(feeds)
+                return super().run(feeds)
             finally:
-                self._primary_free.release()
+                self._multi_thread_free.release()
         return self._single_thread.run(feeds)
 
     def run_many(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]]:

@@ -625,6 +625,16 @@ def drift() -> Json:
         ),
         12,
     )
+    # The bar gauge (latest) and the status history (over time) show the same scores on one scale.
+    feature_scores = f"max by (model, feature) (leanserve_feature_drift_score{{{M}, {feature}}})"
+    score_scale = {
+        "unit": "short",
+        "min": 0,
+        "max": 1,
+        "decimals": 3,
+        "color": {"mode": "continuous-GrYlRd"},
+        "thresholds": thresholds((None, "green")),
+    }
     p.add(
         {
             "type": "bargauge",
@@ -633,24 +643,8 @@ def drift() -> Json:
             " K-S / chi-square tests give p-values (drift when below 0.05), Wasserstein / Jensen-Shannon a distance"
             " (drift when above 0.1): Evidently picks the test by sample size.",
             "datasource": DATASOURCE,
-            "targets": [
-                target(
-                    f"max by (model, feature) (leanserve_feature_drift_score{{{M}, {feature}}})",
-                    "{{model}} {{feature}}",
-                    instant=True,
-                )
-            ],
-            "fieldConfig": {
-                "defaults": {
-                    "unit": "short",
-                    "min": 0,
-                    "max": 1,
-                    "decimals": 3,
-                    "color": {"mode": "continuous-GrYlRd"},
-                    "thresholds": thresholds((None, "green")),
-                },
-                "overrides": [],
-            },
+            "targets": [target(feature_scores, "{{model}} {{feature}}", instant=True)],
+            "fieldConfig": {"defaults": score_scale, "overrides": []},
             "options": {
                 "displayMode": "lcd",
                 "orientation": "horizontal",
@@ -672,22 +666,9 @@ def drift() -> Json:
             "title": "Drift score per feature over time",
             "description": "Each row is one feature, each cell one evaluation's score (see the bar gauge for the scale).",
             "datasource": DATASOURCE,
-            "targets": [
-                target(
-                    f"max by (model, feature) (leanserve_feature_drift_score{{{M}, {feature}}})",
-                    "{{model}} {{feature}}",
-                )
-            ],
+            "targets": [target(feature_scores, "{{model}} {{feature}}")],
             "fieldConfig": {
-                "defaults": {
-                    "unit": "short",
-                    "min": 0,
-                    "max": 1,
-                    "decimals": 3,
-                    "color": {"mode": "continuous-GrYlRd"},
-                    "thresholds": thresholds((None, "green")),
-                    "custom": {"fillOpacity": 80, "lineWidth": 0},
-                },
+                "defaults": {**score_scale, "custom": {"fillOpacity": 80, "lineWidth": 0}},
                 "overrides": [],
             },
             "options": {

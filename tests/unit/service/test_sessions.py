@@ -42,7 +42,7 @@ def test_a_request_does_not_wait_for_the_busy_multi_thread_session(
     tiny_onnx: Path, rows: list[dict[str, np.ndarray]]
 ) -> None:
     session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
-    with session._primary_free:  # another request holds it
+    with session._multi_thread_free:  # another request holds it
         done = threading.Event()
 
         def request() -> None:
