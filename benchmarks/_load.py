@@ -42,9 +42,10 @@ def latency(
     warmup: int,
     max_s: float,
     on_warm: Callable[[], object] | None = None,
+    pause_s: float = 0.0,
 ) -> Latency:
     """One request at a time: `warmup` untimed, then up to `n` timed (or until `max_s`);
-    `on_warm` runs between the two."""
+    `on_warm` runs between the two; `pause_s` of idle (untimed) before each timed request."""
     call = factory()
     for i in range(warmup):
         call(texts[i % len(texts)])
@@ -53,6 +54,8 @@ def latency(
     samples: list[float] = []
     deadline = time.perf_counter() + max_s
     for i in range(n):
+        if pause_s:
+            time.sleep(pause_s)
         start = time.perf_counter()
         call(texts[(warmup + i) % len(texts)])
         samples.append(time.perf_counter() - start)

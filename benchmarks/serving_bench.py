@@ -7,7 +7,9 @@ latest version stored there is reused. Then, each phase on a FRESH server proces
 batcher adapts its waits to the load it has seen): p50/p99 latency at concurrency 1, and
 throughput at concurrency 32 (threads, each with its own client). The load generator runs
 here, on loopback, and shares the CPU with the server. Texts: the fidelity-set lines of
-17-23 tokens ([CLS] and [SEP] included), cycled. Not a test: nothing is asserted.
+17-23 tokens ([CLS] and [SEP] included), cycled. The raw session runs twice: back to back,
+and with 3 ms of idle before each call, as a server's model call sees. Not a test: nothing
+is asserted.
 
     .venv/bin/python benchmarks/serving_bench.py [--bentoml-home DIR] [--rounds N] [--quick]
 """
@@ -47,6 +49,7 @@ MODEL = "minilm"
 OUTPUT = "sentence_embedding"
 TOKENS = (17, 23)
 CONCURRENCY = 32
+IDLE_S = 0.003
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class Phase:
     floor: Callable[[Any], CallFactory] | None = None
     protocol: str | None = None  # its label on leanserve's request metrics
     env: dict[str, str] | None = None  # the server's extra environment
+    pause_s: float = 0.0  # idle before each timed c=1 request
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,14 @@ def phases(root: Path, manifest: dict[str, Any]) -> list[Phase]:
 
     return [
         Phase("raw ORT session (in-process)", None, lambda _: raw),
+        # A server's model call follows milliseconds of idle (protocol work, the client): the
+        # same session after as long a pause shows what idling alone costs on this machine.
+        Phase(
+            f"raw ORT session, {IDLE_S * 1e3:.0f} ms idle before each call",
+            None,
+            lambda _: raw,
+            pause_s=IDLE_S,
+        ),
         Phase(
             "leanserve native REST /embed",
             "leanserve",
@@ -250,7 +262,9 @@ def measure(phase: Phase, tag: str, homes: Path, load: Load, texts: list[str]) -
             if phase.protocol is not None:
                 metrics.append(server_means(server.http, phase.protocol))
 
-        lat = latency(phase.client(server), texts, load.n, load.warmup, 120, on_warm=scrape)
+        lat = latency(
+            phase.client(server), texts, load.n, load.warmup, 120, on_warm=scrape, pause_s=phase.pause_s
+        )
         scrape()
         floor_ms = float("nan")
         if phase.floor is not None:

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from monitoring import metrics
-from monitoring.drift import DriftReport, ModelKind, ReferenceSample, Window, compute_drift, render_html
+from monitoring.drift import (
+    DriftReport,
+    ModelKind,
+    ReferenceSample,
+    Window,
+    compute_drift,
+    load_engine,
+    render_html,
+)
 from monitoring.policy import WindowState
 from monitoring.window import SampleWindow
 
@@ -146,7 +154,9 @@ class DriftMonitor:
                 logger.exception("drift evaluation of %s failed; serving is unaffected", model)
 
     def start(self) -> None:
+        """Load the drift engine (blocking: the caller is still starting up), then evaluate in the background."""
         if self._thread is None:
+            logger.info("drift engine loaded in %.1f s", load_engine())
             self._thread = threading.Thread(target=self._run, name="leanserve-drift", daemon=True)
             self._thread.start()
 

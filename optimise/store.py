@@ -95,7 +95,11 @@ def save(result: BuildResult, source: str) -> str:
 
 
 def list_models(name: str | None = None) -> list[bentoml.Model]:
-    models = [m for m in bentoml.models.list(name) if m.info.labels.get("owner") == OWNER_LABEL]
+    try:
+        stored = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:  # BentoML raises for a name it has never stored
+        return []
+    models = [m for m in stored if m.info.labels.get("owner") == OWNER_LABEL]
     return sorted(models, key=lambda m: (m.tag.name, m.info.creation_time))
 
 

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 import numpy as np
@@ -32,6 +32,9 @@ from service.native_metrics import BatchedRouteMetrics
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
 from service.v2.rest import create_v2_app, create_v2_root_app
+
+if TYPE_CHECKING:
+    from service.grpc.server import GrpcServer
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 logger = logging.getLogger("leanserve")
@@ -93,7 +96,7 @@ class LeanServe:
         self.trigger = _trigger(self.dataplane, self.monitor)
         _Current.trigger = self.trigger
         _Current.dataplane = self.dataplane
-        self.grpc_server: Any = None
+        self.grpc_server: GrpcServer | None = None
 
     @bentoml.on_startup
     def start_drift_monitor(self) -> None:
@@ -119,7 +122,7 @@ class LeanServe:
     @bentoml.on_shutdown
     async def stop_grpc(self) -> None:
         if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=2)
+            await self.grpc_server.server.stop(grace=2)
 
     def __is_ready__(self) -> bool:
         return self.dataplane.is_ready()

@@ -95,11 +95,16 @@ def _wait_ready(server: Server, timeout: float = 180) -> None:
 
 
 def stop_server(server: Server) -> None:
+    """SIGTERM, as Kubernetes stops a pod; the shutdown hooks (gRPC, drift monitor) must succeed."""
     server.process.terminate()
     try:
         server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.process.kill()
+        raise AssertionError(f"the server ignored SIGTERM for 30 s; log: {server.log}") from None
+    log = server.log.read_text(errors="replace")
+    if "shutdown failed" in log:
+        raise AssertionError(f"the server's shutdown failed:\n{log[-3000:]}")
 
 
 def digits_infer_body(pixels: Any) -> dict[str, Any]:

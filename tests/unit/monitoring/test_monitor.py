@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ from sklearn.datasets import load_digits
 from monitoring.drift import DriftReport, ModelKind
 from monitoring.monitor import DriftMonitor, MonitorConfig
 from monitoring.policy import WindowState
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +90,21 @@ def test_the_background_thread_evaluates_new_traffic(
     finally:
         monitor.stop()
     assert monitor.latest("digits-thread") is not None
+
+
+def test_start_loads_the_drift_engine_before_serving_begins() -> None:
+    # A fresh interpreter: this test process has imported Evidently already.
+    script = (
+        "import sys\n"
+        "from monitoring.monitor import DriftMonitor, MonitorConfig\n"
+        "monitor = DriftMonitor(MonitorConfig(interval_s=60))\n"
+        "assert 'evidently' not in sys.modules, 'imported before start'\n"
+        "monitor.start()\n"
+        "assert 'evidently.legacy.calculations.stattests' in sys.modules\n"
+        "assert 'evidently.metrics.embeddings' in sys.modules\n"
+        "monitor.stop()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=120)
 
 
 def test_unwatched_models_are_ignored(reference: Path) -> None:

@@ -44,6 +44,11 @@ def test_versions_accumulate_and_are_listed(built: BuildResult) -> None:
     assert first in tags and second in tags and first != second
 
 
+def test_a_name_never_stored_lists_nothing(built: BuildResult) -> None:
+    store.save(built, "tiny_models:build")  # the store exists, the name does not
+    assert store.list_models(f"never-{uuid.uuid4().hex[:8]}") == []
+
+
 def test_export_writes_a_self_contained_copy(built: BuildResult, tmp_path: Path) -> None:
     tag = store.save(built, "tiny_models:build")
     written = store.export(tag, tmp_path / "out")
