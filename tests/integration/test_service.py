@@ -57,7 +57,12 @@ def direct_embeddings(tag: str, texts: list[str]) -> np.ndarray:
 
 
 def direct_logits(tag: str, pixels: np.ndarray) -> np.ndarray:
-    return OnnxSession(_artefact(tag) / "model.onnx").run({"pixels": pixels})[0]
+    """ONNX Runtime on the stored artefact, as the service owes the answer: dynamic int8 models
+    (activation scales computed per call) one row per run, others the whole batch."""
+    session = OnnxSession(_artefact(tag) / "model.onnx")
+    if store.read_manifest(store.get_model(tag))["selected"]["precision"] != "int8-dynamic":
+        return session.run({"pixels": pixels})[0]
+    return np.concatenate([session.run({"pixels": pixels[i : i + 1]})[0] for i in range(len(pixels))])
 
 
 def digits_pixels(n: int, seed: int = 0) -> np.ndarray:

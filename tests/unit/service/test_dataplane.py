@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builds import served_answer
 from prometheus_client import REGISTRY
 
 from service.dataplane import DataPlane
@@ -17,7 +18,7 @@ def _request(data: np.ndarray, model: str = "tiny-served", name: str = "features
 def test_infer_matches_the_session(dataplane: DataPlane) -> None:
     features = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
     response = dataplane.infer(_request(features))
-    expected = dataplane.model("tiny-served").session.run({"features": features})[0]
+    expected = served_answer(dataplane.model("tiny-served"), {"features": features})
     np.testing.assert_array_equal(response.outputs[0].data, expected)
     assert response.outputs[0].name == "logits"
 

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from builds import served_answer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -135,7 +136,7 @@ def test_health_service_answers_and_follows_readiness(served: Served, plane: Dat
 def test_infer_matches_the_session(client: triton.InferenceServerClient, plane: DataPlane) -> None:
     features = _features()
     result = client.infer(TINY, [_input("features", features, "FP32")], request_id="req-7")
-    expected = plane.model(TINY).session.run({"features": features})[0]
+    expected = served_answer(plane.model(TINY), {"features": features})
     np.testing.assert_array_equal(result.as_numpy("logits"), expected)
     response = result.get_response()
     assert (response.model_name, response.model_version, response.id) == (
@@ -171,7 +172,7 @@ def test_typed_contents_give_the_same_answers(
     reply = stub.ModelInfer(request, timeout=30)
     assert [(o.name, o.datatype, list(o.shape)) for o in reply.outputs] == [("logits", "FP32", [4, 4])]
     logits = np.frombuffer(reply.raw_output_contents[0], dtype="<f4").reshape(4, 4)
-    np.testing.assert_array_equal(logits, plane.model(TINY).session.run({"features": features})[0])
+    np.testing.assert_array_equal(logits, served_answer(plane.model(TINY), {"features": features}))
 
     texts = [b"first text", b"second text"]
     request = pb.ModelInferRequest(model_name=TEXT)

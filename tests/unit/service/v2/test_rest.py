@@ -15,6 +15,7 @@ import pytest
 import tritonclient.http as triton
 import uvicorn
 from _bentoml_impl.server.mount import PassiveMount
+from builds import served_answer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -39,7 +40,7 @@ def _features(rows: int = 3) -> np.ndarray:
 
 
 def _tiny_expected(dataplane: DataPlane, features: np.ndarray) -> np.ndarray:
-    return dataplane.model(TINY).session.run({"features": features})[0]
+    return served_answer(dataplane.model(TINY), {"features": features})
 
 
 def _tiny_body(features: np.ndarray, **extra: Any) -> dict[str, Any]:
