@@ -16,6 +16,7 @@ import numpy as np
 
 from monitoring.drift import ModelKind
 from monitoring.metrics import VersionLabels
+from optimise.types import Precision
 from service.errors import InvalidInput
 from service.sessions import ServingSession
 from service.types import DATATYPES, ModelMetadata, TensorSpec
@@ -34,6 +35,13 @@ def _session_specs(infos: Any) -> tuple[TensorSpec, ...]:
     )
 
 
+def is_batch_invariant(manifest: dict[str, Any]) -> bool:
+    """Whether a stored version answers a row the same alone or in a batch. Dynamic int8 scales
+    activations per call: batched, each answer would depend on its neighbours, so such models
+    run one request row at a time."""
+    return bool(manifest["selected"]["precision"] != Precision.INT8_DYNAMIC)
+
+
 class ServedModel(ABC):
     kind = ModelKind.TENSOR
 
@@ -45,9 +53,7 @@ class ServedModel(ABC):
         self.version = version
         self.manifest = manifest
         self.session = session
-        # Dynamic int8 scales activations per call: batching requests would make each answer
-        # depend on its neighbours, so such models run one request row at a time.
-        self.batch_invariant = manifest["selected"]["precision"] != "int8-dynamic"
+        self.batch_invariant = is_batch_invariant(manifest)
 
     @property
     @abstractmethod

@@ -20,7 +20,6 @@ FP32_AND_INT8 = SearchSpace(
     graph_optimise=(False,), precisions=(Precision.FP32, Precision.INT8_DYNAMIC), per_channel=(True,)
 )
 FP32_ONLY = SearchSpace(graph_optimise=(False,), precisions=(Precision.FP32,))
-INT8_ONLY = SearchSpace(graph_optimise=(False,), precisions=(Precision.INT8_DYNAMIC,), per_channel=(True,))
 
 
 def build_and_save(bundle: ModelBundle, space: SearchSpace, source: str) -> str:
