@@ -1,21 +1,21 @@
-"""`leanserve`: optimise models, list profiles, inspect and export stored models."""
+"""`leanserve`: optimise models, list profiles, serve; the `models` commands are in `models_cli`."""
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from optimise.console import console, fail
 from optimise.errors import OptimiseError
+from optimise.models_cli import models_app, promote_version
 from optimise.types import Constraints
 
 # BentoML reports usage by default; a build step has no business phoning home.
@@ -24,18 +24,8 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 app = typer.Typer(
     help="Optimise PyTorch models for a hardware target, then serve and watch them.", no_args_is_help=True
 )
-models_app = typer.Typer(
-    help="Inspect and export optimised models in the BentoML model store.", no_args_is_help=True
-)
 app.add_typer(models_app, name="models")
-# Wide enough for the summary table when stdout is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 180)
-errors = Console(stderr=True)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+BUILD_KIND = "leanserve-build"  # the build's scratch folders in the system temp dir
 
 
 def cache_dir() -> Path:
@@ -77,6 +67,13 @@ def optimise(
         typer.Option(help=".npz of recent inputs that replace the calibration set (recalibration)"),
     ] = None,
     tag_file: Annotated[Path | None, typer.Option(help="write the stored model's tag to this file")] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote/--no-promote",
+            help="record the stored version as the model's live one, what NAME serves from the next start",
+        ),
+    ] = True,
     rounds: Annotated[int, typer.Option(help="interleaved measurement rounds")] = 5,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -84,6 +81,7 @@ def optimise(
     _configure_logging(verbose)
     from optimise import build, store
     from optimise.profiles import get_profile
+    from optimise.scratch import clean_stale, owned_dir
     from optimise.search import SearchSettings, default_storage
     from optimise.sources import load_source, replace_calibration
 
@@ -107,22 +105,25 @@ def optimise(
             bundle = load_source(model, example_inputs, eval_data, calibration_data)
             if calibration_inputs is not None:
                 replace_calibration(bundle, calibration_inputs)
-        with tempfile.TemporaryDirectory(prefix="leanserve-build-") as scratch, _trial_progress() as progress:
+        clean_stale(Path(tempfile.gettempdir()), BUILD_KIND)  # what killed builds left behind
+        with owned_dir(BUILD_KIND) as scratch, _trial_progress() as progress:
             task = progress.add_task(f"{bundle.name}: searching", total=None)
 
             def on_trial(candidate: object) -> None:
                 progress.advance(task)
 
             result = build.optimise(
-                bundle, target, constraints, settings, Path(scratch), on_trial=on_trial, rounds=rounds
+                bundle, target, constraints, settings, scratch, on_trial=on_trial, rounds=rounds
             )
             progress.update(task, description=f"{bundle.name}: storing")
             tag = store.save(result, model)
     except (OptimiseError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if tag_file is not None:
         tag_file.write_text(tag, encoding="utf-8")
     _print_summary(result, tag)
+    if promote:
+        promote_version(tag)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -134,7 +135,10 @@ def _configure_logging(verbose: bool) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        logging.getLogger("optimum").setLevel(logging.ERROR)
+        # optimum configures its own root logger at first use (level WARNING): set it through its API.
+        from optimum.utils import logging as optimum_logging
+
+        optimum_logging.set_verbosity_error()
 
 
 def _trial_progress() -> Progress:
@@ -159,31 +163,6 @@ def _print_summary(result: object, tag: str) -> None:
     for candidate in result.failures:
         console.print(f"[yellow]dropped[/] {candidate.failure}", highlight=False)
     console.print(f"stored [bold]{tag}[/] ({result.winner.describe()})")
-
-
-@app.command()
-def serve(
-    port: Annotated[int, typer.Option(help="HTTP port (REST, OIP v2 REST, admin, /metrics)")] = 3000,
-    grpc_port: Annotated[int | None, typer.Option(help="OIP v2 gRPC port (default 8001)")] = None,
-    models: Annotated[
-        str | None, typer.Option(help="comma-separated tags to serve (default minilm,digits)")
-    ] = None,
-    host: Annotated[str, typer.Option(help="interface to bind")] = "0.0.0.0",
-) -> None:
-    """Serve the stored models with BentoML (REST, OIP v2 REST and gRPC). Other settings: LEANSERVE_* variables."""
-    import shutil
-
-    env = dict(os.environ)
-    if grpc_port is not None:
-        env["LEANSERVE_GRPC_PORT"] = str(grpc_port)
-    if models is not None:
-        env["LEANSERVE_MODELS"] = models
-    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
-    command = [bentoml, "serve", "service.app:LeanServe", "--host", host, "--port", str(port)]
-    console.print(
-        f"serving {env.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{host}:{port}", highlight=False
-    )
-    os.execvpe(command[0], command, env)  # the server replaces this process: signals reach it directly
 
 
 @app.command()
@@ -220,69 +199,6 @@ def profiles() -> None:
             p.description,
         )
     console.print(table)
-
-
-@models_app.command("list")
-def models_list(
-    name: Annotated[str | None, typer.Argument(help="only versions of this model")] = None,
-) -> None:
-    """List stored models and versions."""
-    from optimise import store
-
-    table = Table(title=f"models in {store.bentoml_home()}")
-    for column in ("tag", "created", "profile", "variant", "precision", "quality", "p50 ms", "bytes"):
-        table.add_column(column)
-    for m in store.list_models(name):
-        labels, meta = m.info.labels, m.info.metadata
-        table.add_row(
-            str(m.tag), m.info.creation_time.strftime("%Y-%m-%d %H:%M:%S"), labels.get("profile", ""),
-            labels.get("variant", ""), labels.get("precision", ""), _number(meta.get("quality"), "{:.4f}"),
-            _number(meta.get("latency_p50_ms"), "{:.2f}"), _number(meta.get("size_bytes"), "{:.0f}"),
-        )  # fmt: skip
-    console.print(table)
-
-
-def _number(value: object, pattern: str) -> str:
-    return pattern.format(value) if isinstance(value, (int, float)) else "-"
-
-
-@models_app.command("show")
-def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]) -> None:
-    """Show a stored model's selected variant, lineage and report."""
-    from optimise import store
-
-    try:
-        model = store.get_model(tag)
-        manifest = store.read_manifest(model)
-    except OptimiseError as exc:
-        raise _fail(exc) from exc
-    selected = manifest["selected"]
-    console.print(
-        f"[bold]{model.tag}[/] from {manifest['source']['spec']} on profile {manifest['profile']['name']}"
-    )
-    console.print(f"selected {selected['id']}: {' -> '.join(p['name'] for p in selected['passes'])}")
-    console.print(selected["metrics"])
-    broken = store.verify(model)
-    console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
-    console.print(f"report: {model.path_of('report/report.md')}")
-
-
-@models_app.command("export")
-def models_export(
-    tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
-    directory: Annotated[
-        Path, typer.Argument(help="where to write model.onnx, manifest.json and preprocessing")
-    ],
-) -> None:
-    """Copy a stored model out so it can be used without leanserve."""
-    from optimise import store
-
-    try:
-        written = store.export(tag, directory)
-    except OptimiseError as exc:
-        raise _fail(exc) from exc
-    for path in written:
-        console.print(str(path))
 
 
 if __name__ == "__main__":

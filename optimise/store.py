@@ -3,34 +3,56 @@
 One saved version holds everything needed to serve and watch the model:
 `model.onnx`, `preprocessing/` (tokenizer), `reference.npz` (a sample of
 evaluation inputs and the selected model's outputs, for drift monitoring),
-`manifest.json` and `report/`. BentoML writes a version in a temporary folder
-and moves it into the store only when complete, so a failed build leaves no
-half-written version; earlier versions are kept.
+`manifest.json` and `report/`; earlier versions are kept.
+
+A version appears in the store only complete (`optimise.staging`): it is
+written aside, moved into place with one rename, and only then named `latest`;
+a build that fails or is killed adds nothing.
+
+Reading never trusts a version: `versions` reports each with its state,
+`resolve` says which version a bare NAME means (the live version recorded with
+`record_live`, else the newest usable one), and a broken version is refused with
+the reason instead of taking the rest down.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
+from bentoml._internal.models.model import MODEL_YAML_FILENAME, ModelContext, ModelInfo, ModelOptions
+from bentoml._internal.tag import Tag
+from bentoml.exceptions import BentoMLException
 
+from optimise import staging
 from optimise.errors import StoreError
+from optimise.live import read_record, write_live
 from optimise.manifest import MANIFEST_NAME, build_manifest, sha256_of
 from optimise.report import write_report
 from optimise.runtime import OnnxSession
+from optimise.store_index import (
+    OWNER_LABEL,
+    StoredVersion,
+    list_versions,
+    read_manifest_file,
+    read_version,
+    store_dir,
+)
 
 if TYPE_CHECKING:
     from optimise.build import BuildResult
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 PREPROCESSING_DIR = "preprocessing"
 REFERENCE_FILE = "reference.npz"
 REFERENCE_ROWS = 1000
-OWNER_LABEL = "leanserve"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -65,63 +87,144 @@ def _fill(root: Path, result: BuildResult, source: str) -> None:
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
 
 
-def save(result: BuildResult, source: str) -> str:
-    """Store the selected variant as a new version; returns its tag (name:version)."""
+def _model_info(result: BuildResult, tag: Tag) -> ModelInfo:
+    """What BentoML's `model.yaml` says about the version: labels and headline metrics."""
     winner = result.winner
     metrics = winner.metrics
-    assert metrics is not None
+    assert metrics is not None  # only measured variants are selected
     labels = {
         "owner": OWNER_LABEL,
         "profile": result.profile.name,
         "variant": winner.id,
         "precision": winner.precision.value,
     }
-    metadata = {
+    metadata: dict[str, Any] = {
         "quality": metrics.quality,
         "latency_p50_ms": metrics.latency_p50_ms,
         "size_bytes": metrics.size_bytes,
     }
+    context = ModelContext(framework_name="", framework_versions={})  # as `bentoml.models.create` writes
+    return ModelInfo(tag, "", labels, ModelOptions(), metadata, context, {}, "v1")
+
+
+def save(result: BuildResult, source: str) -> str:
+    """Store the selected variant as a new version; returns its tag (name:version).
+
+    Raises StoreError when the name is not a valid model name or the store cannot be
+    written; nothing is added to the store then.
+    """
     try:
-        with bentoml.models.create(result.bundle.name, labels=labels, metadata=metadata) as model:
-            try:
-                _fill(Path(model.path), result, source)
-            except BaseException:
-                # BentoML keeps an unsaved version in a temporary folder; don't leak it.
-                shutil.rmtree(model.path, ignore_errors=True)
-                raise
+        tag = Tag(result.bundle.name, None).make_new_version()
+    except ValueError as exc:
+        raise StoreError(f"invalid model name {result.bundle.name!r}: {exc}") from None
+    info = _model_info(result, tag)
+    try:
+        with staging.staged_version() as staged:
+            _fill(staged, result, source)
+            with (staged / MODEL_YAML_FILENAME).open("w", encoding="utf-8") as out:
+                info.dump(out)
+            staging.publish(staged, store_dir() / tag.name / str(tag.version))
     except OSError as exc:
         raise StoreError(f"cannot write the model store: {exc}") from exc
-    return str(model.tag)
+    return str(tag)
+
+
+def versions(name: str | None = None) -> list[StoredVersion]:
+    """Every leanserve version (of `name`, if given) with its state, usable or broken with the reason.
+
+    Raises StoreError when `name` is not a valid model name.
+    """
+    return list_versions(name)
 
 
 def list_models(name: str | None = None) -> list[bentoml.Model]:
+    """The usable versions (of `name`, if given), by name then age. Raises StoreError for an invalid name."""
+    return [v.model for v in versions(name) if v.ok and v.model is not None]
+
+
+def _parse(tag: str) -> tuple[str, str | None]:
+    """(name, version) of `NAME` or `NAME:VERSION`; `NAME:latest` counts as `NAME`. Raises StoreError."""
     try:
-        stored = bentoml.models.list(name)
-    except bentoml.exceptions.NotFound:  # BentoML raises for a name it has never stored
-        return []
-    models = [m for m in stored if m.info.labels.get("owner") == OWNER_LABEL]
-    return sorted(models, key=lambda m: (m.tag.name, m.info.creation_time))
+        parsed = Tag.from_str(tag)
+    except (ValueError, BentoMLException) as exc:
+        raise StoreError(f"invalid model tag {tag!r}: {exc}") from None
+    version = None if parsed.version == "latest" else parsed.version
+    return parsed.name, version
+
+
+def choose(stored: list[StoredVersion], live: str | None) -> StoredVersion | None:
+    """The version a bare name means among one model's `stored` versions: `live` when it is usable,
+    else the newest usable one; None when none is usable."""
+    usable = [v for v in stored if v.ok]
+    recorded = [v for v in usable if v.version == live]
+    return recorded[0] if recorded else max(usable, key=lambda v: v.created, default=None)
+
+
+def resolve(name_or_tag: str) -> str:
+    """The NAME:VERSION to use for `name_or_tag`.
+
+    NAME:VERSION is itself. A bare NAME is its recorded live version when that is usable,
+    else its newest usable version; unusable versions are skipped with a warning naming them.
+    Raises StoreError for a malformed tag or a name without any usable version.
+    """
+    name, version = _parse(name_or_tag)
+    if version is not None:
+        return f"{name}:{version}"
+    stored = versions(name)
+    broken = [v for v in stored if not v.ok]
+    if broken:
+        reasons = "; ".join(f"{v.version} ({v.problem})" for v in broken)
+        logger.warning("skipping unusable versions of %s: %s", name, reasons)
+    live = live_version(name)
+    chosen = choose(stored, live)
+    if chosen is None:
+        raise StoreError(f"no usable version of {name!r} in the model store ({store_dir()})")
+    if live is not None and chosen.version != live:
+        logger.warning("%s:%s, recorded as live, is not usable; using %s", name, live, chosen.tag)
+    return chosen.tag
+
+
+def _version_folder(name: str, version: str) -> Path:
+    """The folder of NAME:VERSION, where VERSION may be a unique prefix. Raises StoreError."""
+    folder = store_dir() / name
+    if (folder / version).is_dir():
+        return folder / version
+    matches = sorted(folder.glob(f"{version}*/")) if folder.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise StoreError(f"{name}:{version} is ambiguous: {', '.join(m.name for m in matches)}")
+    raise StoreError(f"no model '{name}:{version}' in the store ({store_dir()})")
 
 
 def get_model(tag: str) -> bentoml.Model:
-    try:
-        model = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound:
-        raise StoreError(f"no model {tag!r} in the store ({bentoml_home()})") from None
-    except ValueError as exc:  # a malformed tag
-        raise StoreError(f"invalid model tag {tag!r}: {exc}") from None
-    if model.info.labels.get("owner") != OWNER_LABEL:
+    """The usable version `tag` names (a bare NAME as `resolve` says; a unique version prefix works).
+
+    Raises StoreError for a malformed tag, an unknown version, a broken one (with the reason)
+    or one not built by leanserve.
+    """
+    name, version = resolve(tag).split(":")
+    found = read_version(_version_folder(name, version))
+    if found is None:
         raise StoreError(f"{tag!r} was not built by leanserve")
-    return model
+    if found.problem is not None or found.model is None:
+        raise StoreError(f"{found.tag} is broken: {found.problem}")
+    return found.model
 
 
 def read_manifest(model: bentoml.Model) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(Path(model.path_of(MANIFEST_NAME)).read_text(encoding="utf-8"))
-    return data
+    """The version's manifest. Raises StoreError when it is missing, unreadable or malformed."""
+    try:
+        return read_manifest_file(Path(model.path_of(MANIFEST_NAME)))
+    except StoreError as exc:
+        raise StoreError(f"{model.tag}: {exc}") from None
 
 
 def verify(model: bentoml.Model) -> list[str]:
-    """Files whose sha256 differs from the manifest (empty when the artefact is intact)."""
+    """Files whose sha256 differs from the manifest (empty when the artefact is intact).
+
+    Raises StoreError when the manifest cannot be read.
+    """
     root = Path(model.path)
     expected: dict[str, str] = read_manifest(model)["files"]
     return [
@@ -132,7 +235,10 @@ def verify(model: bentoml.Model) -> list[str]:
 
 
 def export(tag: str, directory: Path) -> list[Path]:
-    """Copy the model, manifest and preprocessing files out, for use without leanserve."""
+    """Copy the model, manifest and preprocessing files out, for use without leanserve.
+
+    Raises StoreError for an unknown or broken version or files that differ from their hashes.
+    """
     model = get_model(tag)
     broken = verify(model)
     if broken:
@@ -146,6 +252,25 @@ def export(tag: str, directory: Path) -> list[Path]:
         for item in sorted((root / PREPROCESSING_DIR).iterdir()):
             written.append(Path(shutil.copy2(item, directory / item.name)))
     return written
+
+
+def record_live(name: str, version: str) -> str:
+    """Record NAME:VERSION as the live choice: what a bare NAME resolves to, after restarts too.
+    A unique prefix of the version works; returns the full tag recorded.
+
+    Raises StoreError for an unknown, broken or foreign version, or a store that cannot be written.
+    """
+    model = get_model(f"{name}:{version}")
+    try:
+        write_live(store_dir(), model.tag.name, str(model.tag.version))
+    except OSError as exc:
+        raise StoreError(f"cannot record {model.tag} as live in {store_dir()}: {exc}") from exc
+    return str(model.tag)
+
+
+def live_version(name: str) -> str | None:
+    """The version of `name` recorded as live, None when none is (the record is not checked here)."""
+    return read_record(store_dir()).get(name)
 
 
 def bentoml_home() -> str:

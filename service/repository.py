@@ -28,13 +28,24 @@ SMOKE_MIN_COSINE = 0.999
 
 
 def versions(name: str) -> list[str]:
-    """Stored versions of a model, oldest first."""
-    return [m.tag.version or "" for m in store.list_models(name)]
+    """Stored versions of a model that can be loaded, oldest first (see `broken_versions` for the rest)."""
+    return [v.version for v in store.versions(name) if v.ok]
+
+
+def broken_versions(name: str) -> dict[str, str]:
+    """Stored versions of a model that cannot be loaded, with the reason of each."""
+    return {v.version: v.problem or "" for v in store.versions(name) if not v.ok}
 
 
 def load(tag: str, settings: ServiceSettings) -> ServedModel:
+    """Load `tag` (a bare NAME is the version `store.resolve` picks: the recorded live one, else the
+    newest usable one), checked before it can serve.
+
+    Raises SwapRefused when the version is unknown or broken, differs from its manifest's hashes,
+    does not open, or fails its smoke inference.
+    """
     try:
-        model = store.get_model(tag)
+        model = store.get_model(store.resolve(tag))
         broken = store.verify(model)
         manifest = store.read_manifest(model)
     except (OptimiseError, OSError, ValueError) as exc:
@@ -62,7 +73,9 @@ def _open(
         return TextEmbeddingModel(
             name, version, manifest, session, root, tokenizer, max_tokens, settings.text_overflow == "reject"
         )
-    return TensorModel(name, version, manifest, session, root)
+    served = TensorModel(name, version, manifest, session, root)
+    served.max_rows_per_run = settings.max_rows_per_run
+    return served
 
 
 def smoke_test(served: ServedModel, reference_file: Path) -> None:

@@ -1,5 +1,7 @@
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import bentoml
@@ -7,7 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from optimise import store
 from optimise.cli import app
+
+MakeVersion = Callable[..., Path]  # the `make_version` fixture (tests/unit/optimise/conftest.py)
 
 runner = CliRunner()
 
@@ -97,3 +102,59 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "leanserve"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "optimise" in result.stdout and "drift" in result.stdout
+
+
+def test_the_build_records_its_version_as_live_unless_told_not_to(
+    private_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the build's scratch folder goes here
+    code, output = invoke("optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1")
+    assert code == 0, output
+    tag = output.split("stored ")[1].split()[0]
+    assert store.live_version("tiny") == tag.split(":")[1] and f"live version of tiny: {tag}" in output
+    code, output = invoke(
+        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote"
+    )
+    assert code == 0, output
+    assert store.live_version("tiny") == tag.split(":")[1]  # the second build is stored, not live
+    assert len(store.versions("tiny")) == 2 and store.resolve("tiny") == tag
+    assert list(tmp_path.glob("leanserve-build-*")) == []
+
+
+def test_a_broken_version_is_listed_with_the_reason_and_cannot_be_shown_exported_or_promoted(
+    make_version: MakeVersion, tmp_path: Path
+) -> None:
+    good, bad = make_version("digits"), make_version("digits")
+    (bad / "model.yaml").write_text("name: [unclosed\n")
+    code, output = invoke("models", "list")
+    assert code == 0, output
+    rows = {line.split()[1]: line for line in output.splitlines() if "digits:" in line and "│" in line}
+    assert "broken" in rows[f"digits:{bad.name}"] and "live (newest)" in rows[f"digits:{good.name}"]
+    assert f"broken digits:{bad.name}: invalid YAML in model.yaml at line" in " ".join(output.split())
+    for args in (["show"], ["export"], ["promote"]):
+        extra = [str(tmp_path / "out")] if args == ["export"] else []
+        code, output = invoke("models", *args, f"digits:{bad.name}", *extra)
+        assert code == 2 and "is broken" in output, (args, output)
+
+
+def test_promote_records_a_usable_version_and_refuses_anything_else(make_version: MakeVersion) -> None:
+    older, newer = make_version("digits"), make_version("digits")
+    code, output = invoke("models", "promote", f"digits:{older.name}")
+    assert code == 0, output
+    assert store.live_version("digits") == older.name and store.resolve("digits") == f"digits:{older.name}"
+    code, output = invoke("models", "list", "digits")
+    rows = {line.split()[1]: line for line in output.splitlines() if "digits:" in line and "│" in line}
+    assert " live " in rows[f"digits:{older.name}"] and " ok " in rows[f"digits:{newer.name}"]
+    for tag, message in (
+        ("digits", "give the version"),
+        ("digits:nosuch", "no model"),
+        ("bad tag:x", "invalid"),
+    ):
+        code, output = invoke("models", "promote", tag)
+        assert code == 2 and message in output, (tag, output)
+    assert store.live_version("digits") == older.name
+
+
+def test_listing_an_invalid_name_is_an_error(private_store: Path) -> None:
+    code, output = invoke("models", "list", "bad name")
+    assert code == 2 and "invalid model name" in output

@@ -1,4 +1,8 @@
+import copy
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -7,7 +11,7 @@ import numpy as np
 import pytest
 from test_build import build_tiny
 
-from optimise import store
+from optimise import staging, store
 from optimise.build import BuildResult
 from optimise.errors import StoreError
 from optimise.runtime import OnnxSession
@@ -87,3 +91,144 @@ def test_unknown_and_malformed_tags_are_user_errors() -> None:
         store.get_model("does-not-exist:v1")
     with pytest.raises(StoreError):
         store.get_model("bad tag with spaces")
+
+
+# --- a version appears whole ----------------------------------------------------------------------
+
+
+def test_a_version_is_written_aside_and_appears_in_the_store_only_complete(
+    built: BuildResult, private_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[Path, list[str]]] = []
+    real_report = store.write_report
+
+    def report_and_look(result: BuildResult, target: Path) -> None:
+        real_report(result, target)
+        seen.append((target.parent, [v.tag for v in store.versions()]))
+
+    monkeypatch.setattr(store, "write_report", report_and_look)
+    tag = store.save(built, "tiny_models:build")
+    ((staged, listed_meanwhile),) = seen
+    assert staged.parent == staging.staging_dir() and listed_meanwhile == []
+    assert not staged.exists() and list(staging.staging_dir().iterdir()) == []
+    (saved,) = store.versions()
+    assert saved.tag == tag and saved.ok
+    assert (private_store / built.bundle.name / "latest").read_text() == tag.split(":")[1]
+
+
+def test_a_failure_while_saving_leaves_nothing_in_the_store_or_the_staging_area(
+    built: BuildResult, private_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_report(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "write_report", broken_report)
+    with pytest.raises(StoreError, match="disk full"):
+        store.save(built, "tiny_models:build")
+    assert store.versions() == [] and list(staging.staging_dir().iterdir()) == []
+
+
+def test_an_invalid_model_name_is_a_store_error(built: BuildResult, private_store: Path) -> None:
+    built_copy = copy.copy(built)
+    built_copy.bundle = copy.copy(built.bundle)
+    built_copy.bundle.name = "Not A Name!"
+    with pytest.raises(StoreError, match="invalid model name"):
+        store.save(built_copy, "tiny_models:build")
+
+
+# --- broken versions --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three(built: BuildResult, private_store: Path) -> list[str]:
+    """Three versions of the tiny model in a private store, oldest first."""
+    return [store.save(built, "tiny_models:build") for _ in range(3)]
+
+
+def break_yaml(tag: str) -> None:
+    name, version = tag.split(":")
+    (store.store_dir() / name / version / "model.yaml").write_text("name: [unclosed\n")
+
+
+def test_a_broken_version_is_refused_with_the_reason_and_the_others_still_load(
+    three: list[str], tmp_path: Path
+) -> None:
+    break_yaml(three[1])
+    with pytest.raises(StoreError, match=r"is broken: invalid YAML in model\.yaml at line \d"):
+        store.get_model(three[1])
+    with pytest.raises(StoreError, match="is broken"):
+        store.export(three[1], tmp_path / "out")
+    assert [str(m.tag) for m in store.list_models()] == [three[0], three[2]]
+    assert store.verify(store.get_model(three[2])) == []
+
+
+def test_a_bare_name_skips_broken_versions_and_says_which(
+    three: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    name = three[0].split(":")[0]
+    assert store.resolve(name) == three[2]  # nothing recorded: the newest
+    break_yaml(three[2])
+    Path(store.get_model(three[1]).path, "manifest.json").unlink()
+    assert store.resolve(name) == store.resolve(f"{name}:latest") == three[0]
+    assert three[2].split(":")[1] in caplog.text and three[1].split(":")[1] in caplog.text
+    assert "incomplete: no manifest.json" in caplog.text
+    break_yaml(three[0])
+    with pytest.raises(StoreError, match="no usable version"):
+        store.resolve(name)
+
+
+def test_a_tag_with_a_version_resolves_to_itself_and_prefixes_are_expanded_on_get(
+    three: list[str],
+) -> None:
+    assert store.resolve(three[0]) == three[0]
+    assert store.resolve("any:thing") == "any:thing"
+    name, version = three[0].split(":")
+    assert str(store.get_model(f"{name}:{version[:-2]}").tag) == three[0]
+    with pytest.raises(StoreError, match="no model"):
+        store.get_model(f"{name}:zzzz")
+    with pytest.raises(StoreError, match="invalid model tag"):
+        store.resolve("bad tag:")
+
+
+# --- the live record ---------------------------------------------------------------------------------
+
+
+def test_the_recorded_live_version_wins_over_the_newest(three: list[str]) -> None:
+    name, version = three[0].split(":")
+    assert store.live_version(name) is None
+    assert store.record_live(name, version[:6]) == three[0]  # a unique prefix is expanded
+    assert store.live_version(name) == version
+    assert store.resolve(name) == three[0]
+
+
+def test_the_live_choice_survives_a_restart(three: list[str], private_store: Path) -> None:
+    name, version = three[1].split(":")
+    store.record_live(name, version)
+    code = f"from optimise import store; print(store.resolve({name!r}))"
+    env = dict(os.environ, BENTOML_HOME=str(private_store.parent))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=120
+    )
+    assert done.stdout.strip().splitlines()[-1] == three[1]
+
+
+def test_a_broken_live_version_falls_back_to_the_newest_usable_one(
+    three: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    name, version = three[1].split(":")
+    store.record_live(name, version)
+    break_yaml(three[1])
+    assert store.resolve(name) == three[2]
+    assert f"{three[1]}, recorded as live, is not usable" in caplog.text
+
+
+def test_only_a_usable_stored_version_can_be_recorded_as_live(three: list[str]) -> None:
+    name, version = three[2].split(":")
+    break_yaml(three[2])
+    with pytest.raises(StoreError, match="is broken"):
+        store.record_live(name, version)
+    with pytest.raises(StoreError, match="no model"):
+        store.record_live(name, "nosuchversion")
+    with pytest.raises(StoreError, match="invalid model tag"):
+        store.record_live(name, "")
+    assert store.live_version(name) is None

@@ -1,0 +1,84 @@
+"""The live choice of each model, recorded in the model store so that it survives a restart.
+
+One small JSON file at the top of the store, beside the model folders
+(`leanserve-live.json`: `{name: {"version": ..., "recorded_at": ...}}`); BentoML
+lists folders only, so it ignores the file, and the record travels with the
+store (a Bento's models, a shared volume). A write holds an exclusive lock
+(several server worker processes may promote at once), writes a temporary file
+and moves it over the record with `os.replace`; a reader needs no lock, since it
+sees either the old record or the new one, whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LIVE_FILE = "leanserve-live.json"
+LOCK_FILE = ".leanserve-live.lock"
+# flock excludes other processes; the threads of one process queue here first.
+_thread_lock = threading.Lock()
+
+
+def _read_entries(store: Path) -> dict[str, Any]:
+    """The record as stored; empty when absent, unreadable (logged) or not a JSON object."""
+    path = store / LIVE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring the unreadable live record %s: %s", path, exc)
+        return {}
+    if not isinstance(data, dict):
+        logger.warning("ignoring the live record %s: not a JSON object", path)
+        return {}
+    return data
+
+
+def read_record(store: Path) -> dict[str, str]:
+    """The recorded live version of each model, by name; entries without a version are left out."""
+    return {
+        name: entry["version"]
+        for name, entry in _read_entries(store).items()
+        if isinstance(entry, dict) and isinstance(entry.get("version"), str)
+    }
+
+
+@contextlib.contextmanager
+def _locked(store: Path) -> Iterator[None]:
+    with _thread_lock, (store / LOCK_FILE).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_live(store: Path, name: str, version: str) -> None:
+    """Record `version` as the live version of `name`, keeping the other models' entries.
+
+    Raises OSError when the store cannot be written (a read-only store, a full disk).
+    """
+    with _locked(store):
+        entries = _read_entries(store)
+        entries[name] = {"version": version, "recorded_at": datetime.now(UTC).isoformat()}
+        temporary = store / f".{LIVE_FILE}.tmp"  # only the lock holder writes it
+        try:
+            with temporary.open("w", encoding="utf-8") as out:
+                json.dump(entries, out, indent=2, sort_keys=True)
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.replace(store / LIVE_FILE)
+        finally:
+            temporary.unlink(missing_ok=True)

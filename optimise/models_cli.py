@@ -1,0 +1,127 @@
+"""`leanserve models`: list, show, export and promote the versions in the model store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from optimise.console import console, fail, number
+from optimise.errors import OptimiseError
+
+if TYPE_CHECKING:
+    from optimise.store_index import StoredVersion
+
+COLUMNS = ("tag", "state", "created", "profile", "variant", "precision", "quality", "p50 ms", "bytes")
+models_app = typer.Typer(
+    help="Inspect, export and promote optimised models in the BentoML model store.", no_args_is_help=True
+)
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="only versions of this model")] = None,
+) -> None:
+    """List stored models and versions: live (what NAME serves), ok, or broken with the reason."""
+    from optimise import store
+
+    try:
+        stored = store.versions(name)
+    except OptimiseError as exc:
+        raise fail(exc) from exc
+    table = Table(title=f"models in {store.bentoml_home()}")
+    for column in COLUMNS:
+        table.add_column(column)
+    states = _states(stored)
+    for v in stored:
+        if v.model is None:
+            table.add_row(v.tag, states[v.tag], *["-"] * (len(COLUMNS) - 2))
+            continue
+        labels, meta = v.model.info.labels, v.model.info.metadata
+        table.add_row(
+            v.tag, states[v.tag], v.created.strftime("%Y-%m-%d %H:%M:%S"), labels.get("profile", ""),
+            labels.get("variant", ""), labels.get("precision", ""), number(meta.get("quality"), "{:.4f}"),
+            number(meta.get("latency_p50_ms"), "{:.2f}"), number(meta.get("size_bytes"), "{:.0f}"),
+        )  # fmt: skip
+    console.print(table)
+    for v in stored:
+        if not v.ok:
+            console.print(f"[red]broken[/] {v.tag}: {v.problem}", highlight=False, soft_wrap=True)
+
+
+def _states(stored: list[StoredVersion]) -> dict[str, str]:
+    """`broken`, `ok`, or `live` for the version a bare NAME serves (`live (newest)` when no usable
+    live version is recorded), by tag."""
+    from optimise import store
+
+    states = {v.tag: "ok" if v.ok else "broken" for v in stored}
+    for model_name in {v.name for v in stored}:
+        live = store.live_version(model_name)
+        chosen = store.choose([v for v in stored if v.name == model_name], live)
+        if chosen is not None:
+            states[chosen.tag] = "live" if chosen.version == live else "live (newest)"
+    return states
+
+
+@models_app.command("show")
+def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]) -> None:
+    """Show a stored model's selected variant, lineage and report."""
+    from optimise import store
+
+    try:
+        model = store.get_model(tag)
+        manifest = store.read_manifest(model)
+        broken = store.verify(model)
+    except OptimiseError as exc:
+        raise fail(exc) from exc
+    selected = manifest["selected"]
+    console.print(
+        f"[bold]{model.tag}[/] from {manifest['source']['spec']} on profile {manifest['profile']['name']}"
+    )
+    console.print(f"selected {selected['id']}: {' -> '.join(p['name'] for p in selected['passes'])}")
+    console.print(selected["metrics"])
+    console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
+    console.print(f"report: {model.path_of('report/report.md')}")
+
+
+@models_app.command("export")
+def models_export(
+    tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    directory: Annotated[
+        Path, typer.Argument(help="where to write model.onnx, manifest.json and preprocessing")
+    ],
+) -> None:
+    """Copy a stored model out so it can be used without leanserve."""
+    from optimise import store
+
+    try:
+        written = store.export(tag, directory)
+    except OptimiseError as exc:
+        raise fail(exc) from exc
+    for path in written:
+        console.print(str(path))
+
+
+@models_app.command("promote")
+def models_promote(
+    tag: Annotated[str, typer.Argument(help="NAME:VERSION (a unique prefix of the version works)")],
+) -> None:
+    """Record a stored version as the live one of its model: NAME serves it from the next start."""
+    name, _, version = tag.partition(":")
+    if not version:
+        raise fail(ValueError(f"give the version to promote: {name}:VERSION (see `leanserve models list`)"))
+    promote_version(tag)
+
+
+def promote_version(tag: str) -> None:
+    """Record NAME:VERSION as its model's live version and say so; exits with code 2 when refused."""
+    from optimise import store
+
+    name, _, version = tag.partition(":")
+    try:
+        recorded = store.record_live(name, version)
+    except OptimiseError as exc:
+        raise fail(exc) from exc
+    console.print(f"live version of {name}: [bold]{recorded}[/] (served as {name!r} from the next start)")

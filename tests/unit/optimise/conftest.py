@@ -1,0 +1,53 @@
+"""A private model store per test, for tests that break versions on purpose, and quick fake versions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions, ModelStore
+from bentoml._internal.tag import Tag
+
+from optimise.manifest import MANIFEST_NAME, sha256_of
+from optimise.store_index import OWNER_LABEL
+
+
+@pytest.fixture
+def private_store(tmp_path: Path) -> Iterator[Path]:
+    """An empty model store of this test's own (BentoML and leanserve both use it); yields its folder.
+
+    The session's store is shared by every test: a version broken there would break BentoML's own
+    listing for the rest of the session.
+    """
+    models = tmp_path / "bentoml" / "models"
+    models.mkdir(parents=True)
+    shared = BentoMLContainer.model_store.get()
+    BentoMLContainer.model_store.set(ModelStore(models))
+    try:
+        yield models
+    finally:
+        BentoMLContainer.model_store.set(shared)
+
+
+@pytest.fixture
+def make_version(private_store: Path) -> Callable[..., Path]:
+    """Writes a small, complete version into the private store without a build; returns its folder."""
+
+    def make(name: str, owner: str = OWNER_LABEL, created: datetime | None = None) -> Path:
+        tag = Tag(name, None).make_new_version()
+        folder = private_store / name / str(tag.version)
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"onnx bytes")
+        files = {"model.onnx": sha256_of(folder / "model.onnx")}
+        (folder / MANIFEST_NAME).write_text(json.dumps({"files": files}))
+        context = ModelContext(framework_name="", framework_versions={})
+        info = ModelInfo(tag, "", {"owner": owner}, ModelOptions(), {}, context, {}, "v1", created)
+        with (folder / "model.yaml").open("w") as out:
+            info.dump(out)
+        return folder
+
+    return make

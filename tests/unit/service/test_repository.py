@@ -1,0 +1,79 @@
+"""Loading from the store: broken versions are refused (409) without taking the rest down; a bare
+name loads the recorded live version, else the newest usable one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models.model import ModelStore
+from builds import FP32_ONLY
+from tiny_models import make_tiny_bundle
+
+from optimise import store
+from optimise.build import BuildResult, optimise
+from optimise.profiles import get_profile
+from optimise.search import SearchSettings
+from optimise.types import Constraints
+from service import repository
+from service.errors import SwapRefused
+from service.settings import ServiceSettings
+
+SETTINGS = ServiceSettings(models=["tiny"], grpc_port=0)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    scratch = tmp_path_factory.mktemp("build")  # kept for the module: the saves copy from it
+    settings = SearchSettings(sampler="grid")
+    return optimise(
+        make_tiny_bundle(), get_profile("cpu"), Constraints(), settings, scratch, FP32_ONLY, rounds=1
+    )
+
+
+@pytest.fixture
+def versions(built: BuildResult, tmp_path: Path) -> Iterator[list[str]]:
+    """Three stored versions of 'tiny', oldest first, in a store of this test's own (it breaks some)."""
+    shared = BentoMLContainer.model_store.get()
+    models = tmp_path / "bentoml" / "models"
+    models.mkdir(parents=True)
+    BentoMLContainer.model_store.set(ModelStore(models))
+    try:
+        yield [store.save(built, "tiny_models:build").split(":")[1] for _ in range(3)]
+    finally:
+        BentoMLContainer.model_store.set(shared)
+
+
+def break_yaml(version: str) -> None:
+    (store.store_dir() / "tiny" / version / "model.yaml").write_text("name: [unclosed\n")
+
+
+def test_a_broken_version_is_refused_and_the_others_load(versions: list[str]) -> None:
+    break_yaml(versions[1])
+    with pytest.raises(SwapRefused, match="is broken: invalid YAML") as refused:
+        repository.load(f"tiny:{versions[1]}", SETTINGS)
+    assert refused.value.http_status == 409
+    assert repository.load(f"tiny:{versions[0]}", SETTINGS).version == versions[0]
+    assert repository.versions("tiny") == [versions[0], versions[2]]
+    assert list(repository.broken_versions("tiny")) == [versions[1]]
+
+
+def test_a_bare_name_skips_a_broken_newest_version(versions: list[str]) -> None:
+    break_yaml(versions[2])
+    assert repository.load("tiny", SETTINGS).version == versions[1]
+
+
+def test_a_bare_name_loads_the_recorded_live_version(versions: list[str]) -> None:
+    store.record_live("tiny", versions[0])
+    assert repository.load("tiny", SETTINGS).version == versions[0]
+
+
+def test_nothing_usable_is_refused(versions: list[str]) -> None:
+    for version in versions:
+        break_yaml(version)
+    with pytest.raises(SwapRefused, match="no usable version"):
+        repository.load("tiny", SETTINGS)
+    with pytest.raises(SwapRefused, match="no usable version"):
+        repository.load("never-stored", SETTINGS)
