@@ -1,75 +1,27 @@
-"""Offline drift checks: `drift REFERENCE CURRENT` on saved samples (reference.npz, .npy, .csv, .parquet).
+"""Offline drift checks: `drift REFERENCE CURRENT` on saved samples (reference.npz, .npy, .csv, .parquet),
+and `models history`, the closed loop's audit log.
 
-File layouts (`load_sample`):
-- `.npz`: an artefact's reference.npz (`input__<name>`, `output`), or a window saved by `Window.save_npz`
-  (also `feature__<name>`); token ids of a text model become `n_tokens`.
-- `.npy`: one array: a tensor model's inputs (first axis = rows), or embeddings with `--kind embedding`.
-- `.csv` / `.parquet`: `out_<j>` columns are the outputs, a `text` column gives `text_chars`; the other
-  numeric columns are a tensor model's inputs, or an embedding model's scalar features (`n_tokens`...).
+The file layouts, and the rules that make a malformed file an error (exit status 2, one `error:` line
+naming the file, the column and the row) rather than a quiet verdict, are in `monitoring.sample_files`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from monitoring.drift import (
-    OUTPUT_PREFIX,
-    DriftReport,
-    ModelKind,
-    ReferenceSample,
-    Window,
-    compute_drift,
-    read_npz,
-    render_html,
-)
-from monitoring.drift_embeddings import text_features
+from monitoring.audit import audit_log_path, describe_time, read_audit_log
+from monitoring.drift import DriftReport, ModelKind, compute_drift, render_html
+from monitoring.sample_files import load_pair, load_sample
+
+__all__ = ["app", "drift", "drift_from_files", "history", "load_pair", "load_sample"]
 
 app = typer.Typer(help="Drift of served traffic against a model's reference sample.", no_args_is_help=True)
-
-
-def load_sample(path: Path, kind: ModelKind = ModelKind.TENSOR) -> dict[str, Any]:
-    """The fields of a `Window` (inputs, outputs, features) read from one file; see the module doc."""
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return read_npz(path)
-    if suffix == ".npy":
-        array = np.load(path)
-        return {"outputs": array} if kind is ModelKind.EMBEDDING else {"inputs": array}
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"{path}: expected .npz, .npy, .csv or .parquet")
-    table = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    outputs = [c for c in table.columns if str(c).startswith(OUTPUT_PREFIX)]
-    features = text_features(table["text"].astype(str).tolist()) if "text" in table else {}
-    rest = table.drop(columns=[c for c in table.columns if c in outputs or c == "text"])
-    rest = rest.select_dtypes("number")
-    fields: dict[str, Any] = {"outputs": table[outputs].to_numpy(dtype=np.float64) if outputs else None}
-    if kind is ModelKind.TENSOR and len(rest.columns):
-        fields["inputs"] = rest.to_numpy(dtype=np.float64)
-    else:
-        features |= {str(c): rest[c].to_numpy(dtype=np.float64) for c in rest.columns}
-    return fields | {"features": features}
-
-
-def load_pair(
-    reference: Path, current: Path, model_kind: ModelKind | str | None = None
-) -> tuple[ReferenceSample, Window]:
-    """The kind comes from a reference.npz's content, else from `model_kind` (default tensor)."""
-    if reference.suffix.lower() == ".npz":
-        ref = ReferenceSample.from_npz(reference)
-    else:
-        kind = ModelKind(model_kind or ModelKind.TENSOR)
-        ref = ReferenceSample(name=reference.stem, **load_sample(reference, kind))
-    kind = ModelKind(model_kind) if model_kind is not None else ref.kind
-    return ref, Window(**load_sample(current, kind))
 
 
 def drift_from_files(
@@ -84,12 +36,15 @@ def _flag(drifted: bool) -> str:
 
 
 def print_report(report: DriftReport, console: Console, top: int = 10) -> None:
+    distinct = "" if report.distinct_inputs is None else f", {report.distinct_inputs} distinct inputs"
     table = Table(
         title=f"{report.model} ({report.kind}): {report.window_size} rows vs {report.reference_size} "
-        f"reference rows, {report.seconds:.2f} s"
+        f"reference rows{distinct}, {report.seconds:.2f} s"
     )
     for column in ("check", "method", "score", "verdict"):
         table.add_column(column)
+    if report.not_judged is not None:
+        table.add_row("window", report.not_judged, "", "[yellow]not judged[/]")
     if report.features:
         table.add_row(
             "dataset drift",
@@ -109,6 +64,8 @@ def print_report(report: DriftReport, console: Console, top: int = 10) -> None:
         table.add_row(f"  feature {name}", drift.method, f"{drift.score:.4g}", _flag(True))
     if len(drifted) > top:
         table.add_row(f"  ... {len(drifted) - top} more drifted features", "", "", "")
+    for name, why in report.skipped.items():
+        table.add_row(f"  {name}", why, "", "[yellow]skipped[/]")
     console.print(table)
 
 
@@ -163,31 +120,19 @@ def history(
         Path | None, typer.Option(help="default: $BENTOML_HOME/leanserve-audit.jsonl")
     ] = None,
 ) -> None:
-    """The closed loop's decisions: re-optimisations started, promoted, refused, failed; retraining needed."""
-    from monitoring.trigger import audit_log_path, read_audit_log
-
+    """The closed loop's decisions: re-optimisations started, promoted, refused, failed, interrupted (the
+    server stopped), abandoned (the server was killed; closed at the next start); retraining needed."""
     path = audit_log or audit_log_path()
     table = Table(title=f"re-optimisation history ({path})")
-    for column in ("time", "model", "event", "reason", "live", "candidate", "detail"):
+    for column in ("time", "model", "event", "reason", "live", "candidate", "run started", "detail"):
         table.add_column(column, overflow="fold")
     for entry in read_audit_log(path, model):
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(entry["time"])))
-        row = [entry.get(k, "") for k in ("model", "event", "reason", "live", "candidate", "detail")]
-        table.add_row(when, *map(str, row))
+        started = describe_time(float(entry["started"])) if "started" in entry else ""
+        row = [entry.get(k, "") for k in ("model", "event", "reason", "live", "candidate")]
+        table.add_row(
+            describe_time(float(entry["time"])), *map(str, row), started, str(entry.get("detail", ""))
+        )
     Console().print(table)
-
-
-def leanserve() -> None:
-    """The `leanserve` console script: the build step's commands plus `drift` and `models history`.
-
-    It lives here because `optimise` may not import `monitoring`; this package may import both.
-    """
-    from optimise.cli import app as optimise_app
-    from optimise.cli import models_app
-
-    optimise_app.command("drift")(drift)
-    models_app.command("history")(history)
-    optimise_app()
 
 
 if __name__ == "__main__":

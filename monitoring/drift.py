@@ -14,18 +14,21 @@ test objects directly; `engine="report"` runs the same tests through a `Report` 
 which draws a plotly figure per column while computing (about 0.08 s a column, 5 s for digits' 64,
 holding the GIL) - kept for cross-checks and used by `render_html`. Evidently is imported lazily: the
 service imports `monitoring.window` and this module's types without paying Evidently's import time (seconds).
+
+Bad input is an error, never a quiet "no drift": an empty side, a missing (NaN) or infinite value (named
+by column and row), inputs or outputs of another size, no column in common, or a test that returns no
+score (NaN) raise ValueError. Columns only one side has (a feature the reference lacks, a window without
+outputs) are left out of the verdict and listed in the report's `skipped`. A window the monitor does not
+judge (too few distinct inputs: `monitoring.policy.distinct_rule`) gets a report without verdicts whose
+`not_judged` says why.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
-from functools import cached_property
-from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,22 +38,37 @@ from monitoring.drift_embeddings import (
     EmbeddingMethod,
     embedding_drift,
     embedding_statistics,
-    principal_axes,
     summary_html,
-    text_features,
+)
+from monitoring.sample import (
+    FEATURE_PREFIX,
+    OUTPUT_PREFIX,
+    ModelKind,
+    ReferenceSample,
+    Window,
+    check_finite,
+    read_npz,
 )
 
-FEATURE_PREFIX = "px_"
-OUTPUT_PREFIX = "out_"
+# The window types live in monitoring.sample; importing them from here keeps working.
+__all__ = [
+    "FEATURE_PREFIX",
+    "OUTPUT_PREFIX",
+    "ColumnDrift",
+    "DriftReport",
+    "ModelKind",
+    "ReferenceSample",
+    "Window",
+    "compute_drift",
+    "load_engine",
+    "read_npz",
+    "render_html",
+]
+
 PREDICTION = "prediction"
 DRIFT_SHARE = 0.5
 MAX_FEATURES = 128  # wider inputs are tested on evenly spaced values
 Engine = Literal["stattest", "report"]
-
-
-class ModelKind(StrEnum):
-    TENSOR = "tensor"  # tensor inputs; class scores (or one value) out
-    EMBEDDING = "embedding"  # text in (not kept), embeddings out
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,13 @@ class ColumnDrift:
 
 @dataclass(frozen=True)
 class DriftReport:
+    """One window judged against the reference.
+
+    `not_judged` says why the window got no verdict at all (then every verdict is empty and `judged` is
+    False: e.g. too few distinct inputs); `skipped` names the columns or groups ("inputs", "outputs")
+    that only one side has, left out of the verdict. `distinct_inputs` counts the window's distinct
+    inputs (see `monitoring.sample`)."""
+
     model: str
     kind: str
     window_size: int
@@ -75,9 +100,35 @@ class DriftReport:
     seconds: float  # the first report in a process includes importing Evidently (seconds)
     drift_share: float = DRIFT_SHARE
     predictions: dict[str, ColumnDrift] = field(default_factory=dict)  # the prediction's columns
+    distinct_inputs: int | None = None
+    not_judged: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def withheld(cls, reference: ReferenceSample, current: Window, reason: str, distinct: int) -> DriftReport:
+        """A report without a verdict, saying why (nothing is computed)."""
+        return cls(
+            model=reference.name,
+            kind=reference.kind.value,
+            window_size=len(current),
+            reference_size=len(reference),
+            features={},
+            share_drifted=0.0,
+            dataset_drift=False,
+            prediction_drift=None,
+            embedding_drift=None,
+            seconds=0.0,
+            distinct_inputs=distinct,
+            not_judged=reason,
+        )
+
+    @property
+    def judged(self) -> bool:
+        return self.not_judged is None
 
     @property
     def drifted(self) -> bool:
+        """Any drift verdict; False for a window that was not judged (see `judged`)."""
         verdicts = (self.prediction_drift, self.embedding_drift)
         return self.dataset_drift or any(v is not None and v.drifted for v in verdicts)
 
@@ -86,77 +137,8 @@ class DriftReport:
         return [name for name, drift in self.features.items() if drift.drifted]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "drifted": self.drifted}
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class Window:
-    """Rows of traffic: inputs (tensor models), outputs, and per-row scalar features."""
-
-    outputs: np.ndarray | None = None
-    inputs: np.ndarray | None = None
-    features: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        arrays = [a for a in (self.outputs, self.inputs, *self.features.values()) if a is not None]
-        if not arrays or len({len(a) for a in arrays}) != 1:
-            raise ValueError(f"a window needs arrays of one length, got {[len(a) for a in arrays]}")
-
-    def __len__(self) -> int:
-        return len(next(a for a in (self.outputs, self.inputs, *self.features.values()) if a is not None))
-
-    @property
-    def kind(self) -> ModelKind:
-        return ModelKind.TENSOR if self.inputs is not None else ModelKind.EMBEDDING
-
-    @classmethod
-    def text(
-        cls, embeddings: np.ndarray, texts: Sequence[str] | None = None, token_counts: Any = None, **kw: Any
-    ) -> Self:
-        return cls(outputs=embeddings, features=text_features(texts, token_counts), **kw)
-
-    def save_npz(self, path: Path) -> None:
-        """In reference.npz's layout, plus `feature__<name>` arrays."""
-        arrays: dict[str, Any] = {f"feature__{k}": v for k, v in self.features.items()}
-        named = {"input__x": self.inputs, "output": self.outputs}
-        arrays |= {k: v for k, v in named.items() if v is not None}
-        np.savez_compressed(path, **arrays)
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class ReferenceSample(Window):
-    name: str = "model"
-
-    @classmethod
-    def from_npz(cls, path: Path, name: str | None = None) -> ReferenceSample:
-        """A stored artefact's reference.npz (its model name from manifest.json beside it, if any)."""
-        manifest = path.parent / "manifest.json"
-        if name is None and manifest.is_file():
-            name = str(json.loads(manifest.read_text(encoding="utf-8")).get("name", ""))
-        return cls(name=name or path.parent.name or path.stem, **read_npz(path))
-
-    @cached_property
-    def axes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and principal axes of the even reference rows (see `_prediction_columns`)."""
-        assert self.outputs is not None
-        return principal_axes(self.outputs.reshape(len(self.outputs), -1)[0::2])
-
-
-def read_npz(path: Path) -> dict[str, Any]:
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    inputs = {k.removeprefix("input__"): v for k, v in arrays.items() if k.startswith("input__")}
-    features = {k.removeprefix("feature__"): v for k, v in arrays.items() if k.startswith("feature__")}
-    if "input_ids" in inputs:  # a text model: keep the token counts, not the tokens
-        if "attention_mask" in inputs:
-            features.setdefault("n_tokens", inputs["attention_mask"].sum(axis=1).astype(np.float64))
-        inputs = {}
-    flat = [inputs[k].reshape(len(inputs[k]), -1) for k in sorted(inputs)]
-    return {
-        "outputs": arrays.get("output"),
-        "inputs": np.concatenate(flat, axis=1) if flat else None,
-        "features": features,
-    }
+        """JSON-ready; `drifted` is null for a window that was not judged."""
+        return {**asdict(self), "judged": self.judged, "drifted": self.drifted if self.judged else None}
 
 
 def _feature_columns(sample: Window, max_features: int) -> dict[str, np.ndarray]:
@@ -182,21 +164,46 @@ def _prediction_columns(reference: ReferenceSample, sample: Window) -> dict[str,
     return {PREDICTION: flat.argmax(axis=1) if flat.shape[1] > 1 else flat[:, 0]}
 
 
+def _one_sided(reference: Window, current: Window) -> dict[str, str]:
+    """Groups and features that only one side has: left out of the verdict, with the reason."""
+    skipped: dict[str, str] = {}
+    for group in ("inputs", "outputs"):
+        ref, cur = getattr(reference, group) is not None, getattr(current, group) is not None
+        if ref != cur:
+            skipped[group] = "not in the window" if ref else "not in the reference"
+    skipped |= {k: "not in the window" for k in reference.features if k not in current.features}
+    return skipped | {k: "not in the reference" for k in current.features if k not in reference.features}
+
+
+def _check_shapes(reference: Window, current: Window) -> None:
+    for group in ("inputs", "outputs"):
+        arrays = [getattr(s, group) for s in (reference, current)]
+        widths = {math.prod(a.shape[1:]) for a in arrays if a is not None}
+        if len(widths) > 1:
+            raise ValueError(f"the window's and the reference's {group} differ in size: {sorted(widths)}")
+
+
 def _frames(
     reference: ReferenceSample, current: Window, max_features: int
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
-    if len(current) == 0:
-        raise ValueError("the current window is empty")
-    widths = {s.inputs[0].size for s in (reference, current) if s.inputs is not None}
-    if len(widths) > 1:
-        raise ValueError(f"the window's and the reference's inputs differ in size: {sorted(widths)}")
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str], dict[str, str]]:
+    """Reference and window frames with the columns both have, the feature and prediction column names,
+    and the skipped groups. Raises ValueError for an empty window, missing or infinite values, sizes
+    that differ, or nothing in common."""
+    if len(current) == 0 or len(reference) == 0:
+        raise ValueError(f"the {'window' if len(current) == 0 else 'reference'} is empty")
+    _check_shapes(reference, current)
+    check_finite(reference, "the reference")
+    check_finite(current, "the window")
+    skipped = _one_sided(reference, current)
     ref_features, cur_features = (_feature_columns(s, max_features) for s in (reference, current))
     ref_pred, cur_pred = (_prediction_columns(reference, s) for s in (reference, current))
     features = [c for c in ref_features if c in cur_features]
     predictions = [c for c in ref_pred if c in cur_pred]
+    if not features and not predictions:
+        raise ValueError(f"nothing to compare: the window and the reference share no column ({skipped})")
     ref = pd.DataFrame({**{c: ref_features[c] for c in features}, **{c: ref_pred[c] for c in predictions}})
     cur = pd.DataFrame({**{c: cur_features[c] for c in features}, **{c: cur_pred[c] for c in predictions}})
-    return ref, cur, features, predictions
+    return ref, cur, features, predictions, skipped
 
 
 def _is_categorical(reference: ReferenceSample, column: str) -> bool:
@@ -282,11 +289,15 @@ def compute_drift(
 
     `method` forces one Evidently test on numerical columns (e.g. "wasserstein"; categorical ones keep
     Evidently's choice), `drift_share` is the dataset rule's share and `max_features` caps the input
-    values tested (evenly spaced). The embedding verdict uses `embedding_method`."""
+    values tested (evenly spaced). The embedding verdict uses `embedding_method`. Columns only one side
+    has are left out and listed in `skipped`. Raises ValueError for an empty side, a missing (NaN) or
+    infinite value, sizes that differ, no column in common, or a test that gives no score (NaN), so no
+    column is ever reported as "not drifted" without a score."""
     start = time.perf_counter()
-    ref, cur, features, predictions = _frames(reference, current, max_features)
+    ref, cur, features, predictions, skipped = _frames(reference, current, max_features)
     categorical = {c for c in ref.columns if _is_categorical(reference, c)}
     drift = (_stattest_drift if engine == "stattest" else _report_drift)(ref, cur, categorical, method)
+    _check_scores(drift)
     by_feature = {c: drift[c] for c in features}
     share = sum(d.drifted for d in by_feature.values()) / len(by_feature) if by_feature else 0.0
     by_prediction = {c: drift[c] for c in predictions}
@@ -302,6 +313,7 @@ def compute_drift(
         and current.outputs is not None
     ):
         embedding = ColumnDrift(*embedding_drift(reference.outputs, current.outputs, embedding_method))
+        _check_scores({"embeddings": embedding})
     return DriftReport(
         model=reference.name,
         kind=reference.kind.value,
@@ -315,7 +327,16 @@ def compute_drift(
         seconds=time.perf_counter() - start,
         drift_share=drift_share,
         predictions=by_prediction,
+        distinct_inputs=current.distinct_rows(),
+        skipped=skipped,
     )
+
+
+def _check_scores(drift: dict[str, ColumnDrift]) -> None:
+    """A test without a score (NaN: e.g. no values left to compare) is an error, never "not drifted"."""
+    unscored = [name for name, d in drift.items() if math.isnan(d.score)]
+    if unscored:
+        raise ValueError(f"no drift score (NaN) for column(s) {', '.join(unscored)}: too few values to test")
 
 
 def render_html(
@@ -327,7 +348,11 @@ def render_html(
     from evidently.presets import DataDriftPreset
 
     report = report or compute_drift(reference, current, **options)
-    ref, cur, features, predictions = _frames(reference, current, options.get("max_features", MAX_FEATURES))
+    if not report.judged:
+        return f"<html><body>{summary_html(report)}</body></html>"
+    ref, cur, features, predictions, _ = _frames(
+        reference, current, options.get("max_features", MAX_FEATURES)
+    )
     method, share = options.get("method"), options.get("drift_share", DRIFT_SHARE)
     metrics: list[Any] = (
         [DataDriftPreset(columns=list(features), drift_share=share, num_method=method)] if features else []

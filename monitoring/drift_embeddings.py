@@ -101,7 +101,8 @@ def text_features(
 
 
 def summary_html(report: DriftReport) -> str:
-    """A small HTML section with the dataset, prediction and embedding verdicts (no plots)."""
+    """A small HTML section with the dataset, prediction and embedding verdicts (no plots), or the reason
+    the window was not judged, and the columns left out."""
     rows = [("dataset drift: share of drifted features", report.share_drifted, report.dataset_drift, False)]
     for label, drift in (
         ("prediction drift", report.prediction_drift),
@@ -116,10 +117,18 @@ def summary_html(report: DriftReport) -> str:
         f"<td style='color:{'#c0392b' if flag else '#27ae60'}'>{'DRIFT' if flag else 'ok'}</td></tr>"
         for label, score, flag, indent in rows
     )
+    verdicts = (
+        f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{cells}</table>"
+        if report.not_judged is None
+        else f"<p><b>not judged</b>: {escape(report.not_judged)}</p>"
+    )
+    skipped = "".join(f"<li>{escape(k)}: {escape(why)}</li>" for k, why in report.skipped.items())
+    distinct = "" if report.distinct_inputs is None else f" ({report.distinct_inputs} distinct inputs)"
     return (
         "<section id='leanserve-drift-summary' style='font-family:sans-serif;margin:1em'>"
         f"<h2>Drift summary: {escape(report.model)}</h2>"
-        f"<p>window {report.window_size} rows, reference {report.reference_size} rows, "
-        f"computed in {report.seconds:.2f} s</p>"
-        f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{cells}</table></section>"
+        f"<p>window {report.window_size} rows{distinct}, reference {report.reference_size} rows, "
+        f"computed in {report.seconds:.2f} s</p>{verdicts}"
+        + (f"<p>left out:</p><ul>{skipped}</ul>" if skipped else "")
+        + "</section>"
     )

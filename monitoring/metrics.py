@@ -110,6 +110,12 @@ DRIFT_WINDOW_SAMPLES = Gauge(
     ["model"],
     multiprocess_mode="max",
 )
+DRIFT_WINDOW_DISTINCT = Gauge(
+    "leanserve_drift_window_distinct_inputs",
+    "Distinct inputs among the drift window's samples when it was last evaluated (too few: not judged).",
+    ["model"],
+    multiprocess_mode="max",
+)
 DRIFT_EVALUATION_SECONDS = Histogram(
     "leanserve_drift_evaluation_duration_seconds", "Time to evaluate one drift window.", ["model"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
@@ -180,3 +186,8 @@ def set_live_version(model: str, live: VersionLabels, replaced: VersionLabels | 
         MODEL_INFO.labels(model, *astuple(replaced)).set(0)
     MODEL_INFO.labels(model, *astuple(live)).set(1)
     LAST_SWAP.labels(model).set(time.time())
+
+
+def count_refused(model: str, protocol: str, code: int) -> None:
+    """A request refused before it reached a model (body too large, wrong type, server busy)."""
+    REQUESTS.labels(model, protocol, str(code)).inc()

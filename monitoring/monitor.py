@@ -6,6 +6,11 @@ stored with its live version, every `interval_s` seconds once `min_samples`
 rows are there, publishes the gauges, keeps the latest report for the HTTP
 route, and hands a `WindowState` to whoever listens (the re-optimisation
 trigger). An evaluation that raises is logged and counted; serving goes on.
+
+A window with fewer than `min_distinct` distinct inputs is not judged
+(`monitoring.policy.distinct_rule`): no drift test runs, the report and the
+`WindowState` say why, the drift gauges keep the last judged window's values,
+and `leanserve_drift_window_distinct_inputs` shows the count.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from monitoring.drift import (
     load_engine,
     render_html,
 )
-from monitoring.policy import WindowState
+from monitoring.policy import WindowState, distinct_rule
 from monitoring.window import SampleWindow
 
 logger = logging.getLogger(__name__)
@@ -41,12 +46,24 @@ WindowListener = Callable[[str, WindowState, DriftReport], object]
 @dataclass(frozen=True)
 class MonitorConfig:
     """Attributes: sample_rate (share of rows sampled), window_size (rows kept per model),
-    min_samples (rows before a window is judged), interval_s (seconds between evaluations)."""
+    min_samples (rows before a window is evaluated), interval_s (seconds between evaluations),
+    min_distinct (distinct inputs a window needs for a drift verdict).
+
+    min_distinct defaults to 50, a quarter of the default min_samples (200): below it the average input
+    of a minimal window repeats more than four times, which is a few clients replaying requests (a load
+    test of one sentence gives 1), not a population the drift tests can compare with the reference.
+    0 or 1 turns the rule off; above window_size it counts as window_size
+    (a window must be able to qualify). Raises ValueError when it is negative."""
 
     sample_rate: float = 0.5
     window_size: int = 1000
     min_samples: int = 200
     interval_s: float = 30.0
+    min_distinct: int = 50
+
+    def __post_init__(self) -> None:
+        if self.min_distinct < 0:
+            raise ValueError(f"min_distinct must be >= 0, got {self.min_distinct}")
 
 
 @dataclass
@@ -57,6 +74,7 @@ class _Watched:
     reference: ReferenceSample | None = None
     latest: DriftReport | None = None
     evaluated_at_seen: int = 0
+    not_judged: str | None = None  # why the latest window was not judged (logged when it changes)
     latencies: collections.deque[float] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
@@ -86,9 +104,11 @@ class DriftMonitor:
         outputs: np.ndarray,
         features: dict[str, Any] | None = None,
     ) -> None:
+        """Sample a request's rows; `inputs` of a text model (its texts) are digested, not kept."""
         watched = self._models.get(model)
         if watched is not None:
-            watched.window.add(inputs if watched.kind is ModelKind.TENSOR else None, outputs, features)
+            kept = inputs if watched.kind is ModelKind.TENSOR else None
+            watched.window.add(kept, outputs, features, keys=inputs)
 
     def samples(self, model: str) -> int:
         watched = self._models.get(model)
@@ -122,13 +142,22 @@ class DriftMonitor:
         return render_html(watched.reference, watched.window.snapshot(), watched.latest)
 
     def evaluate(self, model: str) -> DriftReport | None:
-        """Judge the model's window now (if it holds enough rows) and publish the result."""
+        """Judge the model's window now (if it holds enough rows) and publish the result.
+
+        A window of too few distinct inputs gets a report without verdicts (`not_judged`)."""
         watched = self._models[model]
         if len(watched.window) < self.config.min_samples:
             return None
         if watched.reference is None:
             watched.reference = ReferenceSample.from_npz(watched.reference_file, name=model)
-        report = compute_drift(watched.reference, watched.window.snapshot())
+        window = watched.window.snapshot()
+        distinct = window.distinct_rows()
+        reason = distinct_rule(distinct, min(self.config.min_distinct, self.config.window_size))
+        if reason is None:
+            report = compute_drift(watched.reference, window)
+        else:
+            report = DriftReport.withheld(watched.reference, window, reason, distinct)
+        self._log_judgement(model, watched, reason)
         watched.latest, watched.evaluated_at_seen = report, watched.window.seen
         _publish(model, report)
         latencies = list(watched.latencies)
@@ -138,10 +167,21 @@ class DriftMonitor:
             drift_share=report.share_drifted,
             embedding_drift=bool(report.embedding_drift and report.embedding_drift.drifted),
             prediction_drift=bool(report.prediction_drift and report.prediction_drift.drifted),
+            distinct_inputs=distinct,
+            not_judged=reason,
         )
         for listener in self._listeners:
             listener(model, state, report)
         return report
+
+    @staticmethod
+    def _log_judgement(model: str, watched: _Watched, reason: str | None) -> None:
+        """Log when a model's windows stop or start being judged (not at every evaluation)."""
+        if reason is not None and watched.not_judged is None:
+            logger.warning("drift of %s not judged: %s (one client replaying requests?)", model, reason)
+        elif reason is None and watched.not_judged is not None:
+            logger.info("drift of %s judged again (was: %s)", model, watched.not_judged)
+        watched.not_judged = reason
 
     def evaluate_all(self) -> None:
         for model, watched in list(self._models.items()):
@@ -171,10 +211,15 @@ class DriftMonitor:
 
 
 def _publish(model: str, report: DriftReport) -> None:
+    """Window gauges always; the drift gauges only for a judged window (they keep the last verdict)."""
+    metrics.DRIFT_WINDOW_SAMPLES.labels(model).set(report.window_size)
+    if report.distinct_inputs is not None:
+        metrics.DRIFT_WINDOW_DISTINCT.labels(model).set(report.distinct_inputs)
+    metrics.DRIFT_EVALUATION_SECONDS.labels(model).observe(report.seconds)
+    if not report.judged:
+        return
     metrics.DRIFT_SHARE.labels(model).set(report.share_drifted)
     metrics.DATASET_DRIFT.labels(model).set(1.0 if report.dataset_drift else 0.0)
-    metrics.DRIFT_WINDOW_SAMPLES.labels(model).set(report.window_size)
-    metrics.DRIFT_EVALUATION_SECONDS.labels(model).observe(report.seconds)
     if report.prediction_drift is not None:
         metrics.PREDICTION_DRIFT.labels(model).set(report.prediction_drift.score)
     if report.embedding_drift is not None:

@@ -7,6 +7,13 @@ range); output drift without input drift means the relation between inputs and
 answers moved (concept drift): no optimisation fixes that, so it is reported as
 needing retraining. Cooldown and an hourly cap keep a flapping signal from
 rebuilding the model over and over.
+
+Drift is only judged on a window of enough distinct inputs (`distinct_rule`):
+one input repeated, or a handful, is one client replaying requests (a load
+test), not a shifted population, and a drift test would flag it every time.
+Such a window carries no drift verdict (`WindowState.not_judged` says why):
+it breaks a drift streak and counts as neither input nor output drift; the
+latency rule still sees it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ class Reason(StrEnum):
     DATA_DRIFT = "data-drift"
     LATENCY = "latency-slo"
     CONCEPT_DRIFT = "concept-drift"
+    NOT_JUDGED = "not-judged"
     COOLDOWN = "cooldown"
     RATE_LIMIT = "rate-limit"
     ALERT = "alert"
@@ -64,12 +72,25 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class WindowState:
-    """What one evaluated window of live traffic showed."""
+    """What one evaluated window of live traffic showed.
+
+    `not_judged` says why the window got no drift verdict (then the drift fields mean nothing);
+    `distinct_inputs` is how many distinct inputs it held (None: not counted)."""
 
     drift_share: float = 0.0
     embedding_drift: bool = False
     prediction_drift: bool = False
     latency_p95_ms: float | None = None
+    distinct_inputs: int | None = None
+    not_judged: str | None = None
+
+
+def distinct_rule(distinct_inputs: int, min_distinct: int) -> str | None:
+    """Why a window of `distinct_inputs` distinct inputs gets no drift verdict, or None when it is judged."""
+    if distinct_inputs >= min_distinct:
+        return None
+    plural = "input" if distinct_inputs == 1 else "inputs"
+    return f"window has {distinct_inputs} distinct {plural}; at least {min_distinct} needed"
 
 
 @dataclass(frozen=True)
@@ -80,7 +101,13 @@ class Decision:
 
 
 def _input_drifted(window: WindowState, config: PolicyConfig) -> bool:
-    return window.drift_share >= config.drift_share or window.embedding_drift
+    judged = window.not_judged is None
+    return judged and (window.drift_share >= config.drift_share or window.embedding_drift)
+
+
+def _concept_drifted(window: WindowState, config: PolicyConfig) -> bool:
+    judged = window.not_judged is None
+    return judged and window.prediction_drift and not _input_drifted(window, config)
 
 
 def _last(windows: Sequence[WindowState], count: int) -> Sequence[WindowState] | None:
@@ -127,7 +154,7 @@ def decide(
             Reason.DATA_DRIFT,
             f"input drift for {len(drifted)} windows (share {share:.2f})",
         )
-    elif drifted and all(w.prediction_drift and not _input_drifted(w, config) for w in drifted):
+    elif drifted and all(_concept_drifted(w, config) for w in drifted):
         detail = f"outputs drifted for {len(drifted)} windows while inputs did not: retrain the model"
         return Decision(Action.NEEDS_RETRAINING, Reason.CONCEPT_DRIFT, detail)
     slow = _last(windows, config.latency_windows)
@@ -139,6 +166,8 @@ def decide(
                 Reason.LATENCY,
                 f"p95 over {config.latency_slo_ms} ms for {len(slow)} windows",
             )
+    if wanted is None and windows and windows[-1].not_judged is not None:
+        return Decision(Action.NONE, Reason.NOT_JUDGED, f"drift not judged: {windows[-1].not_judged}")
     if wanted is None:
         return Decision(Action.NONE, Reason.STABLE, "no rule fired")
     return _throttled(runs, now, config) or wanted

@@ -10,27 +10,54 @@ follows the FP32 model on the recent traffic), and a shadow run on live
 requests against the live model. Only then is it promoted; otherwise the live
 model stays and the reason is recorded. Every step is counted and written to
 an append-only JSON-lines audit log.
+
+The build yields to serving: it runs at the lowest CPU priority with one-thread
+pools, in its own process group, and dies with the server
+(`monitoring.buildproc`). It is called with `--no-promote`: the new version is
+stored without becoming the store's live choice, so a restart in the middle of
+the loop serves the version that was live, not an unchecked candidate.
+
+Every run the log opens is closed (`monitoring.audit`): `stop()` terminates a
+running build, waits for it and records the run as `interrupted`; `start()`
+closes runs a killed server left open as `abandoned`, and takes their start
+times into the cooldown and hourly cap, so a server that restarts does not
+rebuild sooner than one that did not. Outcomes are counted in
+`leanserve_reoptimisations_total`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import queue
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from monitoring import metrics
+from monitoring import buildproc, metrics
+from monitoring.audit import (
+    STARTED,
+    RunLock,
+    append_entry,
+    audit_log_path,
+    describe_time,
+    open_runs,
+    read_audit_log,
+)
 from monitoring.drift import DriftReport
 from monitoring.policy import Action, Decision, PolicyConfig, Reason, WindowState, decide
+
+__all__ = ["ServingControl", "Trigger", "TriggerConfig", "audit_log_path", "read_audit_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +87,10 @@ class ServingControl(Protocol):
 class TriggerConfig:
     """Attributes: policy (when to act), min_fidelity (gate on recent traffic, vs FP32),
     shadow_rows / min_shadow_agreement / shadow_timeout_s (the shadow run), build_time_budget_s and
-    build_timeout_s (the build process), audit_log (JSON lines), history (windows kept per model)."""
+    build_timeout_s (the build process), audit_log (JSON lines), history (windows kept per model),
+    stop_grace_s (seconds a build has to exit on SIGTERM at stop before SIGKILL), build_command (the
+    argv that runs `leanserve optimise`; empty: this interpreter's `-m optimise.cli optimise`; the
+    build's options are appended)."""
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     min_fidelity: float = 0.99
@@ -71,12 +101,25 @@ class TriggerConfig:
     build_timeout_s: float = 900.0
     audit_log: Path = Path("leanserve-audit.jsonl")
     history: int = 20
+    stop_grace_s: float = 10.0
+    build_command: tuple[str, ...] = ()
 
 
 class StepFailed(Exception):
     def __init__(self, outcome: str, detail: str) -> None:
         super().__init__(detail)
         self.outcome = outcome
+
+
+@dataclass
+class _Run:
+    """One run the audit log opened: its `started` entry's time, and the outcome once closed."""
+
+    model: str
+    reason: str
+    started: float
+    live: str
+    outcome: str | None = None
 
 
 class Trigger:
@@ -89,13 +132,54 @@ class Trigger:
         self._busy: set[str] = set()
         self._finished: set[str] = set()  # models with a finished run: windows restart after it
         self._thread = threading.Thread(target=self._work, name="leanserve-trigger", daemon=True)
+        self._lock = threading.Lock()  # guards _current, _child and the closing of a run
+        self._stopping = threading.Event()
+        self._current: _Run | None = None
+        self._child: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        """Close the runs a killed server left open, then start the worker."""
+        self.close_abandoned()
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the worker; a running build is terminated and waited for, its run recorded 'interrupted'."""
+        self._stopping.set()
         self._jobs.put(None)
-        self._thread.join(timeout=5)
+        with self._lock:
+            child = self._child
+        if child is not None:
+            buildproc.stop(child, self.config.stop_grace_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        run = self._current
+        if run is not None:  # the worker is still in a step that does not end with the build (shadow)
+            self._close(run, "interrupted", "the server stopped during the run")
+
+    def close_abandoned(self) -> list[str]:
+        """Close each `started` entry without an outcome whose run lock is free (its server is gone) as
+        'abandoned'; returns the abandoned entries' start times as text. Past start times (last hour)
+        count for the cooldown and hourly cap."""
+        entries = read_audit_log(self.config.audit_log)
+        for entry in entries:
+            if entry.get("event") == STARTED and time.time() - float(entry["time"]) < 3600:
+                self._runs.setdefault(str(entry["model"]), []).append(float(entry["time"]))
+        closed = []
+        for model in dict.fromkeys(str(entry["model"]) for entry in open_runs(entries)):
+            lock = RunLock(self.config.audit_log, model)
+            if not lock.acquire():
+                logger.info("a re-optimisation of %s is still going on in another server", model)
+                continue
+            try:  # read again under the lock: another server starting now may have closed them
+                for entry in open_runs(read_audit_log(self.config.audit_log, model)):
+                    started = float(entry["time"])
+                    run = _Run(model, str(entry.get("reason", "")), started, str(entry.get("live", "")))
+                    detail = f"the run started {describe_time(started)} has no outcome: its server was killed"
+                    self._close(run, "abandoned", detail)
+                    closed.append(describe_time(started))
+            finally:
+                lock.release()
+        return closed
 
     # -- decisions --------------------------------------------------------------------------
     def on_window(self, model: str, state: WindowState, report: DriftReport) -> Decision:
@@ -108,7 +192,7 @@ class Trigger:
         if decision.action is Action.REOPTIMISE:
             self.request(model, decision.reason, decision.detail)
         elif decision.action is Action.NEEDS_RETRAINING:
-            self._audit(model, "needs-retraining", decision.reason, decision.detail)
+            self._audit(model, "needs-retraining", decision.reason.value, decision.detail)
             metrics.REOPTIMISATIONS.labels(model, decision.reason.value, "needs-retraining").inc()
             windows.clear()  # report once per streak, not on every window
         return decision
@@ -127,7 +211,7 @@ class Trigger:
 
     # -- the run ----------------------------------------------------------------------------
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._jobs.get()) is not None and not self._stopping.is_set():
             model, reason, detail = job
             try:
                 self.run(model, reason, detail)
@@ -137,57 +221,90 @@ class Trigger:
                 self._busy.discard(model)
 
     def run(self, model: str, reason: Reason, detail: str = "") -> str:
-        """Build, gate, shadow, promote; returns the outcome ('promoted', 'refused', 'failed')."""
-        live = self.control.live_version(model)
-        self._audit(model, "started", reason, detail, live=live)
+        """Build, gate, shadow, promote; returns the outcome ('promoted', 'refused', 'failed',
+        'interrupted'), or 'skipped' (nothing logged) when another server runs this model's rebuild."""
+        lock = RunLock(self.config.audit_log, model)
+        if not lock.acquire():
+            logger.warning("re-optimisation of %s skipped: another server is running one", model)
+            return "skipped"
+        try:
+            return self._run(self._open(model, reason, detail))
+        finally:
+            lock.release()
+
+    def _run(self, run: _Run) -> str:
+        model = run.model
         try:
             candidate = self._build(model)
+            self._check_stopping()
             manifest = self.control.stage(model, candidate)
             self._gate(manifest)
+            self._check_stopping()
             shadow = self.control.shadow(model, self.config.shadow_rows, self.config.shadow_timeout_s)
             if shadow.compared_rows == 0 or shadow.agreement < self.config.min_shadow_agreement:
                 raise StepFailed(
                     "refused", f"shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
                 )
+            self._check_stopping()
             self.control.promote(model)
         except StepFailed as exc:
             self.control.discard(model)
-            self._finish(model, reason, exc.outcome, str(exc), live=live)
-            return exc.outcome
+            outcome = "interrupted" if self._stopping.is_set() else exc.outcome
+            return self._close(run, outcome, str(exc))
         except Exception as exc:  # a crash in any step keeps the live model serving
             logger.exception("re-optimisation of %s failed", model)
             self.control.discard(model)
-            self._finish(model, reason, "failed", f"{type(exc).__name__}: {exc}", live=live)
-            return "failed"
+            outcome = "interrupted" if self._stopping.is_set() else "failed"
+            return self._close(run, outcome, f"{type(exc).__name__}: {exc}")
         details = f"shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
-        self._finish(model, reason, "promoted", details, live=live, candidate=candidate)
-        return "promoted"
+        return self._close(run, "promoted", details, candidate=candidate)
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise StepFailed("interrupted", "the server stopped during the run")
 
     def _build(self, model: str) -> str:
+        """Run the build process (see the module doc); returns the stored version."""
         source = self.control.live_manifest(model)["source"]["spec"]
         with tempfile.TemporaryDirectory(prefix="leanserve-reoptimise-") as scratch:
             tag_file = Path(scratch) / "tag"
-            command = [
-                sys.executable,
-                "-m",
-                "optimise.cli",
-                "optimise",
-                "--model",
-                source,
-                "--tag-file",
-                str(tag_file),
-            ]
-            command += ["--time-budget", str(self.config.build_time_budget_s), "--rounds", "3"]
+            options = {
+                "--model": source,
+                "--tag-file": str(tag_file),
+                "--time-budget": str(self.config.build_time_budget_s),
+                "--rounds": "3",
+            }
+            command = [*(self.config.build_command or _OPTIMISE), *chain(*options.items()), "--no-promote"]
             recent = self.control.recent_inputs(model)
             if recent is not None:  # recalibrate on what the model sees now
                 np.savez(Path(scratch) / "recent.npz", **recent)  # type: ignore[arg-type]  # numpy stub quirk
                 command += ["--calibration-inputs", str(Path(scratch) / "recent.npz")]
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=self.config.build_timeout_s, check=False
-            )
-            if done.returncode != 0 or not tag_file.is_file():
-                raise StepFailed("failed", f"build exited {done.returncode}: {done.stderr.strip()[-300:]}")
+            code, stderr = self._run_child(command)
+            if self._stopping.is_set() or code == -signal.SIGTERM:
+                # A server that stops terminates its children; BentoML's supervisor does so before
+                # the shutdown hook that calls stop() runs.
+                raise StepFailed("interrupted", f"the build was stopped ({_status(code)})")
+            if code != 0 or not tag_file.is_file():
+                raise StepFailed("failed", f"build {_status(code)}: {stderr.strip()[-300:]}")
             return tag_file.read_text(encoding="utf-8").split(":")[1]
+
+    def _run_child(self, command: list[str]) -> tuple[int, str]:
+        """Run the build as a child `stop()` can end; returns its exit status and standard error."""
+        with self._lock:
+            if self._stopping.is_set():
+                raise StepFailed("interrupted", "the server stopped before the build started")
+            child = self._child = buildproc.start(command)
+        try:
+            _, stderr = child.communicate(timeout=self.config.build_timeout_s)
+        except subprocess.TimeoutExpired:
+            buildproc.stop(child, self.config.stop_grace_s)
+            raise StepFailed(
+                "failed", f"build still running after {self.config.build_timeout_s:g} s"
+            ) from None
+        finally:
+            with self._lock:
+                self._child = None
+        return child.returncode, stderr
 
     def _gate(self, manifest: dict[str, Any]) -> None:
         selected = manifest["selected"]
@@ -199,34 +316,58 @@ class Trigger:
                 "refused", f"fidelity to FP32 on recent traffic {fidelity:.4f} < {self.config.min_fidelity}"
             )
 
-    def _finish(self, model: str, reason: Reason, outcome: str, detail: str, **extra: str) -> None:
-        metrics.REOPTIMISATIONS.labels(model, reason.value, outcome).inc()
-        self._audit(model, outcome, reason, detail, **extra)
+    def _open(self, model: str, reason: Reason, detail: str) -> _Run:
+        run = _Run(model, reason.value, time.time(), self.control.live_version(model))
+        with self._lock:
+            self._current = run
+        self._audit(model, STARTED, reason.value, detail, {"live": run.live, **_owner()}, at=run.started)
+        return run
 
-    def _audit(self, model: str, event: str, reason: Reason, detail: str, **extra: str) -> None:
+    def _close(self, run: _Run, outcome: str, detail: str, candidate: str | None = None) -> str:
+        """Record the run's outcome once (the worker and `stop()` may both try); returns the outcome kept."""
+        with self._lock:
+            if run.outcome is not None:
+                return run.outcome
+            run.outcome = outcome
+            if self._current is run:
+                self._current = None
+        metrics.REOPTIMISATIONS.labels(run.model, run.reason, outcome).inc()
+        extra: dict[str, object] = {"live": run.live, "started": run.started}
+        if candidate is not None:
+            extra["candidate"] = candidate
+        self._audit(run.model, outcome, run.reason, detail, extra=extra)
+        return outcome
+
+    def _audit(
+        self,
+        model: str,
+        event: str,
+        reason: str,
+        detail: str,
+        extra: dict[str, object] | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Append an entry at time `at` (default now) with `extra` fields."""
         entry = {
-            "time": time.time(),
+            "time": time.time() if at is None else at,
             "model": model,
             "event": event,
-            "reason": reason.value,
+            "reason": reason,
             "detail": detail,
-            **extra,
+            **(extra or {}),
         }
         logger.info("re-optimisation %s", entry)
-        self.config.audit_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.config.audit_log.open("a", encoding="utf-8") as log:
-            log.write(json.dumps(entry) + "\n")
+        append_entry(self.config.audit_log, entry)
 
 
-def audit_log_path() -> Path:
-    """The default audit log: beside the model store it describes."""
-    from optimise.store import bentoml_home
-
-    return Path(bentoml_home()) / "leanserve-audit.jsonl"
+def _status(code: int) -> str:
+    """'exited 2' or 'killed by SIGKILL'."""
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
 
 
-def read_audit_log(path: Path, model: str | None = None) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [e for e in entries if model is None or e.get("model") == model]
+def _owner() -> dict[str, object]:
+    """Who started a run, for people reading the log (the run lock, not these, tells if it still runs)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+_OPTIMISE = (sys.executable, "-m", "optimise.cli", "optimise")

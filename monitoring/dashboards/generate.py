@@ -713,10 +713,19 @@ def drift() -> Json:
     p.row("Monitor")
     p.add(
         timeseries(
-            "Samples in the drift window",
-            [target(f"max by (model) (leanserve_drift_window_samples{{{M}}})", "{{model}}")],
+            "Samples and distinct inputs in the drift window",
+            [
+                target(f"max by (model) (leanserve_drift_window_samples{{{M}}})", "{{model}} samples"),
+                target(
+                    f"max by (model) (leanserve_drift_window_distinct_inputs{{{M}}})",
+                    "{{model}} distinct inputs",
+                    "B",
+                ),
+            ],
             "short",
-            "Rows in the window when it was last evaluated (sampled traffic, bounded by the window size).",
+            "Rows in the window when it was last evaluated (sampled traffic, bounded by the window size), and"
+            " how many distinct inputs they held: below LEANSERVE_DRIFT_MIN_DISTINCT (default 50) the window"
+            " is not judged (one client replaying requests) and the drift panels keep the last verdict.",
         ),
         8,
     )

@@ -242,3 +242,71 @@ def test_html_for_embeddings_has_no_tsne() -> None:
     html = render_html(reference, Window.text(_embeddings(1, 200, shift=0.3)))
     assert "embedding drift" in html and "DRIFT" in html
     assert "t-SNE" not in html and "tsne" not in html.lower()
+
+
+# -- bad input is an error, never a quiet "no drift" ---------------------------------------------
+def test_missing_or_infinite_values_are_errors_naming_the_column_and_rows(digits: Digits) -> None:
+    pixels = digits.pixels[digits.cur].reshape(len(digits.cur), -1).copy()
+    pixels[[4, 9], 20] = np.nan
+    with pytest.raises(ValueError, match=r"the window: column px_20 has 2 missing .*\(rows 5, 10\)"):
+        compute_drift(digits.reference(), digits.window(digits.cur, pixels))
+    pixels[:, 20] = np.nan
+    with pytest.raises(ValueError, match="column px_20 is empty"):
+        compute_drift(digits.reference(), digits.window(digits.cur, pixels))
+    logits = digits.logits[digits.cur].copy()
+    logits[7, 3] = np.inf
+    window = Window(inputs=digits.pixels[digits.cur], outputs=logits)
+    with pytest.raises(ValueError, match=r"column out_3 has 1 infinite value \(row 8\)"):
+        compute_drift(digits.reference(), window)
+
+
+def test_outputs_of_another_size_are_refused(digits: Digits) -> None:
+    window = Window(inputs=digits.pixels[digits.cur], outputs=digits.logits[digits.cur][:, :5])
+    with pytest.raises(ValueError, match=r"outputs differ in size: \[5, 10\]"):
+        compute_drift(digits.reference(), window)
+
+
+def test_columns_only_one_side_has_are_skipped_and_listed(digits: Digits) -> None:
+    report = compute_drift(digits.reference(), Window(inputs=digits.pixels[digits.cur]))
+    assert report.skipped == {"outputs": "not in the window"} and report.prediction_drift is None
+    assert len(report.features) == 64
+    with pytest.raises(ValueError, match="nothing to compare"):
+        compute_drift(digits.reference(), Window(features={"n_tokens": np.ones(10)}))
+
+
+def test_a_test_without_a_score_is_an_error_not_a_pass(
+    digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitoring.drift as drift_module
+    from monitoring.drift import ColumnDrift
+
+    real = drift_module._stattest_drift
+
+    def unscored(*args: object, **kwargs: object) -> dict[str, ColumnDrift]:
+        scores = real(*args, **kwargs)  # type: ignore[arg-type]
+        scores["px_12"] = ColumnDrift(float("nan"), False, "K-S p_value", 0.05)
+        return scores
+
+    monkeypatch.setattr(drift_module, "_stattest_drift", unscored)
+    with pytest.raises(ValueError, match=r"no drift score \(NaN\) for column\(s\) px_12"):
+        compute_drift(digits.reference(), digits.window(digits.cur))
+
+
+def test_the_report_counts_distinct_inputs(digits: Digits) -> None:
+    rows = np.repeat(digits.cur[:3], 100)
+    report = compute_drift(digits.reference(), digits.window(rows))
+    assert report.distinct_inputs == 3 and report.window_size == 300 and report.judged
+    texts = Window.text(_embeddings(1, 100), texts=["a", "b"] * 50)
+    assert texts.distinct_rows() == 2
+
+
+def test_a_window_that_was_not_judged_says_why_and_has_no_verdict(digits: Digits) -> None:
+    from monitoring.drift import DriftReport
+
+    reference, window = digits.reference(), digits.window(np.repeat(digits.cur[:1], 300))
+    report = DriftReport.withheld(reference, window, "window has 1 distinct input; at least 50 needed", 1)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["judged"] is False and data["drifted"] is None and data["distinct_inputs"] == 1
+    assert data["not_judged"] == "window has 1 distinct input; at least 50 needed"
+    html = render_html(reference, window, report)
+    assert "not judged" in html and "1 distinct input" in html and "DRIFT" not in html

@@ -111,3 +111,55 @@ def test_unwatched_models_are_ignored(reference: Path) -> None:
     monitor = _monitor(reference, "digits-a")
     monitor.record("other", np.zeros((3, 1, 8, 8)), np.zeros((3, 10)))
     assert monitor.samples("other") == 0
+
+
+def test_one_input_repeated_is_not_judged(reference: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """A load test replaying one request is one client, not drift: no verdict, no drift fed to the policy."""
+    pixels, logits = digits
+    monitor = _monitor(reference, "digits-replayed")
+    states: list[WindowState] = []
+    monitor.subscribe(lambda model, state, report: states.append(state))
+    shifted = np.clip(pixels[900:901] + 0.4, 0.0, 1.4)  # would drift, were it judged
+    for _ in range(300):
+        monitor.record("digits-replayed", shifted, logits[900:901])
+    report = monitor.evaluate("digits-replayed")
+    assert report is not None and not report.judged and report.distinct_inputs == 1
+    assert report.not_judged == "window has 1 distinct input; at least 50 needed"
+    assert report.features == {} and not report.drifted and report.to_dict()["drifted"] is None
+    assert states[-1].not_judged == report.not_judged and states[-1].distinct_inputs == 1
+    distinct = REGISTRY.get_sample_value(
+        "leanserve_drift_window_distinct_inputs", {"model": "digits-replayed"}
+    )
+    assert distinct == 1.0
+    assert REGISTRY.get_sample_value("leanserve_dataset_drift", {"model": "digits-replayed"}) is None
+    assert "not judged" in (monitor.html("digits-replayed") or "")
+
+    monitor.record("digits-replayed", pixels[1000:1300], logits[1000:1300])  # varied traffic again
+    judged = monitor.evaluate("digits-replayed")
+    assert judged is not None and judged.judged and judged.distinct_inputs == 300
+    assert states[-1].not_judged is None
+
+
+def test_text_inputs_are_counted_by_their_texts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "reference.npz"
+    np.savez_compressed(path, output=rng.normal(size=(400, 16)).astype(np.float32))
+    monitor = DriftMonitor(MonitorConfig(sample_rate=1.0, window_size=200, min_samples=100, min_distinct=20))
+    monitor.watch("text-replayed", path, ModelKind.EMBEDDING)
+    texts = np.array(["hello world"] * 150, dtype=object)  # padding noise: embeddings differ slightly
+    monitor.record("text-replayed", texts, rng.normal(size=(150, 16)).astype(np.float32))
+    report = monitor.evaluate("text-replayed")
+    assert report is not None and report.distinct_inputs == 1 and not report.judged
+    assert report.not_judged == "window has 1 distinct input; at least 20 needed"
+
+
+def test_min_distinct_is_validated_and_capped_at_the_window(
+    reference: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    with pytest.raises(ValueError, match="min_distinct"):
+        MonitorConfig(min_distinct=-1)
+    small = DriftMonitor(MonitorConfig(sample_rate=1.0, window_size=10, min_samples=10))  # min_distinct 50
+    small.watch("digits-small", reference, ModelKind.TENSOR)
+    small.record("digits-small", digits[0][1000:1010], digits[1][1000:1010])
+    report = small.evaluate("digits-small")
+    assert report is not None and report.judged and report.distinct_inputs == 10

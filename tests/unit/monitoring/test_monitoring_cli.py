@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from monitoring.cli import app, drift_from_files
+from monitoring.drift import ModelKind
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 runner = CliRunner()
@@ -141,3 +142,176 @@ def test_models_history_lists_the_audit_log(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["digits", "--audit-log", str(log)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "refused" in result.output and "shadow 0.8" in result.output and "minilm" not in result.output
+
+
+# -- malformed inputs: each an error naming the file and the column (exit 2), never a quiet pass ------
+def _frame(rows: int = 80, seed: int = 0, columns: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.normal(size=(rows, columns)), columns=[f"px_{i}" for i in range(columns)])
+    return table.assign(out_0=rng.normal(size=rows), out_1=rng.normal(size=rows))
+
+
+def _error(*paths: Path) -> str:
+    """The one `error:` line of a run that must fail with exit status 2."""
+    result = runner.invoke(app, ["drift", *map(str, paths)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+@pytest.fixture
+def reference_csv(tmp_path: Path) -> Path:
+    _frame().to_csv(tmp_path / "reference.csv", index=False)
+    return tmp_path / "reference.csv"
+
+
+def test_an_empty_column_is_an_error_not_a_column_without_drift(tmp_path: Path, reference_csv: Path) -> None:
+    table = _frame(seed=1)
+    table["px_2"] = np.nan
+    table.to_csv(tmp_path / "current.csv", index=False)
+    message = _error(reference_csv, tmp_path / "current.csv")
+    assert "current.csv: column 'px_2' is empty: no value in any of its 80 rows" in message
+
+
+def test_empty_cells_are_an_error_with_their_count_and_rows(tmp_path: Path, reference_csv: Path) -> None:
+    table = _frame(seed=1)
+    table.loc[[3, 4, 9], "px_1"] = np.nan
+    table.to_csv(tmp_path / "current.csv", index=False)
+    message = _error(reference_csv, tmp_path / "current.csv")
+    assert "column 'px_1' has 3 missing (empty or NaN) values (rows 4, 5, 10)" in message
+
+
+def test_a_non_numeric_cell_names_its_column_and_row(tmp_path: Path, reference_csv: Path) -> None:
+    table = _frame(seed=1).astype(object)
+    table.loc[5, "px_3"] = "abc"
+    table.to_csv(tmp_path / "current.csv", index=False)
+    message = _error(reference_csv, tmp_path / "current.csv")
+    assert "column 'px_3', row 6: 'abc' is not a number" in message and "differ in size" not in message
+
+
+def test_infinite_values_are_errors(tmp_path: Path, reference_csv: Path) -> None:
+    table = _frame(seed=1)
+    table.loc[3, "out_1"] = np.inf
+    table.to_csv(tmp_path / "current.csv", index=False)
+    assert "column 'out_1' has 1 infinite value (row 4)" in _error(reference_csv, tmp_path / "current.csv")
+
+
+def test_files_without_rows_are_errors(tmp_path: Path, reference_csv: Path) -> None:
+    _frame().iloc[:0].to_csv(tmp_path / "header.csv", index=False)
+    assert "header.csv: no rows (only the header)" in _error(reference_csv, tmp_path / "header.csv")
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    assert "empty.csv: empty file" in _error(reference_csv, tmp_path / "empty.csv")
+    _frame().iloc[:0].to_parquet(tmp_path / "none.parquet")
+    assert "none.parquet: no rows" in _error(reference_csv, tmp_path / "none.parquet")
+    np.save(tmp_path / "none.npy", np.zeros((0, 4)))
+    assert "none.npy: no rows" in _error(tmp_path / "none.npy", tmp_path / "none.npy")
+
+
+def test_columns_missing_or_unexpected_against_the_reference(tmp_path: Path, reference_csv: Path) -> None:
+    _frame(seed=1).drop(columns=["px_2"]).to_csv(tmp_path / "missing.csv", index=False)
+    message = _error(reference_csv, tmp_path / "missing.csv")
+    assert "missing.csv: input columns differ from the reference's: missing 'px_2'" in message
+    _frame(seed=1).assign(extra=1.0).to_csv(tmp_path / "extra.csv", index=False)
+    assert "input columns differ from the reference's: unexpected 'extra'" in _error(
+        reference_csv, tmp_path / "extra.csv"
+    )
+    _frame(seed=1).drop(columns=["out_1"]).to_csv(tmp_path / "outputs.csv", index=False)
+    assert "output columns differ from the reference's: missing 'out_1'" in _error(
+        reference_csv, tmp_path / "outputs.csv"
+    )
+
+
+def test_columns_are_matched_by_name_whatever_their_order(tmp_path: Path, reference_csv: Path) -> None:
+    table = _frame(seed=1)
+    table.to_csv(tmp_path / "current.csv", index=False)
+    table[list(reversed(table.columns))].to_parquet(tmp_path / "reversed.parquet")
+    same = drift_from_files(reference_csv, tmp_path / "current.csv")
+    reordered = drift_from_files(reference_csv, tmp_path / "reversed.parquet")
+    assert list(reordered.features) == ["px_0", "px_1", "px_2", "px_3"]
+    assert {k: v.score for k, v in reordered.features.items()} == {
+        k: v.score for k, v in same.features.items()
+    }
+
+
+def test_a_parquet_with_text_or_empty_columns_is_refused(tmp_path: Path, reference_csv: Path) -> None:
+    _frame(seed=1).assign(px_1="x").to_parquet(tmp_path / "text.parquet")
+    assert "column 'px_1', row 1: 'x' is not a number (79 more" in _error(
+        reference_csv, tmp_path / "text.parquet"
+    )
+    _frame(seed=1).assign(px_1=None).to_parquet(tmp_path / "empty.parquet")
+    assert "column 'px_1' is empty" in _error(reference_csv, tmp_path / "empty.parquet")
+
+
+def test_npy_of_the_wrong_width_or_with_nan(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez_compressed(tmp_path / "reference.npz", input__pixels=rng.random((100, 1, 8, 8)))
+    np.save(tmp_path / "narrow.npy", rng.random((50, 63)))
+    message = _error(tmp_path / "reference.npz", tmp_path / "narrow.npy")
+    assert "narrow.npy: input columns differ from the reference's: missing 'px_63'" in message
+    holes = rng.random((50, 64))
+    holes[[2, 3], 5] = np.nan
+    np.save(tmp_path / "holes.npy", holes)
+    assert "holes.npy: column px_5 has 2 missing (empty or NaN) values (rows 3, 4)" in _error(
+        tmp_path / "reference.npz", tmp_path / "holes.npy"
+    )
+    np.save(tmp_path / "words.npy", np.array([["a"] * 64] * 3))
+    assert "words.npy: expected an array of numbers" in _error(
+        tmp_path / "reference.npz", tmp_path / "words.npy"
+    )
+    np.save(tmp_path / "good.npy", rng.random((50, 1, 8, 8)))
+    assert len(drift_from_files(tmp_path / "reference.npz", tmp_path / "good.npy").features) == 64
+
+
+def test_npz_without_the_expected_arrays(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez_compressed(tmp_path / "reference.npz", input__pixels=rng.random((100, 16)), labels=np.zeros(100))
+    np.savez_compressed(tmp_path / "other.npz", x=rng.random((50, 16)))
+    assert "other.npz: unexpected arrays 'x'" in _error(tmp_path / "reference.npz", tmp_path / "other.npz")
+    np.savez_compressed(
+        tmp_path / "ragged.npz", input__pixels=rng.random((50, 16)), output=rng.random((49, 2))
+    )
+    assert "ragged.npz: arrays differ in rows: input__pixels 50, output 49" in _error(
+        tmp_path / "reference.npz", tmp_path / "ragged.npz"
+    )
+    np.savez_compressed(tmp_path / "nothing.npz")
+    assert "nothing.npz: no input__<name>, output or feature__<name> arrays" in _error(
+        tmp_path / "reference.npz", tmp_path / "nothing.npz"
+    )
+
+
+def test_unnamed_arrays_meet_other_names_by_position(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez_compressed(tmp_path / "reference.npz", input__pixels=rng.random((100, 3)))
+    pd.DataFrame(rng.random((50, 3)), columns=["a", "b", "c"]).to_csv(tmp_path / "named.csv", index=False)
+    assert list(drift_from_files(tmp_path / "reference.npz", tmp_path / "named.csv").features) == [
+        "px_0",
+        "px_1",
+        "px_2",
+    ]
+    pd.DataFrame(rng.random((50, 2)), columns=["a", "b"]).to_csv(tmp_path / "narrow.csv", index=False)
+    assert "input columns: 2 in the file, 3 in the reference" in _error(
+        tmp_path / "reference.npz", tmp_path / "narrow.csv"
+    )
+
+
+def test_groups_only_one_side_has_are_listed_as_skipped(tmp_path: Path, reference_csv: Path) -> None:
+    _frame(seed=1).drop(columns=["out_0", "out_1"]).to_csv(tmp_path / "inputs.csv", index=False)
+    result = runner.invoke(app, ["drift", str(reference_csv), str(tmp_path / "inputs.csv"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["skipped"] == {"outputs": "not in the window"} and report["prediction_drift"] is None
+    table = runner.invoke(
+        app, ["drift", str(reference_csv), str(tmp_path / "inputs.csv")], env={"COLUMNS": "200"}
+    )
+    assert "skipped" in table.output and "not in the window" in table.output
+
+
+def test_an_empty_text_cell_is_the_empty_text(tmp_path: Path) -> None:
+    from monitoring.cli import load_sample
+
+    pd.DataFrame({"text": ["hello", None, "a b c"], "out_0": [0.1, 0.2, 0.3]}).to_csv(
+        tmp_path / "texts.csv", index=False
+    )
+    fields = load_sample(tmp_path / "texts.csv", ModelKind.EMBEDDING)
+    assert fields["features"]["text_chars"].tolist() == [5.0, 0.0, 5.0]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.policy import Action, PolicyConfig, Reason, WindowState, decide
+from monitoring.policy import Action, PolicyConfig, Reason, WindowState, decide, distinct_rule
 
 CONFIG = PolicyConfig(
     drift_share=0.3,
@@ -70,3 +70,48 @@ def test_cooldown_and_hourly_cap_hold_a_run_back() -> None:
 def test_invalid_config(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# -- distinct inputs: one client replaying requests is not drift --------------------------------
+UNJUDGED = WindowState(
+    drift_share=1.0,
+    embedding_drift=True,
+    prediction_drift=True,
+    latency_p95_ms=10.0,
+    distinct_inputs=1,
+    not_judged="window has 1 distinct input; at least 50 needed",
+)
+
+
+@pytest.mark.parametrize(
+    ("distinct", "minimum", "reason"),
+    [
+        (1, 50, "window has 1 distinct input; at least 50 needed"),
+        (3, 50, "window has 3 distinct inputs; at least 50 needed"),
+        (49, 50, "window has 49 distinct inputs; at least 50 needed"),
+        (50, 50, None),
+        (900, 50, None),
+        (1, 1, None),
+        (0, 0, None),
+    ],
+)
+def test_distinct_rule(distinct: int, minimum: int, reason: str | None) -> None:
+    assert distinct_rule(distinct, minimum) == reason
+
+
+def test_a_window_that_was_not_judged_carries_no_drift_verdict() -> None:
+    decision = decide([UNJUDGED] * 5, [], NOW, CONFIG)
+    assert decision.action is Action.NONE and decision.reason is Reason.NOT_JUDGED
+    assert "1 distinct input" in decision.detail
+    # Its drift fields are ignored: no concept drift either.
+    assert decide([UNJUDGED] * 3, [], NOW, CONFIG, reoptimised=True).action is Action.NONE
+
+
+def test_an_unjudged_window_breaks_a_drift_streak() -> None:
+    assert decide([DRIFTED, DRIFTED, UNJUDGED, DRIFTED], [], NOW, CONFIG).action is Action.NONE
+    assert decide([UNJUDGED, DRIFTED, DRIFTED, DRIFTED], [], NOW, CONFIG).action is Action.REOPTIMISE
+
+
+def test_the_latency_rule_still_sees_unjudged_windows() -> None:
+    slow = WindowState(latency_p95_ms=35.0, distinct_inputs=1, not_judged="window has 1 distinct input")
+    assert decide([slow, slow], [], NOW, CONFIG).reason is Reason.LATENCY

@@ -6,14 +6,25 @@ closed-loop integration test; here it is replaced so each failure path can be fo
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import typer
+from processes import running
 from prometheus_client import REGISTRY
+from typer.testing import CliRunner
 
+from monitoring.audit import RunLock, describe_time
+from monitoring.cli import history
 from monitoring.drift import DriftReport
 from monitoring.policy import Action, PolicyConfig, Reason, WindowState
 from monitoring.trigger import Trigger, TriggerConfig, read_audit_log
@@ -129,3 +140,168 @@ def test_windows_go_through_the_policy(make_trigger: Any) -> None:
     other.on_window("tiny", concept, report)
     assert other.on_window("tiny", concept, report).action is Action.NEEDS_RETRAINING
     assert read_audit_log(other.config.audit_log)[-1]["event"] == "needs-retraining"
+
+
+# -- the build yields to serving and every run the audit log opens is closed -----------------------
+FAKE_BUILD = (
+    "import json, os, sys, time\n"
+    "args = sys.argv[1:]\n"
+    "record = {'pid': os.getpid(), 'nice': os.getpriority(os.PRIO_PROCESS, 0), 'pgid': os.getpgid(0),\n"
+    "          'omp': os.environ.get('OMP_NUM_THREADS'), 'argv': args}\n"
+    "path = os.environ['FAKE_BUILD_RECORD']\n"
+    "with open(path + '.tmp', 'w') as f: json.dump(record, f)\n"
+    "os.replace(path + '.tmp', path)\n"
+    "time.sleep(float(os.environ['FAKE_BUILD_SECONDS']))\n"
+    "open(args[args.index('--tag-file') + 1], 'w').write('tiny:v-fake')\n"
+)
+
+
+def _fake_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> tuple[tuple[str, ...], Path]:
+    record = tmp_path / "build.json"
+    monkeypatch.setenv("FAKE_BUILD_RECORD", str(record))
+    monkeypatch.setenv("FAKE_BUILD_SECONDS", str(seconds))
+    return (sys.executable, "-c", FAKE_BUILD), record
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return dict(json.loads(path.read_text()))
+
+
+def test_a_running_build_is_reniced_and_stopped_with_the_trigger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, record = _fake_build(tmp_path, monkeypatch, seconds=120)
+    control = RecordingControl()
+    config = TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command, stop_grace_s=5)
+    trigger = Trigger(control, config)
+    before = _outcomes("manual", "interrupted")
+    trigger.start()
+    assert trigger.request("tiny", Reason.MANUAL, "test")
+    build = _wait_for(record)
+    assert build["nice"] == 19 and os.getpriority(os.PRIO_PROCESS, build["pid"]) == 19
+    assert build["omp"] == "1" and build["pgid"] == build["pid"]  # one thread, its own process group
+    assert "--no-promote" in build["argv"] and "--calibration-inputs" in build["argv"]
+
+    start = time.monotonic()
+    trigger.stop()
+    assert time.monotonic() - start < 10
+    assert not running(build["pid"]), "the build outlived the trigger"
+    entries = read_audit_log(config.audit_log, "tiny")
+    assert [e["event"] for e in entries] == ["started", "interrupted"]
+    assert entries[1]["started"] == entries[0]["time"] and entries[0]["pid"] == os.getpid()
+    assert control.calls == ["discard"]
+    assert _outcomes("manual", "interrupted") == before + 1
+
+
+def test_a_build_that_finishes_is_staged_with_the_version_it_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, _ = _fake_build(tmp_path, monkeypatch, seconds=0)
+    control = RecordingControl(fail_stage=True)  # the fake version is not in the store
+    trigger = Trigger(control, TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command))
+    assert trigger.run("tiny", Reason.MANUAL) == "failed"
+    assert control.calls[0] == "stage v-fake"
+    entries = read_audit_log(trigger.config.audit_log)
+    assert [e["event"] for e in entries] == ["started", "failed"]
+    assert entries[1]["started"] == entries[0]["time"]
+
+
+def test_a_run_left_open_by_a_killed_server_is_closed_as_abandoned_at_the_next_start(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    started = time.time() - 120
+    lines = [
+        {"time": started - 50, "model": "other", "event": "started", "reason": "manual", "detail": ""},
+        {"time": started - 40, "model": "other", "event": "refused", "reason": "manual", "detail": "shadow"},
+        {
+            "time": started,
+            "model": "tiny",
+            "event": "started",
+            "reason": "data-drift",
+            "detail": "",
+            "live": "v1",
+        },
+    ]
+    # The killed server was writing its next line when it died.
+    log.write_text("".join(json.dumps(e) + "\n" for e in lines) + '{"time": 17', encoding="utf-8")
+    before = _outcomes("data-drift", "abandoned")
+
+    trigger = Trigger(RecordingControl(), TriggerConfig(audit_log=log))
+    trigger.start()
+    trigger.stop()
+    entries = read_audit_log(log, "tiny")
+    assert [e["event"] for e in entries] == ["started", "abandoned"]
+    assert entries[1]["started"] == started and entries[1]["live"] == "v1"
+    assert describe_time(started) in entries[1]["detail"]
+    assert _outcomes("data-drift", "abandoned") == before + 1
+    assert [e["event"] for e in read_audit_log(log, "other")] == ["started", "refused"]
+    assert Trigger(RecordingControl(), TriggerConfig(audit_log=log)).close_abandoned() == []  # once
+
+    history_app = typer.Typer()
+    history_app.command()(history)
+    shown = CliRunner().invoke(history_app, ["tiny", "--audit-log", str(log)], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and "abandoned" in shown.output and describe_time(started) in shown.output
+
+
+def test_a_run_of_a_live_server_sharing_the_log_is_left_open(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    entry = {"time": time.time(), "model": "tiny", "event": "started", "reason": "manual", "detail": ""}
+    log.write_text(json.dumps(entry) + "\n", encoding="utf-8")
+    other_server = RunLock(log, "tiny")
+    assert other_server.acquire()
+    try:
+        trigger = Trigger(RecordingControl(), TriggerConfig(audit_log=log))
+        assert trigger.close_abandoned() == []
+        assert trigger.run("tiny", Reason.MANUAL) == "skipped"  # one rebuild of a model at a time
+    finally:
+        other_server.release()
+    assert [e["event"] for e in read_audit_log(log)] == ["started"]
+
+
+def test_runs_before_a_restart_count_for_the_cooldown(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    entries = [
+        {
+            "time": time.time() - 300,
+            "model": "tiny",
+            "event": "started",
+            "reason": "data-drift",
+            "detail": "",
+        },
+        {
+            "time": time.time() - 200,
+            "model": "tiny",
+            "event": "refused",
+            "reason": "data-drift",
+            "detail": "",
+        },
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    policy = PolicyConfig(drift_windows=1, cooldown_s=600)
+    trigger = Trigger(RecordingControl(), TriggerConfig(audit_log=log, policy=policy))
+    trigger.close_abandoned()
+    report: DriftReport = None  # type: ignore[assignment]  # the trigger only forwards it
+    assert trigger.on_window("tiny", WindowState(drift_share=0.9), report).reason is Reason.COOLDOWN
+
+
+@pytest.mark.parametrize(("sig", "outcome"), [(signal.SIGTERM, "interrupted"), (signal.SIGKILL, "failed")])
+def test_a_build_ended_from_outside_is_interrupted_by_sigterm_and_failed_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals, outcome: str
+) -> None:
+    """BentoML's supervisor terminates a stopping server's children before its shutdown hooks run."""
+    command, record = _fake_build(tmp_path, monkeypatch, seconds=120)
+    trigger = Trigger(
+        RecordingControl(), TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command)
+    )
+    outcomes: list[str] = []
+    worker = threading.Thread(target=lambda: outcomes.append(trigger.run("tiny", Reason.DATA_DRIFT)))
+    worker.start()
+    os.kill(_wait_for(record)["pid"], sig)
+    worker.join(timeout=30)
+    entry = read_audit_log(trigger.config.audit_log)[-1]
+    assert outcomes == [outcome] and entry["event"] == outcome and sig.name in entry["detail"]

@@ -22,7 +22,7 @@ def test_memory_is_bounded_whatever_the_traffic() -> None:
     window = SampleWindow(capacity=100, rate=0.5, seed=1)
     window.add(*_rows(0, 32))
     size = window.nbytes
-    assert size == 100 * (64 + 10) * 4
+    assert size == 100 * ((64 + 10) * 4 + 8)  # rows and one 8-byte input digest per row
     tracemalloc.start()
     try:
         window.add(*_rows(0, 32))
@@ -142,3 +142,35 @@ def test_add_is_cheap() -> None:
         window.add(inputs, outputs)
     per_call = (time.perf_counter() - start) / 5000
     print(f"\nSampleWindow.add, one row at rate 0.1: {per_call * 1e6:.1f} us")
+
+
+def test_distinct_inputs_are_counted_on_the_rows_in_the_window() -> None:
+    window = SampleWindow(capacity=20)
+    window.add(*_rows(0, 20))
+    assert window.snapshot().distinct_inputs == 20
+    one_input, one_output = _rows(7, 1)
+    for _ in range(20):  # one client replaying one request overwrites the whole ring
+        window.add(one_input, one_output)
+    assert window.snapshot().distinct_inputs == 1
+    window.add(*_rows(100, 3))
+    assert window.snapshot().distinct_inputs == 4
+
+
+def test_text_rows_are_told_apart_by_their_texts_not_their_embeddings() -> None:
+    window = SampleWindow(capacity=50)
+    noisy = np.random.default_rng(0).normal(size=(30, 384)).astype(np.float32)  # batch-to-batch noise
+    window.add(
+        None, noisy, {"n_tokens": np.full(30, 5)}, keys=np.array(["the same sentence"] * 30, dtype=object)
+    )
+    assert window.snapshot().distinct_inputs == 1
+    window.add(None, noisy[:3], {"n_tokens": np.full(3, 5)}, keys=["a", "b", "the same sentence"])
+    assert window.snapshot().distinct_inputs == 3
+    with pytest.raises(ValueError, match="one row per input row"):
+        window.add(None, noisy[:3], {"n_tokens": np.full(3, 5)}, keys=["a"])
+
+
+def test_the_input_digests_of_a_window_without_inputs_come_from_its_outputs() -> None:
+    window = SampleWindow(capacity=10)
+    window.add(None, np.ones((4, 3)))
+    window.add(None, np.zeros((2, 3)))
+    assert window.snapshot().distinct_inputs == 2
