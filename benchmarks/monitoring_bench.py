@@ -2,7 +2,7 @@
 
 Latency at concurrency 1: an "on" and an "off" server run side by side and requests alternate
 between them (on, off / off, on), so a noisy moment hits both alike. Throughput at concurrency 32:
-a fresh server per phase (BentoML's batcher learns wait times), on and off alternating within
+a fresh server per phase (no state carried between phases), on and off alternating within
 each round. Medians over rounds, ratios on / off. Also times one drift evaluation of a
 1,000-row digits window and a 500-row MiniLM embedding window.
 

@@ -3,8 +3,8 @@ plain BentoML + PyTorch FP32 baseline, one ~20-token sentence per request.
 
 The minilm demo is built with the default search (as `leanserve optimise --model minilm`;
 `--space fp32-int8` for the integration tests' faster space) into --bentoml-home, or the
-latest version stored there is reused. Then, each phase on a FRESH server process (BentoML's
-batcher adapts its waits to the load it has seen): p50/p99 latency at concurrency 1, and
+latest version stored there is reused. Then, each phase on a FRESH server process (no state
+carried from an earlier phase: warm caches, learnt waits): p50/p99 latency at concurrency 1, and
 throughput at concurrency 32 (threads, each with its own client). The load generator runs
 here, on loopback, and shares the CPU with the server. Texts: the fidelity-set lines of
 17-23 tokens ([CLS] and [SEP] included), cycled. The raw session runs twice: back to back,

@@ -8,6 +8,7 @@ reads, hashes and smoke-tests a model, which takes seconds.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,10 @@ from service.http_errors import ERROR_HANDLERS
 from service.served_model import ServedModel
 from service.settings import ServiceSettings
 
+# BentoML's tag rule for versions: letters, digits, '.', '_' and '-', at most 63 characters.
+VERSION_PATTERN = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", re.IGNORECASE)
+VERSION_RULE = "letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 63"
+
 
 def _version(model: ServedModel | None) -> str | None:
     return model.version if model is not None else None
@@ -40,8 +45,10 @@ def create_admin_app(
         if settings.admin_token is None:
             raise AdminDisabled("admin routes are disabled: set LEANSERVE_ADMIN_TOKEN to enable them")
         scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+        supplied = supplied.strip()
         expected = settings.admin_token.get_secret_value().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), expected):
+        # An empty bearer never matches (the settings refuse an empty token; this keeps it so here too).
+        if scheme.lower() != "bearer" or not supplied or not hmac.compare_digest(supplied.encode(), expected):
             raise Unauthorised("missing or wrong admin bearer token")
         return get_dataplane()
 
@@ -68,9 +75,15 @@ def create_admin_app(
         name = request.path_params["name"]
         try:
             body = await request.json()
-            version, promote = str(body["version"]), bool(body.get("promote", True))
+            version, promote = body["version"], body.get("promote", True)
         except (ValueError, KeyError, TypeError):
             raise InvalidInput('body must be JSON like {"version": "...", "promote": true}') from None
+        if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+            raise InvalidInput(
+                f"version must be a stored version string ({VERSION_RULE}), not {version!r:.80}"
+            )
+        if not isinstance(promote, bool):
+            raise InvalidInput(f"promote must be true or false, not {promote!r:.40}")
         await anyio.to_thread.run_sync(plane.stage, name, version)
         if promote:
             plane.promote(name)

@@ -6,31 +6,34 @@ and the OIP v2 gRPC server on its own port, all over one DataPlane.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
-from http import HTTPStatus
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
 from pydantic import Field
+from starlette.responses import JSONResponse
 
-from monitoring.metrics import track_request
+from monitoring.metrics import UNKNOWN_MODEL, RequestRecord, count_refused, track_request
 from monitoring.monitor import DriftMonitor, MonitorConfig
+from monitoring.parent_death import die_with_parent
 from monitoring.policy import PolicyConfig
 from monitoring.trigger import Trigger, TriggerConfig, audit_log_path
+from service import http_deadline
 from service.admin import create_admin_app
+from service.admission import InflightBudget
+from service.client_errors import install_bentoml_filter, log_client_error
 from service.control import DataPlaneControl
 from service.dataplane import DataPlane
-from service.errors import ModelNotReady, ServingError
+from service.errors import InvalidInput, ModelNotReady, ServingError
+from service.front_door import JSON, FrontDoor
 from service.monitoring_routes import create_monitoring_app
-from service.native_metrics import BatchedRouteMetrics
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
+from service.v2.codec import array_from_json
 from service.v2.rest import create_v2_app, create_v2_root_app
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 logger = logging.getLogger("leanserve")
 settings = ServiceSettings()
+BUDGET = InflightBudget(settings.max_inflight_bytes)  # per worker: HTTP and gRPC requests together
+http_deadline.install(settings.request_read_timeout_s)  # before uvicorn starts in this worker
 
 
 class _Current:
@@ -54,24 +59,56 @@ class _Current:
         return cls.dataplane
 
 
-@contextlib.contextmanager
-def _http_errors() -> Iterator[None]:
-    """Native endpoints: the one error hierarchy, as BentoML's HTTP errors."""
-    try:
-        yield
-    except ServingError as exc:
-        raise BentoMLException(str(exc), error_code=HTTPStatus(exc.http_status)) from exc
-
-
 # OpenTelemetry's ASGI middleware skips these unless LEANSERVE_TRACE_REQUESTS is on.
 UNTRACED_ROUTES = ["/embed", "/classify", "/predict", "/v2", "/metrics", "/readyz", "/livez"]
+NATIVE_ROUTES = ("/embed", "/classify", "/predict")
+OCTET_STREAM = "application/octet-stream"
 
 # Declaring the media type spares BentoML rebuilding a JSON schema on every response (~0.2 ms).
-JsonArray = Annotated[np.ndarray, ContentType("application/json")]
+JsonArray = Annotated[np.ndarray, ContentType(JSON)]
 Texts = Annotated[
     list[Annotated[str, Field(max_length=settings.max_text_chars)]],
     Field(min_length=1, max_length=settings.max_texts),
 ]
+
+
+def accepted_media_types(method: str, path: str) -> tuple[str, ...] | None:
+    """The body types each route takes (the front door answers 415 for others); None: any."""
+    if method != "POST":
+        return None
+    if path in NATIVE_ROUTES or path.startswith("/admin/"):
+        return (JSON,)
+    if path.startswith("/v2/"):
+        return (JSON, OCTET_STREAM)  # the binary tensor data extension
+    return None
+
+
+def _count_refused(method: str, path: str, status: int) -> None:
+    """Requests the front door refused still count in `leanserve_requests_total`, per model it can tell."""
+    if path in NATIVE_ROUTES:
+        named = {"/embed": settings.embed_model, "/classify": settings.classify_model}.get(path)
+        protocol = "rest"
+    elif path.startswith("/v2/models/"):
+        named, protocol = path.split("/")[3], "rest-v2"
+    else:
+        return  # admin and monitoring calls are not model requests
+    try:
+        model = _Current.get().model_label(named) if named else UNKNOWN_MODEL
+    except ModelNotReady:
+        model = UNKNOWN_MODEL
+    count_refused(model, protocol, status)
+
+
+def _native(route: str, model: str, handler: Callable[[RequestRecord], Any]) -> Any:
+    """Run a native endpoint's handler with request metrics; a `ServingError` becomes its status and
+    `{"error": ...}`. BentoML sends a returned Response as is, past its own error path (which would log
+    the client's mistake at ERROR with a traceback and wrap the body in a list)."""
+    try:
+        with track_request(model, "rest") as record:
+            return handler(record)
+    except ServingError as exc:
+        log_client_error("rest", route, exc)
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
 
 @bentoml.asgi_app(create_v2_root_app(), path="/")  # GET /v2 itself: tritonclient does not follow redirects
@@ -82,7 +119,6 @@ Texts = Annotated[
     name="leanserve",
     workers=1,
     traffic={"timeout": 60},
-    http={"max_request_size": settings.max_request_bytes},
     # Both run Python middleware on every request (a visible share of REST server time when
     # profiled on 2 cores); the leanserve_* metrics already count and time every request.
     logging={"access": {"enabled": settings.access_log}},
@@ -90,6 +126,8 @@ Texts = Annotated[
 )
 class LeanServe:
     def __init__(self) -> None:
+        die_with_parent()  # BentoML starts workers in their own process group: end with the server
+        install_bentoml_filter()
         self.monitor = DriftMonitor(_monitor_config(settings)) if settings.drift_enabled else None
         self.dataplane = DataPlane(settings, self.monitor)
         self.dataplane.load_configured()
@@ -117,7 +155,7 @@ class LeanServe:
         if settings.grpc_port:
             from service.grpc.server import start_grpc_server
 
-            self.grpc_server = await start_grpc_server(self.dataplane, settings)
+            self.grpc_server = await start_grpc_server(self.dataplane, settings, BUDGET)
 
     @bentoml.on_shutdown
     async def stop_grpc(self) -> None:
@@ -127,22 +165,25 @@ class LeanServe:
     def __is_ready__(self) -> bool:
         return self.dataplane.is_ready()
 
-    @bentoml.api(
-        batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms
-    )
+    @bentoml.api
     def embed(self, texts: Texts) -> JsonArray:
         """Sentence embeddings, one row per text; texts over the token limit are truncated (or 400)."""
-        with _http_errors():
-            return self.dataplane.embed(list(texts), settings.embed_model)[1]
+
+        def run(record: RequestRecord) -> np.ndarray:
+            model, embeddings = self.dataplane.embed(list(texts), settings.embed_model)
+            record.version = model.version
+            return embeddings
+
+        return _native("/embed", self.dataplane.model_label(settings.embed_model), run)
 
     @bentoml.api
     def classify(self, images: list[Any]) -> dict[str, Any]:
-        """Digits: images as [N, 8, 8] or [N, 64] pixel values (0-16 scaled to 0-1) -> class and probabilities."""
-        label = self.dataplane.model_label(settings.classify_model)
-        with _http_errors(), track_request(label, "rest") as record:
-            model, probabilities = self.dataplane.classify(
-                _array(images, "images", np.float32), settings.classify_model
-            )
+        """Digits: N images as [N, 8, 8] or [N, 64] pixel values (0-16 scaled to 0-1) -> N classes and
+        probabilities; any other shape, or values that are not numbers, is a 400."""
+
+        def run(record: RequestRecord) -> dict[str, Any]:
+            pixels = array_from_json("images", images, np.dtype(np.float32))
+            model, probabilities = self.dataplane.classify(pixels, settings.classify_model)
             record.version = model.version
             return {
                 "model": model.name,
@@ -151,15 +192,23 @@ class LeanServe:
                 "probabilities": probabilities.round(6).tolist(),
             }
 
+        return _native("/classify", self.dataplane.model_label(settings.classify_model), run)
+
     @bentoml.api
     def predict(self, model: str, inputs: dict[str, list[Any]]) -> dict[str, Any]:
         """Any served model: named tensors as nested lists -> named outputs as nested lists."""
-        with _http_errors(), track_request(self.dataplane.model_label(model), "rest") as record:
+
+        def run(record: RequestRecord) -> dict[str, Any]:
             served = self.dataplane.model(model)
             record.version = served.version
             dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in served.inputs}
+            unknown = sorted(set(inputs) - set(dtypes))
+            if unknown:
+                raise InvalidInput(
+                    f"model {model!r} has no input {unknown[0]!r}; its inputs are {sorted(dtypes)}"
+                )
             tensors = [
-                Tensor(name, _array(values, name, dtypes.get(name))) for name, values in inputs.items()
+                Tensor(name, array_from_json(name, values, dtypes[name])) for name, values in inputs.items()
             ]
             response = self.dataplane.infer(InferenceRequest(model, tensors))
             return {
@@ -168,12 +217,15 @@ class LeanServe:
                 "outputs": {t.name: t.data.tolist() for t in response.outputs},
             }
 
+        return _native("/predict", self.dataplane.model_label(model), run)
+
 
 def _monitor_config(settings: ServiceSettings) -> MonitorConfig:
     return MonitorConfig(
         sample_rate=settings.drift_sample_rate,
         window_size=settings.drift_window_size,
         min_samples=settings.drift_min_samples,
+        min_distinct=settings.drift_min_distinct,
         interval_s=settings.drift_interval_s,
     )
 
@@ -200,19 +252,11 @@ def _trigger(dataplane: DataPlane, monitor: DriftMonitor | None) -> Trigger | No
     return trigger
 
 
-def _array(values: Any, name: str, dtype: Any) -> np.ndarray:
-    from service.errors import InvalidInput
-
-    try:
-        array = np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"{name!r} is not a rectangular array of {np.dtype(dtype).name} values") from None
-    if array.dtype == object and dtype != np.dtype(object):
-        raise InvalidInput(f"{name!r} is ragged")
-    return array
-
-
 # The decorators turned the class into a bentoml.Service; mypy still sees the class.
 LeanServe.add_asgi_middleware(  # type: ignore[attr-defined]
-    BatchedRouteMetrics, path="/embed", model=settings.embed_model, get_dataplane=_Current.get
+    FrontDoor,
+    max_body_bytes=settings.max_request_bytes,
+    budget=BUDGET,
+    media_types=accepted_media_types,
+    on_refused=_count_refused,
 )

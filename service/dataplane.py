@@ -17,13 +17,22 @@ import numpy as np
 
 from monitoring import metrics
 from monitoring.monitor import DriftMonitor
+from optimise import store
+from optimise.errors import OptimiseError
 from optimise.store import REFERENCE_FILE
 from service import repository
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError, SwapRefused
+from service.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    NonFiniteOutput,
+    ServingError,
+    SwapRefused,
+)
 from service.served_model import ServedModel, TextEmbeddingModel
 from service.settings import ServiceSettings
 from service.shadow import ShadowRun
-from service.types import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
+from service.types import InferenceRequest, InferenceResponse, ModelMetadata, Tensor, TensorSpec
 from service.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -89,13 +98,8 @@ class DataPlane:
 
     def infer(self, request: InferenceRequest) -> InferenceResponse:
         model = self.model(request.model, request.version)
+        wanted = _wanted_outputs(model, request.outputs)
         outputs = self._predict(model, validate(request, model.inputs, self.settings))
-        wanted = request.outputs or list(outputs)
-        unknown = [n for n in wanted if n not in outputs]
-        if unknown:
-            raise InvalidInput(
-                f"model {model.name!r} has no output {unknown[0]!r}; its outputs are {sorted(outputs)}"
-            )
         return InferenceResponse(
             model=model.name,
             version=model.version,
@@ -112,15 +116,11 @@ class DataPlane:
         return model, next(iter(self._predict(model, inputs).values()))
 
     def classify(self, pixels: np.ndarray, model_name: str) -> tuple[ServedModel, np.ndarray]:
-        """Class probabilities for images given as [N, 8, 8], [N, 64] or the model's own shape."""
+        """Class probabilities [N, classes] for N images given in the model's own row shape (e.g.
+        [N, 1, 8, 8]), without its unit axes ([N, 8, 8]) or flat ([N, 64]); any other shape is refused."""
         model = self.model(model_name)
         spec = model.inputs[0]
-        try:
-            batch = pixels.astype(np.float32).reshape((-1, *spec.shape[1:]))
-        except ValueError:
-            raise InvalidInput(
-                f"images of shape {list(pixels.shape)} do not fit the model's input {list(spec.shape)}"
-            ) from None
+        batch = _as_rows_of(pixels, spec)
         request = InferenceRequest(model_name, [Tensor(spec.name, batch)])
         logits = next(iter(self._predict(model, validate(request, model.inputs, self.settings)).values()))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -132,6 +132,7 @@ class DataPlane:
         seconds = time.perf_counter() - start
         rows = len(next(iter(inputs.values())))
         metrics.observe_inference(model.name, model.version, rows, seconds)
+        _check_finite(model, outputs)  # before anything is recorded, shadowed or sent
         first_output = next(iter(outputs.values()))
         if self.monitor is not None:
             self.monitor.record(model.name, next(iter(inputs.values())), first_output, features)
@@ -169,6 +170,7 @@ class DataPlane:
             _announce(name, slot)
             self._watch(slot.live)
             logger.info("promoted %s:%s", name, slot.live.version)
+            _record_live(name, slot.live.version)
             return slot.live
 
     def rollback(self, name: str) -> ServedModel:
@@ -180,6 +182,7 @@ class DataPlane:
             _announce(name, slot)
             self._watch(slot.live)
             logger.info("rolled %s back to %s", name, slot.live.version)
+            _record_live(name, slot.live.version)
             return slot.live
 
     def start_shadow(self, name: str) -> ShadowRun:
@@ -199,6 +202,56 @@ class DataPlane:
         self.stop_shadow(name)
         with self._swap_lock:
             self.slots(name).staged = None
+
+
+def _as_rows_of(pixels: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """`pixels` as [N, *row] for the input `spec`: N rows in, N rows out, never a silent regrouping."""
+    row = tuple(spec.shape[1:])
+    if -1 in row:  # a dynamic row shape: only the model's own layout can be meant
+        return pixels
+    accepted = {row, tuple(d for d in row if d != 1), (int(np.prod(row)),)}
+    if pixels.ndim < 2 or tuple(pixels.shape[1:]) not in accepted:
+        shapes = " or ".join(f"[N, {', '.join(map(str, shape))}]" for shape in sorted(accepted, key=len))
+        raise InvalidInput(
+            f"images of shape {list(pixels.shape)} do not fit the model's input {list(spec.shape)}: send {shapes}"
+        )
+    return pixels.reshape((len(pixels), *row))
+
+
+def _wanted_outputs(model: ServedModel, requested: list[str] | None) -> list[str]:
+    """The outputs to answer with, checked before the model runs: known names, each named once."""
+    names = [spec.name for spec in model.outputs]
+    if not requested:
+        return names
+    repeated = sorted({n for n in requested if requested.count(n) > 1})
+    if repeated:
+        raise InvalidInput(f"output {repeated[0]!r} is asked for more than once; name each output once")
+    unknown = [n for n in requested if n not in names]
+    if unknown:
+        raise InvalidInput(
+            f"model {model.name!r} has no output {unknown[0]!r}; its outputs are {sorted(names)}"
+        )
+    return requested
+
+
+def _check_finite(model: ServedModel, outputs: dict[str, np.ndarray]) -> None:
+    """NaN or infinity is never an answer: JSON cannot carry it and an arg-max over it is noise."""
+    for name, value in outputs.items():
+        if value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        bad_rows = np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))
+        raise NonFiniteOutput(
+            f"model {model.name!r} answered NaN or infinity in output {name!r} for rows {bad_rows[:5].tolist()}:"
+            " the inputs are outside the range the model can represent"
+        )
+
+
+def _record_live(name: str, version: str) -> None:
+    """The live choice survives a restart: the store records it (a read-only store only warns)."""
+    try:
+        store.record_live(name, version)
+    except (OptimiseError, OSError) as exc:
+        logger.warning("%s:%s is live but could not be recorded as the live version: %s", name, version, exc)
 
 
 def _announce(name: str, slot: ModelSlots) -> None:

@@ -56,3 +56,29 @@ class SwapRefused(ServingError):
 
     http_status = 409
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class UnsupportedMediaType(ServingError):
+    """A body of a content type the route does not take (gRPC has one encoding, so this is REST only)."""
+
+    http_status = 415
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NonFiniteOutput(ServingError):
+    """The model answered NaN or infinity for a valid request (its inputs drove it out of range).
+
+    REST 422 (the request is well formed but cannot be answered), gRPC OUT_OF_RANGE; such an
+    output is never sent as a number, arg-maxed or recorded for drift.
+    """
+
+    http_status = 422
+    grpc_code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class ServerBusy(ServingError):
+    """The worker already works on as many request bytes as LEANSERVE_MAX_INFLIGHT_BYTES allows:
+    the request is refused at once (load shedding), never queued."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED

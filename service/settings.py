@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MIN_ADMIN_TOKEN_CHARS = 16
+
 
 class ServiceSettings(BaseSettings):
     """Every field can be set as LEANSERVE_<NAME> (e.g. LEANSERVE_GRPC_PORT=9001)."""
@@ -27,18 +29,31 @@ class ServiceSettings(BaseSettings):
     threads: int | None = Field(
         default=None, ge=1, description="ONNX Runtime intra-op threads; default: what the build measured."
     )
-    max_batch_size: int = Field(
-        default=32, ge=1, description="Adaptive batching: largest batch of /embed and /classify."
-    )
-    max_latency_ms: int = Field(
-        default=2000,
-        ge=1,
-        description="Adaptive batching: BentoML answers 503 rather than let a request wait longer than this.",
-    )
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,
-        description="Largest request body (REST) or message (gRPC); 413 beyond.",
+        description="Largest request body (every HTTP route, chunked or not) or gRPC message; 413 beyond.",
+    )
+    max_inflight_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Request bytes one worker works on at once (bodies and gRPC messages); requests past it "
+        "are refused with 503 / RESOURCE_EXHAUSTED, not queued.",
+    )
+    max_rows_per_run: int = Field(
+        default=256,
+        ge=1,
+        description="Rows of a tensor request run through the model at once; larger batches run in slices, "
+        "so a model's working memory does not grow with the request.",
+    )
+    request_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="An HTTP request must arrive whole (headers and body) within this many seconds of its "
+        "first byte or of the connection opening; also the gRPC connection handshake limit.",
+    )
+    grpc_idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="A gRPC connection with no call for this long is closed."
     )
     max_texts: int = Field(default=256, ge=1, description="Most texts in one /embed request or BYTES tensor.")
     max_text_chars: int = Field(
@@ -64,6 +79,12 @@ class ServiceSettings(BaseSettings):
     )
     drift_window_size: int = Field(default=1000, ge=10, description="Rows kept per model (memory bound).")
     drift_min_samples: int = Field(default=200, ge=10, description="Rows needed before a window is judged.")
+    drift_min_distinct: int = Field(
+        default=50,
+        ge=0,
+        description="Distinct inputs a drift window needs before it is judged (fewer: one client replaying "
+        "requests, no verdict); 0 turns the rule off.",
+    )
     drift_interval_s: float = Field(default=30.0, gt=0, description="Seconds between drift evaluations.")
     reoptimise_enabled: bool = Field(
         default=True, description="Let drift or latency trouble start a re-optimisation."
@@ -87,8 +108,30 @@ class ServiceSettings(BaseSettings):
         default=None, description="JSON-lines audit log; default $BENTOML_HOME/leanserve-audit.jsonl."
     )
     admin_token: SecretStr | None = Field(
-        default=None, description="Bearer token for /admin; the admin routes do not exist without it."
+        default=None,
+        description=f"Bearer token for /admin, at least {MIN_ADMIN_TOKEN_CHARS} characters; the admin routes "
+        "do not exist without it (unset, empty or blank).",
     )
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        # A variable set to "" (an empty Kubernetes secret, `LEANSERVE_ADMIN_TOKEN=`) must not become a
+        # token that an empty bearer matches: blank means the admin API is off.
+        if isinstance(value, str | SecretStr):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            return text.strip() or None
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"LEANSERVE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                "(e.g. `openssl rand -hex 32`), or unset to turn the admin API off"
+            )
+        return value
 
     @field_validator("models", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from service._generated import grpc_predict_v2_pb2 as pb
 from service._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.admission import InflightBudget
 from service.dataplane import DataPlane
 from service.grpc.servicer import InferenceServicer
 from service.settings import ServiceSettings
@@ -33,6 +34,9 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 1),
         # A larger message is refused by gRPC itself with RESOURCE_EXHAUSTED, before it is decoded.
         ("grpc.max_receive_message_length", settings.max_request_bytes),
+        # Connections that stay open without calls, or never finish their handshake, are closed.
+        ("grpc.max_connection_idle_ms", int(settings.grpc_idle_timeout_s * 1000)),
+        ("grpc.server_handshake_timeout_ms", int(settings.request_read_timeout_s * 1000)),
     ]
 
 
@@ -47,10 +51,12 @@ async def refresh_health(health: health_aio.HealthServicer, dataplane: DataPlane
         await health.set(service, status)
 
 
-async def start_grpc_server(dataplane: DataPlane, settings: ServiceSettings) -> GrpcServer:
+async def start_grpc_server(
+    dataplane: DataPlane, settings: ServiceSettings, budget: InflightBudget
+) -> GrpcServer:
     """Start serving on settings.grpc_host:grpc_port (port 0: any free port) in the running event loop."""
     server = grpc.aio.server(options=server_options(settings))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, budget), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await refresh_health(health, dataplane)

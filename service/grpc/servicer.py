@@ -20,6 +20,8 @@ from typing_extensions import override
 from monitoring.metrics import track_request
 from service._generated import grpc_predict_v2_pb2 as pb
 from service._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.admission import InflightBudget
+from service.client_errors import log_client_error
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady, ServingError
 from service.grpc import converters
@@ -56,6 +58,7 @@ def _status_from_errors(method: _Handler[_Self, _Request, _Response]) -> _Handle
         except grpc.aio.AbortError:
             raise
         except ServingError as err:
+            log_client_error("grpc", method.__name__, err)
             await _abort(context, err.grpc_code, str(err))
         except Exception:
             logger.exception("gRPC %s failed", method.__name__)
@@ -65,8 +68,9 @@ def _status_from_errors(method: _Handler[_Self, _Request, _Response]) -> _Handle
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, budget: InflightBudget) -> None:
         self.dataplane = dataplane
+        self.budget = budget  # shared with the HTTP front door: one bound per worker
         self.version = _server_version()
 
     @override
@@ -105,8 +109,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @_status_from_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         with track_request(self.dataplane.model_label(request.model_name), "grpc") as record:
-            inference_request = converters.to_inference_request(request)
-            # ONNX Runtime releases the GIL: other RPCs keep flowing while this one runs.
-            response = await asyncio.to_thread(self.dataplane.infer, inference_request)
-            record.version = response.version
-            return converters.to_infer_response(response)
+            # The model first: an unknown one is NOT_FOUND whatever the inputs hold, as in Triton.
+            self.dataplane.model(request.model_name, request.model_version or None)
+            with self.budget.reserved(request.ByteSize()):
+                inference_request = converters.to_inference_request(request)
+                # ONNX Runtime releases the GIL: other RPCs keep flowing while this one runs.
+                response = await asyncio.to_thread(self.dataplane.infer, inference_request)
+                record.version = response.version
+                return converters.to_infer_response(response)

@@ -109,10 +109,27 @@ def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
     if array.dtype.kind not in _SOURCE_KINDS[dtype.kind]:
         found = _VALUE_NAMES.get(array.dtype.kind, "mixed or non-numeric values")
         raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
-    converted = array.astype(dtype)
+    # numpy turns true/false among numbers into 1/0 silently; JSON booleans are not numbers.
+    if dtype.kind != "b" and array.dtype.kind != "b" and any(type(x) is bool for x in _flatten([data])):
+        raise InvalidInput(
+            f"input {name!r} is {DATATYPES[dtype]}: its data holds true or false among numbers"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = array.astype(dtype)
     if dtype.kind in "iu" and not np.array_equal(converted, array):
         raise InvalidInput(f"input {name!r}: data has values out of range for {dtype.name}")
+    if dtype.kind == "f" and (np.isinf(converted) & np.isfinite(array)).any():
+        raise InvalidInput(f"input {name!r}: data has values beyond the range of {DATATYPES[dtype]}")
     return converted
+
+
+def array_from_json(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    """A JSON value (nested lists in row-major order, or a scalar) as an array of `dtype`, strictly:
+    numbers only for numeric types (no strings, no booleans among numbers, integers in range),
+    strings only for BYTES (an object array of UTF-8 `bytes`). Raises `InvalidInput` naming `name`."""
+    if dtype == np.dtype(object):
+        return _json_bytes(name, data)
+    return _json_numbers(name, data, dtype)
 
 
 def _binary_bytes(name: str, raw: memoryview, count: int) -> np.ndarray:
@@ -171,7 +188,7 @@ def _decode_input(obj: Any, index: int, binary: memoryview, offset: int) -> tupl
         raise InvalidInput(f"input {name!r} needs 'data' or parameters.binary_data_size")
     else:
         data = obj["data"]
-        array = _json_bytes(name, data) if datatype == "BYTES" else _json_numbers(name, data, dtype)
+        array = array_from_json(name, data, dtype)
     if array.size != count:
         raise InvalidInput(f"input {name!r}: data has {array.size} elements; shape {shape} needs {count}")
     return Tensor(name, array.reshape(shape), parameters), offset

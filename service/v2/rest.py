@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from monitoring.metrics import track_request
+from service.client_errors import log_client_error
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, PayloadTooLarge, ServingError
 from service.settings import ServiceSettings
@@ -54,6 +55,7 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
         try:
             return await endpoint(request)
         except ServingError as exc:
+            log_client_error("rest-v2", endpoint.__name__, exc)
             return _error(exc.http_status, str(exc))
         except Exception:
             logger.exception("OIP v2 %s %s failed", request.method, request.url.path)
@@ -156,11 +158,13 @@ def create_v2_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSetti
 
     async def infer(request: Request) -> Response:
         name, model_version = _target(request)
-        body = await _read_body(request, settings.max_request_bytes)
-        header_length = request.headers.get(HEADER_LENGTH)
         dataplane = get_dataplane()
-
         with track_request(dataplane.model_label(name), "rest-v2") as record:
+            dataplane.model(
+                name, model_version
+            )  # an unknown model is 404 whatever the body holds, as in Triton
+            body = await _read_body(request, settings.max_request_bytes)
+            header_length = request.headers.get(HEADER_LENGTH)
 
             def run() -> tuple[bytes, int | None]:
                 # Decoding and encoding too: large bodies would otherwise stall the event loop.

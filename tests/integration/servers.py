@@ -21,6 +21,16 @@ from optimise.space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "integration-test-token"
+# The closed loop, fast: one-second drift windows of 150 rows, acting after two drifted windows.
+FAST_CLOSED_LOOP = {
+    "LEANSERVE_DRIFT_INTERVAL_S": "1",
+    "LEANSERVE_DRIFT_MIN_SAMPLES": "100",
+    "LEANSERVE_DRIFT_WINDOW_SIZE": "150",
+    "LEANSERVE_DRIFT_SAMPLE_RATE": "1.0",
+    "LEANSERVE_REOPTIMISE_ENABLED": "true",
+    "LEANSERVE_REOPTIMISE_WINDOWS": "2",
+    "LEANSERVE_REOPTIMISE_COOLDOWN_S": "0",
+}
 
 
 def build_demo(name: str, space: SearchSpace) -> str:
@@ -49,11 +59,20 @@ def start_server(
     models: list[str],
     extra_env: dict[str, str] | None = None,
     target: str = "service.app:LeanServe",
+    via_cli: bool = False,
+    new_session: bool = False,
+    ports: tuple[int, int] | None = None,
 ) -> Server:
-    """Serve `target` (leanserve by default; a benchmark's baseline service too) until `/readyz` is 200."""
+    """Serve `target` (leanserve by default; a benchmark's baseline service too) until `/readyz` is 200.
+
+    `via_cli` starts it as users do, with `leanserve serve` (else `bentoml serve`); `new_session`
+    starts it in a session and process group of its own (as `setsid` would); `home` may be shared
+    by several servers (it links the session's model store once).
+    """
     home.mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-    http_port, grpc_port = free_port(), free_port()
+    if not (home / "models").exists():
+        (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    http_port, grpc_port = ports or (free_port(), free_port())
     env = dict(
         os.environ,
         BENTOML_HOME=str(home),
@@ -63,17 +82,21 @@ def start_server(
     env["LEANSERVE_MODELS"] = ",".join(models)
     env["LEANSERVE_REOPTIMISE_ENABLED"] = "false"  # only the closed-loop test turns it on
     env.update(extra_env or {})
-    log = home / "server.log"
-    command = [
-        str(Path(sys.executable).parent / "bentoml"),
-        "serve",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(http_port),
-    ]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    log = home / f"server-{http_port}.log"
+    bin_dir = Path(sys.executable).parent
+    if via_cli:
+        command = [str(bin_dir / "leanserve"), "serve", "--grpc-port", str(grpc_port)]
+    else:
+        command = [str(bin_dir / "bentoml"), "serve", target]
+    command += ["--host", "127.0.0.1", "--port", str(http_port)]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
+    )
     server = Server(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process, log)
     _wait_ready(server)
     return server

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from servers import ADMIN_TOKEN, Server, digits_infer_body, start_server, stop_server
+from servers import ADMIN_TOKEN, FAST_CLOSED_LOOP, Server, digits_infer_body, start_server, stop_server
 
 from optimise.demos.digits import load_splits
 
@@ -27,13 +27,7 @@ def loop_server(
     home = tmp_path_factory.mktemp("loop")
     audit = home / "audit.jsonl"
     env = {
-        "LEANSERVE_DRIFT_INTERVAL_S": "1",
-        "LEANSERVE_DRIFT_MIN_SAMPLES": "100",
-        "LEANSERVE_DRIFT_WINDOW_SIZE": "150",
-        "LEANSERVE_DRIFT_SAMPLE_RATE": "1.0",
-        "LEANSERVE_REOPTIMISE_ENABLED": "true",
-        "LEANSERVE_REOPTIMISE_WINDOWS": "2",
-        "LEANSERVE_REOPTIMISE_COOLDOWN_S": "0",
+        **FAST_CLOSED_LOOP,
         "LEANSERVE_REOPTIMISE_TIME_BUDGET_S": "15",
         "LEANSERVE_SHADOW_ROWS": "30",
         "LEANSERVE_AUDIT_LOG": str(audit),

@@ -54,6 +54,7 @@ LATE_FAMILIES = {
     "leanserve_prediction_drift_score",
     "leanserve_embedding_drift_score",
     "leanserve_drift_window_samples",
+    "leanserve_drift_window_distinct_inputs",
     "leanserve_drift_evaluation_duration_seconds",
     "leanserve_reoptimisations_total",
 }

@@ -286,7 +286,7 @@ def test_shared_store_component_mounts_the_pvc_over_the_bentos_model_store() -> 
 
 def optimise_options() -> set[str]:
     command = typer.main.get_command(optimise.cli.app).commands["optimise"]  # type: ignore[attr-defined]
-    return {opt for param in command.params for opt in param.opts}
+    return {opt for param in command.params for opt in [*param.opts, *getattr(param, "secondary_opts", [])]}
 
 
 @pytest.mark.parametrize("directory", JOBS)

@@ -13,7 +13,7 @@ from service.dataplane import DataPlane
 from service.settings import ServiceSettings
 from service.types import InferenceRequest, Tensor
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-admin-token-for-tests"
 
 
 def _client(plane: DataPlane, token: str | None = TOKEN) -> TestClient:
@@ -35,7 +35,18 @@ def test_admin_routes_do_not_exist_without_a_token(dataplane: DataPlane) -> None
     assert response.status_code == 404 and "LEANSERVE_ADMIN_TOKEN" in response.json()["error"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer    "},
+        {"Authorization": f"Basic {TOKEN}"},
+    ],
+)
 def test_a_missing_or_wrong_token_is_refused(dataplane: DataPlane, headers: dict[str, str]) -> None:
     assert _client(dataplane).get("/models", headers=headers).status_code == 401
 
@@ -85,3 +96,35 @@ def test_bad_admin_requests(dataplane: DataPlane) -> None:
     assert client.post("/models/tiny-served/load", content=b"{", headers=_auth()).status_code == 400
     assert client.post("/models/unknown/promote", headers=_auth()).status_code == 404
     assert client.post("/models/tiny-served/promote", headers=_auth()).status_code == 409  # nothing staged
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_a_blank_token_turns_the_admin_api_off(dataplane: DataPlane, blank: str) -> None:
+    settings = ServiceSettings(admin_token=blank)
+    assert settings.admin_token is None
+    client = TestClient(create_admin_app(lambda: dataplane, settings))
+    for headers in ({"Authorization": "Bearer"}, {"Authorization": "Bearer "}, {}):
+        response = client.post("/models/tiny-served/promote", headers=headers)
+        assert response.status_code == 404 and "LEANSERVE_ADMIN_TOKEN" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "version", ["bad tag!!", "../../etc", "", "a" * 64, "-leading", "trailing-", "has space", "ü"]
+)
+def test_an_invalid_version_string_is_a_400_before_the_store(dataplane: DataPlane, version: str) -> None:
+    response = _client(dataplane).post("/models/tiny-served/load", json={"version": version}, headers=_auth())
+    assert response.status_code == 400 and "version must be" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"version": 3}, {"version": None}, {"version": ["a"]}, {"version": "abc", "promote": "yes"}, [], "x"],
+)
+def test_a_malformed_load_body_is_a_400(dataplane: DataPlane, body: object) -> None:
+    response = _client(dataplane).post("/models/tiny-served/load", json=body, headers=_auth())
+    assert response.status_code == 400 and response.json()["error"]
+
+
+def test_a_well_formed_version_that_is_not_stored_is_a_409(dataplane: DataPlane) -> None:
+    response = _client(dataplane).post("/models/tiny-served/load", json={"version": "zz9"}, headers=_auth())
+    assert response.status_code == 409 and "zz9" in response.json()["error"]

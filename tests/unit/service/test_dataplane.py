@@ -6,7 +6,7 @@ from builds import served_answer
 from prometheus_client import REGISTRY
 
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady, NonFiniteOutput
 from service.settings import ServiceSettings
 from service.types import InferenceRequest, Tensor
 
@@ -82,11 +82,65 @@ def test_a_model_missing_from_the_store_leaves_the_plane_not_ready(tiny_tags: li
     assert REGISTRY.get_sample_value(ready, {"model": tiny_tags[0].split(":")[0]}) == 1
 
 
-def test_classify_accepts_rows_or_images_of_the_right_size(dataplane: DataPlane) -> None:
-    with pytest.raises(InvalidInput, match="do not fit"):
-        dataplane.classify(np.zeros((2, 5), np.float32), "tiny-served")
-    _, probabilities = dataplane.classify(np.zeros((2, 16), np.float32), "tiny-served")
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+@pytest.mark.parametrize("shape", [(2, 5), (1, 32), (2, 8), (32,), (1, 4, 4), (2, 2, 8), (0,)])
+def test_classify_refuses_shapes_it_would_have_to_regroup(
+    dataplane: DataPlane, shape: tuple[int, ...]
+) -> None:
+    with pytest.raises(InvalidInput, match=r"do not fit.*send \[N, 16\]"):
+        dataplane.classify(np.zeros(shape, np.float32), "tiny-served")
+
+
+def test_classify_answers_one_row_per_image(dataplane: DataPlane) -> None:
+    for count in (1, 2, 7):
+        _, probabilities = dataplane.classify(np.zeros((count, 16), np.float32), "tiny-served")
+        assert probabilities.shape == (count, 4)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_non_finite_outputs_are_refused_and_never_recorded(tiny_tags: list[str]) -> None:
+    from monitoring.monitor import DriftMonitor, MonitorConfig
+
+    monitor = DriftMonitor(MonitorConfig(sample_rate=1.0, window_size=100, min_samples=20, interval_s=60))
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]), monitor)
+    plane.load_configured()
+    huge = np.full((3, 16), 3e38, np.float32)  # finite FP32 inputs that overflow the model
+    huge[0] = 0.0
+    for call in (
+        lambda: plane.infer(_request(huge)),
+        lambda: plane.classify(huge, "tiny-served"),
+    ):
+        with pytest.raises(NonFiniteOutput, match=r"output 'logits' for rows \[1, 2\]"):
+            call()
+    assert monitor.samples("tiny-served") == 0
+    assert plane.infer(_request(huge[:1])).outputs[0].data.shape == (1, 4)  # and it serves on
+
+
+def test_non_finite_outputs_map_to_422_and_out_of_range() -> None:
+    import grpc
+
+    assert NonFiniteOutput.http_status == 422 and NonFiniteOutput.grpc_code is grpc.StatusCode.OUT_OF_RANGE
+
+
+def test_duplicate_output_names_are_refused_before_the_model_runs(dataplane: DataPlane) -> None:
+    request = _request(np.zeros((1, 16), np.float32))
+    request.outputs = ["logits"] * 500
+    with pytest.raises(InvalidInput, match="more than once"):
+        dataplane.infer(request)
+    request.outputs = ["logits"]
+    assert [t.name for t in dataplane.infer(request).outputs] == ["logits"]
+
+
+def test_a_large_batch_runs_in_slices_with_the_same_answer(tiny_tags: list[str]) -> None:
+    features = np.random.default_rng(5).normal(size=(1000, 16)).astype(np.float32)
+    whole = DataPlane(ServiceSettings(models=[tiny_tags[0]], max_rows_per_run=10_000))
+    sliced = DataPlane(ServiceSettings(models=[tiny_tags[0]], max_rows_per_run=64))
+    for plane in (whole, sliced):
+        plane.load_configured()
+    np.testing.assert_allclose(
+        sliced.infer(_request(features)).outputs[0].data,
+        whole.infer(_request(features)).outputs[0].data,
+        atol=1e-5,
+    )
 
 
 def test_the_drift_monitor_sees_inputs_and_inference_latency(tiny_tags: list[str]) -> None:

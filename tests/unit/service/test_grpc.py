@@ -17,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from service._generated import grpc_predict_v2_pb2 as pb
 from service._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.admission import InflightBudget
 from service.dataplane import DataPlane
 from service.errors import InvalidInput
 from service.grpc import converters
@@ -38,7 +39,8 @@ class Served:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.grpc: GrpcServer = self.run(start_grpc_server(dataplane, settings))
+        self.budget = InflightBudget(settings.max_inflight_bytes)
+        self.grpc: GrpcServer = self.run(start_grpc_server(dataplane, settings, self.budget))
         self.address = f"127.0.0.1:{self.grpc.port}"
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

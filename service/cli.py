@@ -1,0 +1,119 @@
+"""`leanserve serve`, and the `leanserve` console script composed from every package's commands.
+
+The console script lives here, in the top layer, because only `service` may import both
+`optimise` (the build step's commands) and `monitoring` (drift and the closed loop's history).
+
+`serve` runs BentoML's server in this process rather than handing over to `bentoml serve`:
+BentoML empties `$BENTOML_HOME/prometheus_multiproc_dir` when a server starts, so a second
+server on the same store would wipe the first one's metrics. Each `leanserve serve` gives its
+workers a metrics directory of its own (`$BENTOML_HOME/leanserve-metrics/<pid>`), removed when
+it exits; directories left by a killed server are removed by the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+app = typer.Typer(help="Serve stored models.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+METRICS_DIRS = "leanserve-metrics"
+# glibc gives every thread that allocates its own heap arena and rarely returns their memory;
+# a server's many request threads then hold memory long after a burst. Two arenas bound that.
+MALLOC_ARENAS = "2"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def instance_metrics_dir(home: Path) -> Path:
+    """A fresh metrics directory for this process; those of servers that are gone are removed."""
+    parent = home / METRICS_DIRS
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.iterdir():
+        if stale.name.isdigit() and not _pid_alive(int(stale.name)):
+            shutil.rmtree(stale, ignore_errors=True)
+    mine = parent / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    return mine
+
+
+def _check_settings() -> None:
+    from service.settings import ServiceSettings
+
+    try:
+        ServiceSettings()
+    except ValidationError as exc:
+        for error in exc.errors(include_input=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if "LEANSERVE_" not in message:
+                field = "_".join(str(part) for part in error["loc"]).upper()
+                message = f"LEANSERVE_{field}: {message}"
+            errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port (REST, OIP v2 REST, admin, /metrics)")] = 3000,
+    grpc_port: Annotated[int | None, typer.Option(help="OIP v2 gRPC port (default 8001)")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="comma-separated tags to serve (default minilm,digits)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "0.0.0.0",
+) -> None:
+    """Serve the stored models with BentoML (REST, OIP v2 REST and gRPC) until SIGTERM or Ctrl-C.
+
+    Other settings: LEANSERVE_* variables (see the README). The server and its workers stop together.
+    """
+    if grpc_port is not None:
+        os.environ["LEANSERVE_GRPC_PORT"] = str(grpc_port)
+    if models is not None:
+        os.environ["LEANSERVE_MODELS"] = models
+    _check_settings()
+    os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)  # read by each worker at its start
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml_cli.cli import cli as bentoml_cli
+
+    metrics_dir = instance_metrics_dir(Path(BentoMLContainer.bentoml_home.get()))
+    BentoMLContainer.prometheus_multiproc_dir.set(str(metrics_dir))
+    console.print(
+        f"serving {os.environ.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{host}:{port}",
+        highlight=False,
+    )
+    command = ["serve", "service.app:LeanServe", "--host", host, "--port", str(port)]
+    try:
+        bentoml_cli.main(args=command, prog_name="bentoml", standalone_mode=False)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def leanserve() -> None:
+    """The `leanserve` console script: build (`optimise`, `profiles`, `models ...`), drift, serve."""
+    from monitoring.cli import drift, history
+    from optimise.cli import app as leanserve_app
+    from optimise.cli import models_app
+
+    leanserve_app.command("drift")(drift)
+    models_app.command("history")(history)
+    leanserve_app.command("serve")(serve)
+    leanserve_app()
+
+
+if __name__ == "__main__":
+    leanserve()
