@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,20 +56,41 @@ class DataPlane:
             metrics.set_model_ready(name, False)
         self._swap_lock = threading.Lock()
         self._shadows: dict[str, ShadowRun] = {}
+        self._live_listeners: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def load_configured(self) -> None:
         """Load every configured model; one that fails is reported and leaves the server not ready."""
         for tag in self.settings.models:
             name = tag.split(":")[0]
+            slot = self._slots[name]
             try:
-                live = self._slots[name].live = repository.load(tag, self.settings)
-                metrics.set_live_version(name, live.labels())
-                metrics.set_model_ready(name, True)
-                self._watch(live)
+                loaded = repository.load(tag, self.settings)
             except SwapRefused as exc:
-                self._slots[name].load_error = str(exc)
+                slot.load_error = str(exc)
                 logger.error("model %s not loaded: %s", tag, exc)
+                continue
+            with self._swap_lock:
+                slot.live = loaded
+                self._went_live(name, slot)
+
+    def on_live_changed(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every change of a live version (load, promotion, rollback), from the
+        thread that made it. Readiness publishers (the gRPC health service) follow the data plane so."""
+        self._live_listeners.append(listener)
+
+    def _went_live(self, name: str, slot: ModelSlots) -> None:
+        """The one path after a live version changes: every readiness signal follows it here."""
+        assert slot.live is not None
+        slot.load_error = None
+        metrics.set_live_version(name, slot.live.labels(), slot.previous.labels() if slot.previous else None)
+        metrics.set_model_ready(name, True)
+        self._watch(slot.live)
+        for listener in self._live_listeners:
+            try:
+                listener()
+            except Exception:  # a publisher's failure must not undo or fail the swap itself
+                logger.exception("a readiness listener failed after %s went live", name)
 
     def is_ready(self) -> bool:
         return all(slot.live is not None for slot in self._slots.values())
@@ -167,8 +189,7 @@ class DataPlane:
             if slot.staged is None:
                 raise SwapRefused(f"no staged version of {name!r} to promote; load one first")
             slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
-            _announce(name, slot)
-            self._watch(slot.live)
+            self._went_live(name, slot)
             logger.info("promoted %s:%s", name, slot.live.version)
             _record_live(name, slot.live.version)
             return slot.live
@@ -179,8 +200,7 @@ class DataPlane:
             if slot.previous is None or slot.live is None:
                 raise SwapRefused(f"{name!r} has no previous version to roll back to")
             slot.previous, slot.live = slot.live, slot.previous
-            _announce(name, slot)
-            self._watch(slot.live)
+            self._went_live(name, slot)
             logger.info("rolled %s back to %s", name, slot.live.version)
             _record_live(name, slot.live.version)
             return slot.live
@@ -252,11 +272,6 @@ def _record_live(name: str, version: str) -> None:
         store.record_live(name, version)
     except (OptimiseError, OSError) as exc:
         logger.warning("%s:%s is live but could not be recorded as the live version: %s", name, version, exc)
-
-
-def _announce(name: str, slot: ModelSlots) -> None:
-    assert slot.live is not None
-    metrics.set_live_version(name, slot.live.labels(), slot.previous.labels() if slot.previous else None)
 
 
 __all__ = ["DataPlane", "ModelSlots", "ServingError"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import NamedTuple
 
 import grpc
@@ -41,7 +43,7 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
 
 
 async def refresh_health(health: health_aio.HealthServicer, dataplane: DataPlane) -> None:
-    """Publish the data plane's readiness; call after loads, swaps and rollbacks."""
+    """Publish the data plane's readiness, overall ("") and for the inference service."""
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if dataplane.is_ready()
@@ -60,9 +62,22 @@ async def start_grpc_server(
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await refresh_health(health, dataplane)
+    dataplane.on_live_changed(_publisher(health, dataplane, asyncio.get_running_loop()))
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     port = server.add_insecure_port(address)
     if port == 0:  # grpc reports a failed bind as port 0 rather than raising
         raise OSError(f"could not bind the gRPC server to {address}")
     await server.start()
     return GrpcServer(server, port, health)
+
+
+def _publisher(
+    health: health_aio.HealthServicer, dataplane: DataPlane, loop: asyncio.AbstractEventLoop
+) -> Callable[[], None]:
+    """A data-plane listener that republishes readiness on the server's loop (swaps run on other threads)."""
+
+    def publish() -> None:
+        if not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(refresh_health(health, dataplane), loop)
+
+    return publish

@@ -62,8 +62,10 @@ def start_server(
     via_cli: bool = False,
     new_session: bool = False,
     ports: tuple[int, int] | None = None,
+    wait_for: str = "/readyz",
 ) -> Server:
-    """Serve `target` (leanserve by default; a benchmark's baseline service too) until `/readyz` is 200.
+    """Serve `target` (leanserve by default; a benchmark's baseline service too) until `wait_for` is 200
+    (`/livez` for a server that is not meant to be ready).
 
     `via_cli` starts it as users do, with `leanserve serve` (else `bentoml serve`); `new_session`
     starts it in a session and process group of its own (as `setsid` would); `home` may be shared
@@ -98,17 +100,17 @@ def start_server(
         start_new_session=new_session,
     )
     server = Server(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process, log)
-    _wait_ready(server)
+    _wait_ready(server, wait_for)
     return server
 
 
-def _wait_ready(server: Server, timeout: float = 180) -> None:
+def _wait_ready(server: Server, path: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited: {server.log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{server.http}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.http}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

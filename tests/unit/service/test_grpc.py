@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ import pytest
 import tritonclient.grpc as triton
 from builds import served_answer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from tritonclient.utils import InferenceServerException
 
 from service._generated import grpc_predict_v2_pb2 as pb
@@ -21,7 +23,7 @@ from service.admission import InflightBudget
 from service.dataplane import DataPlane
 from service.errors import InvalidInput
 from service.grpc import converters
-from service.grpc.server import SERVICE_NAME, GrpcServer, refresh_health, start_grpc_server
+from service.grpc.server import SERVICE_NAME, GrpcServer, start_grpc_server
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest
 
@@ -119,19 +121,50 @@ def test_model_metadata(client: triton.InferenceServerClient, plane: DataPlane) 
     ]
 
 
-def test_health_service_answers_and_follows_readiness(served: Served, plane: DataPlane) -> None:
-    with grpc.insecure_channel(served.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+def _health(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service=service)
+        return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status)
+
+
+def test_health_service_answers_serving_for_the_server_and_the_inference_service(served: Served) -> None:
+    for service in ("", SERVICE_NAME):
+        assert _health(served.address, service) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_follows_a_promotion_after_a_failed_start(tiny_tags: list[str]) -> None:
+    """A server whose configured version is missing is NOT_SERVING until a good version is promoted;
+    then every readiness signal follows the one promotion, without a refresh by hand."""
+    name, good = tiny_tags[0].split(":")
+    plane = DataPlane(ServiceSettings(models=[f"{name}:missing0version"]))
+    plane.load_configured()
+    assert not plane.is_ready() and plane.slots(name).load_error
+    running = Served(plane, ServiceSettings(grpc_host="127.0.0.1", grpc_port=0))
+    try:
         for service in ("", SERVICE_NAME):
-            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        not_loaded = DataPlane(ServiceSettings(models=[TINY]))  # never loaded: not ready
-        served.run(refresh_health(served.grpc.health, not_loaded))
-        reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
-        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        served.run(refresh_health(served.grpc.health, plane))
-        reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert _health(running.address, service) == health_pb2.HealthCheckResponse.NOT_SERVING
+        plane.stage(name, good)
+        plane.promote(name)
+        deadline = time.monotonic() + 1.0
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            statuses = [_health(running.address, service) for service in ("", SERVICE_NAME)]
+            if statuses == [health_pb2.HealthCheckResponse.SERVING] * 2:
+                break
+            time.sleep(0.05)
+        assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 2
+        assert plane.is_ready() and plane.slots(name).load_error is None
+        assert REGISTRY.get_sample_value("leanserve_model_ready", {"model": name}) == 1
+        live_info = [
+            sample.labels["version"]
+            for metric in REGISTRY.collect()
+            if metric.name == "leanserve_model_info"
+            for sample in metric.samples
+            if sample.labels["model"] == name and sample.value == 1
+        ]
+        assert live_info == [good]
+    finally:
+        running.close()
 
 
 # -- inference -----------------------------------------------------------------------------
