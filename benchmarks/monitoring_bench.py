@@ -67,7 +67,7 @@ def main() -> None:
         tag = sb.stored_model("default")
         from optimise import store
 
-        texts = sb.bench_texts(Path(store.get_model(tag).path))
+        texts = sb.bench_texts(store.artefact(store.get_model(tag)))
         import tritonclient.grpc as triton_grpc
 
         clients: dict[str, Callable[[Any], CallFactory]] = {

@@ -25,10 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:
+    from optimise.artefact import StoredArtefact
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "integration")]
@@ -92,35 +95,35 @@ def stored_model(space: str) -> str:
         return store.save(result, MODEL)
 
 
-def tokenizer(root: Path) -> Any:
+def tokenizer(artefact: StoredArtefact) -> Any:
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(root / "preprocessing" / "tokenizer.json"))
+    assert artefact.tokenizer_path is not None and artefact.manifest.tokenizer is not None
+    tok = Tokenizer.from_file(str(artefact.tokenizer_path))
     tok.no_padding()
-    tok.enable_truncation(128)
+    tok.enable_truncation(artefact.manifest.tokenizer.max_tokens)
     return tok
 
 
-def bench_texts(root: Path) -> list[str]:
+def bench_texts(artefact: StoredArtefact) -> list[str]:
     from optimise.demos.minilm import DATA_DIR, read_lines
 
-    tok = tokenizer(root)
+    tok = tokenizer(artefact)
     lines = read_lines(DATA_DIR / "minilm_fidelity.txt")
     return [t for t in lines if TOKENS[0] <= len(tok.encode(t).ids) <= TOKENS[1]]
 
 
 # -- the floor: tokenizer + session in this process ----------------------------------------
-def raw_session(root: Path, manifest: dict[str, Any]) -> CallFactory:
+def raw_session(artefact: StoredArtefact) -> CallFactory:
     from optimise.runtime import OnnxSession
 
+    manifest = artefact.manifest
     session = OnnxSession(
-        root / manifest["model_file"],
-        manifest["selected"]["intra_op_threads"],
-        tuple(manifest["profile"]["execution_providers"]),
+        artefact.model_path, manifest.selected.intra_op_threads, manifest.profile.execution_providers
     )
 
     def factory() -> Callable[[str], object]:
-        tok = tokenizer(root)
+        tok = tokenizer(artefact)
 
         def call(text: str) -> object:
             e = tok.encode(text)
@@ -203,11 +206,11 @@ def _mean_ms(
     return 1e3 * seconds / count if count else float("nan")
 
 
-def phases(root: Path, manifest: dict[str, Any]) -> list[Phase]:
+def phases(artefact: StoredArtefact) -> list[Phase]:
     import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton_http
 
-    raw = raw_session(root, manifest)
+    raw = raw_session(artefact)
 
     def host(s: Any) -> str:
         return str(s.http).removeprefix("http://")
@@ -299,9 +302,9 @@ def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[tuple
     from optimise import store
 
     model = store.get_model(tag)
-    root, manifest = Path(model.path), store.read_manifest(model)
-    texts = bench_texts(root)
-    paths = phases(root, manifest)
+    artefact = store.artefact(model)
+    texts = bench_texts(artefact)
+    paths = phases(artefact)
     samples: dict[str, list[Sample]] = {p.name: [] for p in paths}
     for r in range(rounds):
         for phase in paths:
@@ -311,9 +314,9 @@ def run(tag: str, homes: Path, load: Load, rounds: int) -> tuple[str, list[tuple
                 f"round {r + 1} {phase.name}: {samples[phase.name][-1]} ({time.perf_counter() - start:.0f} s)",
                 file=sys.stderr,
             )
-    selected = manifest["selected"]
+    selected = artefact.manifest.selected
     about = (
-        f"minilm {tag}: variant {selected['id']} ({selected['precision']}, {selected['intra_op_threads']} "
+        f"minilm {tag}: variant {selected.id} ({selected.precision}, {selected.intra_op_threads} "
         f"ORT threads); {len(texts)} texts of {TOKENS[0]}-{TOKENS[1]} tokens; {os.cpu_count()} CPUs"
     )
     return about, [(name, _median(runs)) for name, runs in samples.items()]

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from monitoring.audit import audit_log_path, describe_time, read_audit_log
-from monitoring.drift import DriftReport, ModelKind, compute_drift, render_html
+from monitoring.drift import DriftReport, compute_drift, render_html
 from monitoring.sample_files import load_pair, load_sample
+from optimise.artefact import ModelKind
 
 __all__ = ["app", "drift", "drift_from_files", "history", "load_pair", "load_sample"]
 

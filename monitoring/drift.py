@@ -43,12 +43,12 @@ from monitoring.drift_embeddings import (
 from monitoring.sample import (
     FEATURE_PREFIX,
     OUTPUT_PREFIX,
-    ModelKind,
     ReferenceSample,
     Window,
     check_finite,
     read_npz,
 )
+from optimise.artefact import ModelKind
 
 # The window types live in monitoring.sample; importing them from here keeps working.
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "OUTPUT_PREFIX",
     "ColumnDrift",
     "DriftReport",
-    "ModelKind",
     "ReferenceSample",
     "Window",
     "compute_drift",

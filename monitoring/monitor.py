@@ -29,7 +29,6 @@ import numpy as np
 from monitoring import metrics
 from monitoring.drift import (
     DriftReport,
-    ModelKind,
     ReferenceSample,
     Window,
     compute_drift,
@@ -38,6 +37,7 @@ from monitoring.drift import (
 )
 from monitoring.policy import WindowState, distinct_rule
 from monitoring.window import SampleWindow
+from optimise.artefact import ModelKind
 
 logger = logging.getLogger(__name__)
 WindowListener = Callable[[str, WindowState, DriftReport], object]

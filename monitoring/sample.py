@@ -13,10 +13,8 @@ a window read from files counts its rows when asked (`Window.distinct_rows`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Self
@@ -24,15 +22,11 @@ from typing import Any, Self
 import numpy as np
 
 from monitoring.drift_embeddings import principal_axes, text_features
+from optimise.artefact import ArtefactError, ModelKind, ReferenceData, manifest_name
 
 FEATURE_PREFIX = "px_"
 OUTPUT_PREFIX = "out_"
 SHOWN_ROWS = 5  # rows listed in an error message before "and N more"
-
-
-class ModelKind(StrEnum):
-    TENSOR = "tensor"  # tensor inputs; class scores (or one value) out
-    EMBEDDING = "embedding"  # text in (not kept), embeddings out
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -87,11 +81,9 @@ class Window:
         return columns | {k: np.asarray(v).reshape(-1) for k, v in self.features.items()}
 
     def save_npz(self, path: Path) -> None:
-        """In reference.npz's layout, plus `feature__<name>` arrays."""
-        arrays: dict[str, Any] = {f"feature__{k}": v for k, v in self.features.items()}
-        named = {"input__x": self.inputs, "output": self.outputs}
-        arrays |= {k: v for k, v in named.items() if v is not None}
-        np.savez_compressed(path, **arrays)
+        """In reference.npz's layout (the inputs as one input, `x`), with the features."""
+        inputs = {} if self.inputs is None else {"x": self.inputs}
+        ReferenceData(inputs, self.outputs, features=dict(self.features)).save(path)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -99,12 +91,10 @@ class ReferenceSample(Window):
     name: str = "model"
 
     @classmethod
-    def from_npz(cls, path: Path, name: str | None = None) -> ReferenceSample:
-        """A stored artefact's reference.npz (its model name from manifest.json beside it, if any)."""
-        manifest = path.parent / "manifest.json"
-        if name is None and manifest.is_file():
-            name = str(json.loads(manifest.read_text(encoding="utf-8")).get("name", ""))
-        return cls(name=name or path.parent.name or path.stem, **read_npz(path))
+    def from_npz(cls, path: Path, name: str | None = None, strict: bool = False) -> ReferenceSample:
+        """A stored artefact's reference.npz (its model name from the manifest beside it, if any)."""
+        name = name or manifest_name(path.parent)
+        return cls(name=name or path.parent.name or path.stem, **read_npz(path, strict))
 
     @cached_property
     def axes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -113,30 +103,25 @@ class ReferenceSample(Window):
         return principal_axes(self.outputs.reshape(len(self.outputs), -1)[0::2])
 
 
-def read_npz(path: Path) -> dict[str, Any]:
-    """The fields of a `Window` from an .npz: `input__<name>` arrays (flattened and joined in name
-    order), `output`, `feature__<name>`; a text model's token ids become `n_tokens`.
+def read_npz(path: Path, strict: bool = False) -> dict[str, Any]:
+    """The fields of a `Window` from an .npz in reference.npz's layout (`optimise.artefact.ReferenceData`):
+    inputs flattened and joined in name order, outputs, features; a text model's token ids become
+    `n_tokens`.
 
-    Raises ValueError naming the file when it has none of those arrays or when they differ in rows."""
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    known = {k: v for k, v in arrays.items() if k == "output" or k.startswith(("input__", "feature__"))}
-    if not known:
-        found = ", ".join(sorted(arrays)) or "nothing"
-        raise ValueError(f"{path}: no input__<name>, output or feature__<name> arrays (it has {found})")
-    rows = {k: len(v) for k, v in known.items()}
-    if len(set(rows.values())) > 1:
-        listed = ", ".join(f"{k} {n}" for k, n in sorted(rows.items()))
-        raise ValueError(f"{path}: arrays differ in rows: {listed}")
-    inputs = {k.removeprefix("input__"): v for k, v in known.items() if k.startswith("input__")}
-    features = {k.removeprefix("feature__"): v for k, v in known.items() if k.startswith("feature__")}
+    Raises ValueError naming the file when it has none of those arrays, when they differ in rows, or
+    (`strict`) when it has arrays of other names."""
+    try:
+        stored = ReferenceData.load(path, allow_other=not strict)
+    except ArtefactError as exc:
+        raise ValueError(str(exc)) from None
+    inputs, features = dict(stored.inputs), dict(stored.features)
     if "input_ids" in inputs:  # a text model: keep the token counts, not the tokens
         if "attention_mask" in inputs:
             features.setdefault("n_tokens", inputs["attention_mask"].sum(axis=1).astype(np.float64))
         inputs = {}
     flat = [inputs[k].reshape(len(inputs[k]), -1) for k in sorted(inputs)]
     return {
-        "outputs": known.get("output"),
+        "outputs": stored.outputs,
         "inputs": np.concatenate(flat, axis=1) if flat else None,
         "features": features,
     }

@@ -42,16 +42,15 @@ from monitoring.sample import (
     FEATURE_PREFIX,
     OUTPUT_PREFIX,
     SHOWN_ROWS,
-    ModelKind,
     ReferenceSample,
     Window,
     check_finite,
     column_problem,
     read_npz,
 )
+from optimise.artefact import ModelKind
 
 TABLES = (".csv", ".parquet", ".pq")
-NPZ_IGNORED = {"labels"}  # stored with an artefact's reference sample; not traffic
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,7 @@ def _load_reference(path: Path, model_kind: ModelKind | str | None) -> tuple[Ref
     if path.suffix.lower() != ".npz":
         loaded = _load(path, ModelKind(model_kind or ModelKind.TENSOR))
         return ReferenceSample(name=path.stem, **loaded.fields), loaded
-    _check_npz_names(path)
-    sample = ReferenceSample.from_npz(path)  # named after its manifest
+    sample = ReferenceSample.from_npz(path, strict=True)  # named after its manifest
     check_finite(sample, str(path))
     return sample, _Loaded({"outputs": sample.outputs, "inputs": sample.inputs, "features": sample.features})
 
@@ -141,8 +139,7 @@ def _align(current: list[str], reference: list[str], generated: bool, what: str)
 def _load(path: Path, kind: ModelKind) -> _Loaded:
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        _check_npz_names(path)
-        loaded = _Loaded(read_npz(path))
+        loaded = _Loaded(read_npz(path, strict=True))
     elif suffix == ".npy":
         loaded = _Loaded(_read_npy(path, kind))
     elif suffix in TABLES:
@@ -155,20 +152,6 @@ def _load(path: Path, kind: ModelKind) -> _Loaded:
     if suffix not in TABLES:  # tables were checked cell by cell, with their own column names
         check_finite(window, str(path))
     return loaded
-
-
-def _check_npz_names(path: Path) -> None:
-    with np.load(path) as data:
-        names = list(data.files)
-    unknown = [
-        n
-        for n in names
-        if n not in NPZ_IGNORED and n != "output" and not n.startswith(("input__", "feature__"))
-    ]
-    if unknown:
-        raise ValueError(
-            f"{path}: unexpected arrays {_listed(unknown)} (expected input__<name>, output, feature__<name>)"
-        )
 
 
 def _read_npy(path: Path, kind: ModelKind) -> dict[str, Any]:

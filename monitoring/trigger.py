@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -56,6 +56,7 @@ from monitoring.audit import (
 )
 from monitoring.drift import DriftReport
 from monitoring.policy import Action, Decision, PolicyConfig, Reason, WindowState, decide
+from optimise.artefact import Manifest
 
 __all__ = ["ServingControl", "Trigger", "TriggerConfig", "audit_log_path", "read_audit_log"]
 
@@ -75,9 +76,12 @@ class ServingControl(Protocol):
     """What the trigger needs from the server (the service implements it over its data plane)."""
 
     def live_version(self, model: str) -> str: ...
-    def live_manifest(self, model: str) -> dict[str, Any]: ...
+    def live_source(self, model: str) -> str:
+        """The source spec the live version was built from (what a rebuild builds again)."""
+        ...
+
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None: ...
-    def stage(self, model: str, version: str) -> dict[str, Any]: ...
+    def stage(self, model: str, version: str) -> Manifest: ...
     def shadow(self, model: str, rows: int, timeout_s: float) -> ShadowOutcome: ...
     def promote(self, model: str) -> None: ...
     def discard(self, model: str) -> None: ...
@@ -265,7 +269,7 @@ class Trigger:
 
     def _build(self, model: str) -> str:
         """Run the build process (see the module doc); returns the stored version."""
-        source = self.control.live_manifest(model)["source"]["spec"]
+        source = self.control.live_source(model)
         with tempfile.TemporaryDirectory(prefix="leanserve-reoptimise-") as scratch:
             tag_file = Path(scratch) / "tag"
             options = {
@@ -306,11 +310,11 @@ class Trigger:
                 self._child = None
         return child.returncode, stderr
 
-    def _gate(self, manifest: dict[str, Any]) -> None:
-        selected = manifest["selected"]
-        if not selected.get("feasible", False):
-            raise StepFailed("refused", f"the build's winner failed {selected.get('failed_constraints')}")
-        fidelity = manifest.get("calibration_fidelity")
+    def _gate(self, manifest: Manifest) -> None:
+        selected = manifest.selected
+        if not selected.feasible:
+            raise StepFailed("refused", f"the build's winner failed {list(selected.failed_constraints)}")
+        fidelity = manifest.calibration_fidelity
         if fidelity is not None and fidelity < self.config.min_fidelity:
             raise StepFailed(
                 "refused", f"fidelity to FP32 on recent traffic {fidelity:.4f} < {self.config.min_fidelity}"

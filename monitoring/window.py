@@ -10,6 +10,8 @@ import numpy as np
 
 from monitoring.sample import Window, count_distinct, row_digests
 
+_FEATURE = "feature:"  # buffer names of the per-row features, beside "inputs" and "outputs"
+
 
 class SampleWindow:
     """The last `capacity` sampled rows, in preallocated arrays: memory stays fixed whatever the traffic.
@@ -42,7 +44,7 @@ class SampleWindow:
         `keys` say what each row's input was when `inputs` are not kept (a text model's texts); without
         them the distinct inputs are counted on `inputs`, else on `outputs`."""
         named = {"inputs": inputs, "outputs": outputs} | {
-            f"feature__{k}": v for k, v in (features or {}).items()
+            f"{_FEATURE}{k}": v for k, v in (features or {}).items()
         }
         arrays = {k: np.asarray(v) for k, v in named.items() if v is not None}
         lengths = {len(v) for v in arrays.values()}
@@ -88,7 +90,7 @@ class SampleWindow:
             distinct = count_distinct(self._digests[order])
         if not rows:
             raise ValueError("the window is empty")
-        features = {k.removeprefix("feature__"): v for k, v in rows.items() if k.startswith("feature__")}
+        features = {k.removeprefix(_FEATURE): v for k, v in rows.items() if k.startswith(_FEATURE)}
         return Window(
             inputs=rows.get("inputs"),
             outputs=rows.get("outputs"),

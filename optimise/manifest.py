@@ -1,8 +1,7 @@
-"""The manifest stored beside every artefact: lineage, settings, metrics, hashes.
+"""What a build records in its artefact's manifest: lineage, settings, metrics, hashes.
 
-It answers "where did this model come from and how good was it" without
-leanserve: every candidate's passes and metrics, the profile, the constraints,
-the library versions, and the sha256 of every file in the artefact.
+`build_manifest` turns a `BuildResult` into the typed `optimise.artefact.Manifest`; the
+artefact package owns how it is written and read.
 """
 
 from __future__ import annotations
@@ -10,19 +9,28 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from optimise.artefact import (
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    DroppedCandidate,
+    Manifest,
+    ModelKind,
+    PassRecord,
+    SourceRecord,
+    TensorSignature,
+    TokenizerRecord,
+    VariantRecord,
+)
 from optimise.runtime import OnnxSession
 from optimise.types import Variant
 
 if TYPE_CHECKING:
     from optimise.build import BuildResult
 
-MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
 _LIBRARIES = (
     "torch",
     "onnx",
@@ -47,7 +55,7 @@ def file_hashes(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): sha256_of(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        if p.is_file() and p.name != MANIFEST_FILE
     }
 
 
@@ -61,56 +69,64 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _variant_entry(variant: Variant, result: BuildResult) -> dict[str, Any]:
+def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:
     verdict = result.selection.verdicts.get(variant.id)
-    return {
-        "id": variant.id,
-        "parent_id": variant.parent_id,
-        "passes": [{"name": p.name, "settings": p.settings} for p in variant.passes],
-        "precision": variant.precision.value,
-        "intra_op_threads": variant.intra_op_threads,
-        "metrics": variant.metrics.to_dict() if variant.metrics else None,
-        "feasible": verdict.feasible if verdict else None,
-        "failed_constraints": list(verdict.failed) if verdict else [],
-        "pareto": variant.id in result.selection.pareto_ids,
-    }
+    return VariantRecord(
+        id=variant.id,
+        parent_id=variant.parent_id,
+        passes=tuple(PassRecord(p.name, p.settings) for p in variant.passes),
+        precision=variant.precision,
+        intra_op_threads=variant.intra_op_threads,
+        metrics=variant.metrics,
+        feasible=verdict.feasible if verdict else None,
+        failed_constraints=tuple(verdict.failed) if verdict else (),
+        pareto=variant.id in result.selection.pareto_ids,
+    )
 
 
-def _io_signature(model: Path) -> dict[str, list[dict[str, Any]]]:
-    session = OnnxSession(model)
-
-    def describe(infos: Any) -> list[dict[str, Any]]:
-        return [{"name": i.name, "dtype": i.dtype.__name__, "shape": list(i.shape)} for i in infos]
-
-    return {"inputs": describe(session.inputs), "outputs": describe(session.outputs)}
+def _signatures(infos: object) -> tuple[TensorSignature, ...]:
+    return tuple(TensorSignature(i.name, i.dtype.__name__, tuple(i.shape)) for i in infos)  # type: ignore[attr-defined]
 
 
-def build_manifest(result: BuildResult, artefact_dir: Path, model_file: str, source: str) -> dict[str, Any]:
+def build_manifest(result: BuildResult, artefact_dir: Path, model_file: str, source: str) -> Manifest:
+    """The manifest of the artefact written in `artefact_dir` (every file there is hashed)."""
     bundle = result.bundle
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": bundle.name,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": {
-            "spec": source,
-            "description": bundle.description,
-            "hf_library": bundle.hf_library,
-            "transformer_type": bundle.transformer_type,
-            "quality_metric": bundle.quality_metric.value,
-            **bundle.extra,
-        },
-        "model_file": model_file,
-        "signature": _io_signature(artefact_dir / model_file),
-        "profile": result.profile.to_dict(),
-        "constraints": asdict(result.constraints),
-        "reference_quality": {"metric": result.reference.metric.value, "value": result.reference.value},
-        "selected": _variant_entry(result.winner, result),
-        "candidates": [_variant_entry(v, result) for v in result.variants],
-        "dropped_candidates": [
-            {"passes": [p.label() for p in c.recipe.passes], "reason": c.failure} for c in result.failures
-        ],
-        "calibration_fidelity": result.calibration_fidelity(),
-        "build_seconds": round(result.seconds, 2),
-        "library_versions": library_versions(),
-        "files": file_hashes(artefact_dir),
-    }
+    session = OnnxSession(artefact_dir / model_file)
+    files = file_hashes(artefact_dir)
+    extra = dict(bundle.extra)
+    max_length = extra.pop("max_length", None)
+    tokenizer = None
+    if TOKENIZER_FILE in files:
+        if max_length is None:
+            raise ValueError(f"{bundle.name}: a text source must say its max_length")
+        tokenizer = TokenizerRecord(TOKENIZER_FILE, int(max_length))
+    return Manifest(
+        name=bundle.name,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        source=SourceRecord(
+            spec=source,
+            description=bundle.description,
+            quality_metric=bundle.quality_metric,
+            hf_library=bundle.hf_library,
+            transformer_type=bundle.transformer_type,
+            extra=extra,
+        ),
+        kind=ModelKind.EMBEDDING if tokenizer else ModelKind.TENSOR,
+        model_file=model_file,
+        inputs=_signatures(session.inputs),
+        outputs=_signatures(session.outputs),
+        profile=result.profile,
+        constraints=result.constraints,
+        reference_quality=result.reference.value,
+        selected=_variant_record(result.winner, result),
+        candidates=tuple(_variant_record(v, result) for v in result.variants),
+        dropped_candidates=tuple(
+            DroppedCandidate(tuple(p.label() for p in c.recipe.passes), c.failure or "")
+            for c in result.failures
+        ),
+        calibration_fidelity=result.calibration_fidelity(),
+        build_seconds=round(result.seconds, 2),
+        library_versions=library_versions(),
+        files=files,
+        tokenizer=tokenizer,
+    )

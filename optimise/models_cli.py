@@ -76,12 +76,13 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
         broken = store.verify(model)
     except OptimiseError as exc:
         raise fail(exc) from exc
-    selected = manifest["selected"]
+    selected = manifest.selected
+    console.print(f"[bold]{model.tag}[/] from {manifest.source.spec} on profile {manifest.profile.name}")
     console.print(
-        f"[bold]{model.tag}[/] from {manifest['source']['spec']} on profile {manifest['profile']['name']}"
+        f"selected {selected.id} ({selected.format} on {selected.runtime}): "
+        f"{' -> '.join(p.name for p in selected.passes)}"
     )
-    console.print(f"selected {selected['id']}: {' -> '.join(p['name'] for p in selected['passes'])}")
-    console.print(selected["metrics"])
+    console.print(selected.metrics.to_dict() if selected.metrics else "not measured")
     console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
     console.print(f"report: {model.path_of('report/report.md')}")
 

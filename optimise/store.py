@@ -17,29 +17,38 @@ the reason instead of taking the rest down.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bentoml
-import numpy as np
 from bentoml._internal.models.model import MODEL_YAML_FILENAME, ModelContext, ModelInfo, ModelOptions
 from bentoml._internal.tag import Tag
 from bentoml.exceptions import BentoMLException
 
 from optimise import staging
+from optimise.artefact import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PREPROCESSING_DIR,
+    REFERENCE_FILE,
+    REPORT_DIR,
+    ArtefactError,
+    Manifest,
+    ReferenceData,
+    StoredArtefact,
+    write_manifest,
+)
 from optimise.errors import StoreError
 from optimise.live import read_record, write_live
-from optimise.manifest import MANIFEST_NAME, build_manifest, sha256_of
+from optimise.manifest import build_manifest, sha256_of
 from optimise.report import write_report
 from optimise.runtime import OnnxSession
 from optimise.store_index import (
     OWNER_LABEL,
     StoredVersion,
     list_versions,
-    read_manifest_file,
     read_version,
     store_dir,
 )
@@ -49,9 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-PREPROCESSING_DIR = "preprocessing"
-REFERENCE_FILE = "reference.npz"
 REFERENCE_ROWS = 1000
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -61,11 +67,8 @@ def _write_reference(result: BuildResult, target: Path, model: Path) -> None:
     from optimise.evaluate import predict_rows
 
     outputs = predict_rows(OnnxSession(model, result.winner.intra_op_threads), inputs)
-    arrays: dict[str, Any] = {f"input__{name}": array for name, array in inputs.items()}
-    arrays["output"] = outputs
-    if result.bundle.eval_labels is not None:
-        arrays["labels"] = result.bundle.eval_labels[:REFERENCE_ROWS]
-    np.savez_compressed(target, **arrays)
+    labels = result.bundle.eval_labels
+    ReferenceData(inputs, outputs, None if labels is None else labels[:REFERENCE_ROWS]).save(target)
 
 
 def _copy_preprocessing(result: BuildResult, target: Path) -> None:
@@ -82,9 +85,8 @@ def _fill(root: Path, result: BuildResult, source: str) -> None:
     shutil.copy2(result.winner.artefact, root / MODEL_FILE)
     _copy_preprocessing(result, root / PREPROCESSING_DIR)
     _write_reference(result, root / REFERENCE_FILE, root / MODEL_FILE)
-    write_report(result, root / "report")
-    manifest = build_manifest(result, root, MODEL_FILE, source)
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    write_report(result, root / REPORT_DIR)
+    write_manifest(root, build_manifest(result, root, MODEL_FILE, source))
 
 
 def _model_info(result: BuildResult, tag: Tag) -> ModelInfo:
@@ -212,12 +214,18 @@ def get_model(tag: str) -> bentoml.Model:
     return found.model
 
 
-def read_manifest(model: bentoml.Model) -> dict[str, Any]:
-    """The version's manifest. Raises StoreError when it is missing, unreadable or malformed."""
+def artefact(model: bentoml.Model) -> StoredArtefact:
+    """The version's artefact (its manifest read). Raises StoreError naming the version and the field
+    when the manifest is missing, unreadable or malformed."""
     try:
-        return read_manifest_file(Path(model.path_of(MANIFEST_NAME)))
-    except StoreError as exc:
+        return StoredArtefact.open(Path(model.path))
+    except ArtefactError as exc:
         raise StoreError(f"{model.tag}: {exc}") from None
+
+
+def read_manifest(model: bentoml.Model) -> Manifest:
+    """The version's manifest. Raises StoreError when it is missing, unreadable or malformed."""
+    return artefact(model).manifest
 
 
 def verify(model: bentoml.Model) -> list[str]:
@@ -226,7 +234,7 @@ def verify(model: bentoml.Model) -> list[str]:
     Raises StoreError when the manifest cannot be read.
     """
     root = Path(model.path)
-    expected: dict[str, str] = read_manifest(model)["files"]
+    expected = read_manifest(model).files
     return [
         name
         for name, digest in expected.items()
@@ -246,7 +254,7 @@ def export(tag: str, directory: Path) -> list[Path]:
     root = Path(model.path)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in (MODEL_FILE, MANIFEST_NAME, REFERENCE_FILE):
+    for name in (read_manifest(model).model_file, MANIFEST_FILE, REFERENCE_FILE):
         written.append(Path(shutil.copy2(root / name, directory / name)))
     if (root / PREPROCESSING_DIR).is_dir():
         for item in sorted((root / PREPROCESSING_DIR).iterdir()):

@@ -10,20 +10,18 @@ lists is present; hashes are checked when a version is loaded, not here.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import bentoml
 import yaml
 from bentoml._internal.models.model import MODEL_YAML_FILENAME, Model
 from bentoml._internal.tag import validate_tag_str
 
+from optimise.artefact import ArtefactError, listed_files
 from optimise.errors import StoreError, one_line
-from optimise.manifest import MANIFEST_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +65,6 @@ def is_tag_part(text: str) -> bool:
     return True
 
 
-def read_manifest_file(path: Path) -> dict[str, Any]:
-    """The manifest at `path`, checked to be a JSON object with a `files` table.
-
-    Raises StoreError when it is missing, unreadable or malformed.
-    """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"no {MANIFEST_NAME}") from None
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {MANIFEST_NAME}: {one_line(exc)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-        raise StoreError(f"{MANIFEST_NAME} has no table of files")
-    return data
-
-
 def _read_model(folder: Path) -> Model:
     """BentoML's view of a version folder. Raises StoreError with the reason it cannot be read."""
     try:
@@ -101,8 +83,8 @@ def _read_model(folder: Path) -> Model:
 def _missing_files(folder: Path) -> str | None:
     """Why the version's files are incomplete, or None when the manifest and its files are all there."""
     try:
-        listed = read_manifest_file(folder / MANIFEST_NAME)["files"]
-    except StoreError as exc:
+        listed = listed_files(folder)
+    except ArtefactError as exc:
         return f"incomplete: {exc}"
     missing = sorted(str(name) for name in listed if not (folder / str(name)).is_file())
     return f"incomplete: missing {', '.join(missing)}" if missing else None

@@ -15,7 +15,6 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 from pydantic import Field
-from starlette.responses import JSONResponse
 
 from monitoring.metrics import UNKNOWN_MODEL, RequestRecord, count_refused, track_request
 from monitoring.monitor import DriftMonitor, MonitorConfig
@@ -25,11 +24,12 @@ from monitoring.trigger import Trigger, TriggerConfig, audit_log_path
 from service import http_deadline
 from service.admin import create_admin_app
 from service.admission import InflightBudget
-from service.client_errors import install_bentoml_filter, log_client_error
+from service.client_errors import install_bentoml_filter
 from service.control import DataPlaneControl
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, ServingError
 from service.front_door import JSON, FrontDoor
+from service.http_errors import error_response
 from service.monitoring_routes import create_monitoring_app
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
@@ -107,8 +107,7 @@ def _native(route: str, model: str, handler: Callable[[RequestRecord], Any]) -> 
         with track_request(model, "rest") as record:
             return handler(record)
     except ServingError as exc:
-        log_client_error("rest", route, exc)
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        return error_response(exc, "rest", route)
 
 
 @bentoml.asgi_app(create_v2_root_app(), path="/")  # GET /v2 itself: tritonclient does not follow redirects

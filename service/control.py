@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from monitoring.drift import ModelKind
 from monitoring.monitor import DriftMonitor
+from optimise.artefact import Manifest, ModelKind
 from service.dataplane import DataPlane
 from service.shadow import ShadowResult
 
@@ -20,8 +18,8 @@ class DataPlaneControl:
     def live_version(self, model: str) -> str:
         return self.dataplane.model(model).version
 
-    def live_manifest(self, model: str) -> dict[str, Any]:
-        return self.dataplane.model(model).manifest
+    def live_source(self, model: str) -> str:
+        return self.dataplane.model(model).manifest.source.spec
 
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None:
         served = self.dataplane.model(model)
@@ -30,7 +28,7 @@ class DataPlaneControl:
             return None  # text windows keep embeddings, not texts: nothing to recalibrate on
         return {served.inputs[0].name: inputs}
 
-    def stage(self, model: str, version: str) -> dict[str, Any]:
+    def stage(self, model: str, version: str) -> Manifest:
         return self.dataplane.stage(model, version).manifest
 
     def shadow(self, model: str, rows: int, timeout_s: float) -> ShadowResult:

@@ -20,7 +20,6 @@ from monitoring import metrics
 from monitoring.monitor import DriftMonitor
 from optimise import store
 from optimise.errors import OptimiseError
-from optimise.store import REFERENCE_FILE
 from service import repository
 from service.errors import (
     InvalidInput,
@@ -166,7 +165,7 @@ class DataPlane:
 
     def _watch(self, model: ServedModel) -> None:
         if self.monitor is not None:
-            self.monitor.watch(model.name, model.root / REFERENCE_FILE, model.kind)
+            self.monitor.watch(model.name, model.artefact.reference_path, model.kind)
 
     # -- swaps -----------------------------------------------------------------------------
     def slots(self, name: str) -> ModelSlots:

@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service.admission import InflightBudget
-from service.errors import InvalidInput, PayloadTooLarge, ServerBusy, ServingError, UnsupportedMediaType
+from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
+from service.http_errors import error_body, error_headers
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ MediaTypes = Callable[[str, str], tuple[str, ...] | None]
 OnRefused = Callable[[str, str, int], None]
 
 JSON = "application/json"
-RETRY_AFTER_S = "1"
 _ERROR_BODY_LIMIT = 64 * 1024  # error bodies are small; a larger one is cut, not buffered whole
 
 
@@ -62,15 +62,13 @@ def _takes(media: str, accepted: tuple[str, ...]) -> bool:
     return media in accepted or (JSON in accepted and media.endswith("+json"))
 
 
-def error_body(message: str, extra: dict[str, Any] | None = None) -> bytes:
-    return json.dumps({"error": message, **(extra or {})}, allow_nan=False).encode()
-
-
-async def send_json_error(send: Send, status: int, message: str, retry_after: bool = False) -> None:
+async def send_json_error(
+    send: Send, status: int, message: str, extra_headers: dict[str, str] | None = None
+) -> None:
+    """An error answer at the ASGI level, in the one shape (`service.http_errors`)."""
     body = error_body(message)
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
-    if retry_after:
-        headers.append((b"retry-after", RETRY_AFTER_S.encode()))
+    headers += [(k.encode(), v.encode()) for k, v in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -196,7 +194,7 @@ class FrontDoor:
     async def _refuse(self, scope: Scope, send: Send, error: ServingError) -> None:
         if self.on_refused is not None:
             self.on_refused(str(scope.get("method", "")), str(scope.get("path", "")), error.http_status)
-        await send_json_error(send, error.http_status, str(error), retry_after=isinstance(error, ServerBusy))
+        await send_json_error(send, error.http_status, str(error), error_headers(error))
 
     def _declared_length(self, scope: Scope) -> int | None:
         declared = _header(scope, b"content-length")

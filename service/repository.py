@@ -8,12 +8,11 @@ Anything else raises `SwapRefused`, and whatever was live stays live.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from optimise import store
+from optimise.artefact import ModelKind, StoredArtefact
 from optimise.errors import OptimiseError
 from optimise.evaluate import cosine_per_sample, predict_rows
 from service.errors import SwapRefused
@@ -47,46 +46,49 @@ def load(tag: str, settings: ServiceSettings) -> ServedModel:
     try:
         model = store.get_model(store.resolve(tag))
         broken = store.verify(model)
-        manifest = store.read_manifest(model)
+        artefact = store.artefact(model)
     except (OptimiseError, OSError, ValueError) as exc:
         raise SwapRefused(f"cannot load {tag}: {exc}") from exc
     if broken:
         raise SwapRefused(f"{model.tag}: files differ from their sha256 in the manifest: {', '.join(broken)}")
-    root = Path(model.path)
     try:
-        served = _open(model.tag.name, model.tag.version or "", root, manifest, settings)
+        served = _open(model.tag.name, model.tag.version or "", artefact, settings)
     except Exception as exc:  # ORT or the tokenizer refusing the artefact: it never goes live
         raise SwapRefused(f"{model.tag}: cannot open the model: {type(exc).__name__}: {exc}") from exc
-    smoke_test(served, root / store.REFERENCE_FILE)
+    smoke_test(served)
     return served
 
 
-def _open(
-    name: str, version: str, root: Path, manifest: dict[str, Any], settings: ServiceSettings
-) -> ServedModel:
-    profile = manifest["profile"]
-    threads = settings.threads or manifest["selected"]["intra_op_threads"]
-    session = ServingSession(root / manifest["model_file"], threads, tuple(profile["execution_providers"]))
-    tokenizer = root / store.PREPROCESSING_DIR / "tokenizer.json"
-    if tokenizer.is_file():
-        max_tokens = int(manifest["source"].get("max_length", 128))
+def _open(name: str, version: str, artefact: StoredArtefact, settings: ServiceSettings) -> ServedModel:
+    manifest = artefact.manifest
+    threads = settings.threads or manifest.selected.intra_op_threads
+    session = ServingSession(artefact.model_path, threads, manifest.profile.execution_providers)
+    if manifest.kind is ModelKind.EMBEDDING:
+        if artefact.tokenizer_path is None or manifest.tokenizer is None:
+            raise ValueError("a text model stored without its tokenizer")
         return TextEmbeddingModel(
-            name, version, manifest, session, root, tokenizer, max_tokens, settings.text_overflow == "reject"
+            name,
+            version,
+            artefact,
+            session,
+            artefact.tokenizer_path,
+            manifest.tokenizer.max_tokens,
+            settings.text_overflow == "reject",
         )
-    served = TensorModel(name, version, manifest, session, root)
+    served = TensorModel(name, version, artefact, session)
     served.max_rows_per_run = settings.max_rows_per_run
     return served
 
 
-def smoke_test(served: ServedModel, reference_file: Path) -> None:
+def smoke_test(served: ServedModel) -> None:
     """Run the stored reference inputs through the session; the outputs must match those stored."""
-    with np.load(reference_file) as reference:
-        feeds = {
-            k.removeprefix("input__"): reference[k][:SMOKE_ROWS]
-            for k in reference.files
-            if k.startswith("input__")
-        }
-        expected = reference["output"][:SMOKE_ROWS]
+    try:
+        reference = served.artefact.reference().head(SMOKE_ROWS)
+    except OptimiseError as exc:
+        raise SwapRefused(f"{served.name}:{served.version}: {exc}") from exc
+    if reference.outputs is None or not reference.inputs:
+        raise SwapRefused(f"{served.name}:{served.version}: the reference sample has no inputs and outputs")
+    feeds, expected = dict(reference.inputs), reference.outputs
     try:
         actual = predict_rows(served.session, feeds)  # as the reference was made
     except Exception as exc:

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.drift import ModelKind
 from monitoring.metrics import VersionLabels
-from optimise.types import Precision
+from optimise.artefact import ModelKind, StoredArtefact
 from service.errors import InvalidInput
 from service.sessions import ServingSession
 from service.text_encoding import encode_bounded
@@ -36,28 +35,20 @@ def _session_specs(infos: Any) -> tuple[TensorSpec, ...]:
     )
 
 
-def is_batch_invariant(manifest: dict[str, Any]) -> bool:
-    """Whether a stored version answers a row the same alone or in a batch. Dynamic int8 scales
-    activations per call: batched, each answer would depend on its neighbours, so such models
-    run one request row at a time."""
-    return bool(manifest["selected"]["precision"] != Precision.INT8_DYNAMIC)
-
-
 class ServedModel(ABC):
     kind = ModelKind.TENSOR
 
     # Rows of one runtime call at most (tensor models); `repository` sets it from the settings.
     max_rows_per_run = 256
 
-    def __init__(
-        self, name: str, version: str, manifest: dict[str, Any], session: ServingSession, root: Path
-    ) -> None:
+    def __init__(self, name: str, version: str, artefact: StoredArtefact, session: ServingSession) -> None:
         self.name = name
-        self.root = root  # the stored version's folder (reference sample, manifest, report)
         self.version = version
-        self.manifest = manifest
+        self.artefact = artefact  # the stored version: manifest, reference sample, report
+        self.manifest = artefact.manifest
         self.session = session
-        self.batch_invariant = is_batch_invariant(manifest)
+        # Models that answer a row differently in a batch (dynamic int8) run one request row at a time.
+        self.batch_invariant = artefact.manifest.selected.batch_invariant
 
     @property
     @abstractmethod
@@ -78,10 +69,8 @@ class ServedModel(ABC):
         return self.predict(inputs), None
 
     def labels(self) -> VersionLabels:
-        selected = self.manifest["selected"]
-        return VersionLabels(
-            self.version, selected["id"], selected["precision"], self.manifest["profile"]["name"]
-        )
+        selected = self.manifest.selected
+        return VersionLabels(self.version, selected.id, selected.precision.value, self.manifest.profile.name)
 
     def metadata(self, versions: tuple[str, ...]) -> ModelMetadata:
         return ModelMetadata(self.name, versions, "onnxruntime_onnx", self.inputs, self.outputs)
@@ -130,16 +119,15 @@ class TextEmbeddingModel(ServedModel):
         self,
         name: str,
         version: str,
-        manifest: dict[str, Any],
+        artefact: StoredArtefact,
         session: ServingSession,
-        root: Path,
         tokenizer_file: Path,
         max_tokens: int,
         reject_overflow: bool,
     ) -> None:
         from tokenizers import Tokenizer
 
-        super().__init__(name, version, manifest, session, root)
+        super().__init__(name, version, artefact, session)
         self.max_tokens = max_tokens
         self.reject_overflow = reject_overflow
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))

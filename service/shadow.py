@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitoring.drift import ModelKind
+from optimise.artefact import ModelKind
 from optimise.evaluate import cosine_per_sample
 from service.served_model import ServedModel
 

@@ -8,7 +8,6 @@ values) is the data plane's to check.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from service._generated import grpc_predict_v2_pb2 as pb
 from service.errors import InvalidInput
+from service.tensor_bytes import decode_tensor, encode_tensor, fit_integers, object_array
 from service.types import (
     NUMPY_DTYPES,
     InferenceRequest,
@@ -23,7 +23,6 @@ from service.types import (
     ModelMetadata,
     Tensor,
     TensorSpec,
-    datatype_of,
 )
 
 # Which InferTensorContents field carries each datatype; FP16 has none (raw only).
@@ -42,7 +41,6 @@ CONTENTS_FIELDS = {
     "BYTES": "bytes_contents",
 }
 _WIDE = {"i": np.dtype(np.int64), "u": np.dtype(np.uint64)}
-_LENGTH = struct.Struct("<I")  # BYTES elements on the wire: 4-byte little-endian length, then the bytes
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -62,50 +60,6 @@ def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
     return shape
 
 
-def _object_array(items: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    # Filled element by element: np.array() on a list of bytes would guess a fixed-width dtype.
-    array = np.empty(len(items), dtype=object)
-    array[:] = list(items)
-    return array.reshape(shape)
-
-
-def decode_bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
-    """Split length-prefixed BYTES elements, checking there are exactly `count` and nothing left over."""
-    items: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + _LENGTH.size > len(raw):
-            raise InvalidInput(f"input {name!r}: raw BYTES data ends inside an element's length prefix")
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += _LENGTH.size
-        if offset + length > len(raw):
-            raise InvalidInput(
-                f"input {name!r}: raw BYTES element {len(items)} runs past the end of the data"
-            )
-        items.append(raw[offset : offset + length])
-        offset += length
-    if len(items) != count:
-        raise InvalidInput(f"input {name!r} holds {len(items)} BYTES elements; its shape needs {count}")
-    return items
-
-
-def _from_raw(
-    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes, shape: tuple[int, ...]
-) -> np.ndarray:
-    count = math.prod(shape)
-    if tensor.datatype == "BYTES":
-        return _object_array(decode_bytes_elements(raw, tensor.name, count), shape)
-    dtype = NUMPY_DTYPES[tensor.datatype]
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input {tensor.name!r} has {len(raw)} bytes of raw data; "
-            f"shape {list(shape)} of {tensor.datatype} needs {expected}"
-        )
-    # The wire is little-endian; astype copies into a writable, native-order array.
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-
-
 def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]) -> np.ndarray:
     field = CONTENTS_FIELDS.get(tensor.datatype)
     if field is None:
@@ -122,14 +76,11 @@ def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[i
             f"shape {list(shape)} needs {count}{hint}"
         )
     if tensor.datatype == "BYTES":
-        return _object_array(list(values), shape)
+        return object_array(list(values), shape)
     dtype = NUMPY_DTYPES[tensor.datatype]
     # Narrow integers travel as 32-bit ones: decode wide, then refuse values that do not fit.
     wide = np.array(list(values), dtype=_WIDE.get(dtype.kind, dtype))
-    array = wide.astype(dtype)
-    if dtype.kind in "iu" and not np.array_equal(array, wide):
-        raise InvalidInput(f"input {tensor.name!r} holds values out of the range of {tensor.datatype}")
-    return array.reshape(shape)
+    return fit_integers(tensor.name, wide, dtype).reshape(shape)
 
 
 def to_inference_request(request: pb.ModelInferRequest) -> InferenceRequest:
@@ -150,7 +101,11 @@ def to_inference_request(request: pb.ModelInferRequest) -> InferenceRequest:
                 f"input {tensor.name!r} sets contents while the request uses raw_input_contents"
             )
         shape = _shape(tensor)
-        data = _from_raw(tensor, raw[index], shape) if raw else _from_contents(tensor, shape)
+        data = (
+            decode_tensor(raw[index], tensor.name, NUMPY_DTYPES[tensor.datatype], shape)
+            if raw
+            else _from_contents(tensor, shape)
+        )
         tensors.append(Tensor(tensor.name, data, parameters_from_proto(tensor.parameters)))
     return InferenceRequest(
         model=request.model_name,
@@ -163,21 +118,13 @@ def to_inference_request(request: pb.ModelInferRequest) -> InferenceRequest:
 
 
 # -- responses -----------------------------------------------------------------------------
-def encode_raw(data: np.ndarray) -> bytes:
-    """A tensor's flattened row-major elements as OIP raw contents."""
-    if datatype_of(data) == "BYTES":
-        items = [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in data.reshape(-1)]
-        return b"".join(_LENGTH.pack(len(item)) + item for item in items)
-    return data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
-
-
 def to_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
     message = pb.ModelInferResponse(
         model_name=response.model, model_version=response.version, id=response.id or ""
     )
     for tensor in response.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        message.raw_output_contents.append(encode_raw(tensor.data))
+        message.raw_output_contents.append(encode_tensor(tensor.data))
     return message
 
 

@@ -112,8 +112,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # The model first: an unknown one is NOT_FOUND whatever the inputs hold, as in Triton.
             self.dataplane.model(request.model_name, request.model_version or None)
             with self.budget.reserved(request.ByteSize()):
-                inference_request = converters.to_inference_request(request)
-                # ONNX Runtime releases the GIL: other RPCs keep flowing while this one runs.
-                response = await asyncio.to_thread(self.dataplane.infer, inference_request)
-                record.version = response.version
-                return converters.to_infer_response(response)
+
+                def run() -> pb.ModelInferResponse:
+                    response = self.dataplane.infer(converters.to_inference_request(request))
+                    record.version = response.version
+                    return converters.to_infer_response(response)
+
+                # Off the event loop, as on REST: decoding and encoding a large request would stall
+                # every other RPC; ONNX Runtime releases the GIL while the model runs.
+                return await asyncio.to_thread(run)

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from service.errors import InvalidInput
+from service.tensor_bytes import decode_tensor, encode_tensor, fit_integers
 from service.types import DATATYPES, NUMPY_DTYPES, InferenceRequest, InferenceResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_LENGTH = struct.Struct("<I")
 # JSON numbers that may fill a tensor of each numpy kind (bool, int, uint, float).
 _SOURCE_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 _VALUE_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "fractional numbers", "U": "strings"}
@@ -114,10 +113,7 @@ def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
         raise InvalidInput(
             f"input {name!r} is {DATATYPES[dtype]}: its data holds true or false among numbers"
         )
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = array.astype(dtype)
-    if dtype.kind in "iu" and not np.array_equal(converted, array):
-        raise InvalidInput(f"input {name!r}: data has values out of range for {dtype.name}")
+    converted = fit_integers(name, array, dtype)
     if dtype.kind == "f" and (np.isinf(converted) & np.isfinite(array)).any():
         raise InvalidInput(f"input {name!r}: data has values beyond the range of {DATATYPES[dtype]}")
     return converted
@@ -130,24 +126,6 @@ def array_from_json(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
     if dtype == np.dtype(object):
         return _json_bytes(name, data)
     return _json_numbers(name, data, dtype)
-
-
-def _binary_bytes(name: str, raw: memoryview, count: int) -> np.ndarray:
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidInput(f"input {name!r}: binary BYTES data ends inside a length prefix")
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidInput(f"input {name!r}: a BYTES element of {length} bytes overruns its binary data")
-        items.append(bytes(raw[offset : offset + length]))
-        offset += length
-    if len(items) != count:
-        raise InvalidInput(
-            f"input {name!r}: binary data holds {len(items)} elements; its shape needs {count}"
-        )
-    return np.array(items, dtype=object)
 
 
 def _decode_input(obj: Any, index: int, binary: memoryview, offset: int) -> tuple[Tensor, int]:
@@ -174,15 +152,12 @@ def _decode_input(obj: Any, index: int, binary: memoryview, offset: int) -> tupl
                 f"input {name!r}: binary_data_size {size} overruns the {len(binary)} bytes of binary data"
             )
         raw = binary[offset : offset + size]
-        if datatype == "BYTES":
-            array = _binary_bytes(name, raw, count)
-        elif size != count * dtype.itemsize:
+        if datatype != "BYTES" and size != count * dtype.itemsize:
             raise InvalidInput(
                 f"input {name!r}: binary_data_size {size} does not fit shape {shape} of {datatype}"
                 f" ({count * dtype.itemsize} bytes)"
             )
-        else:
-            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+        array = decode_tensor(raw, name, dtype, shape)
         offset += size
     elif "data" not in obj:
         raise InvalidInput(f"input {name!r} needs 'data' or parameters.binary_data_size")
@@ -233,13 +208,6 @@ def decode_request(
     return request, OutputFormat(binary_outputs, binary_default)
 
 
-def _binary(array: np.ndarray) -> bytes:
-    if array.dtype.kind in "OSU":
-        items = [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in array.reshape(-1)]
-        return b"".join(_LENGTH.pack(len(x)) + x for x in items)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
 def _json_data(array: np.ndarray) -> list[Any]:
     if array.dtype.kind in "OSU":
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
@@ -256,7 +224,7 @@ def encode_response(response: InferenceResponse, output_format: OutputFormat) ->
             "shape": list(tensor.shape),
         }
         if output_format.is_binary(tensor.name):
-            chunks.append(_binary(tensor.data))
+            chunks.append(encode_tensor(tensor.data))
             entry["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
             entry["data"] = _json_data(tensor.data)

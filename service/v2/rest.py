@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from monitoring.metrics import track_request
-from service.client_errors import log_client_error
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, PayloadTooLarge, ServingError
+from service.http_errors import error_response
 from service.settings import ServiceSettings
 from service.v2.codec import HEADER_LENGTH, decode_request, encode_response
 
@@ -55,8 +55,7 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
         try:
             return await endpoint(request)
         except ServingError as exc:
-            log_client_error("rest-v2", endpoint.__name__, exc)
-            return _error(exc.http_status, str(exc))
+            return error_response(exc, "rest-v2", endpoint.__name__)
         except Exception:
             logger.exception("OIP v2 %s %s failed", request.method, request.url.path)
             return _error(500, "internal error")

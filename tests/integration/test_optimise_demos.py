@@ -73,9 +73,10 @@ def test_digits_through_the_cli_is_smaller_and_keeps_accuracy() -> None:
     assert result.exit_code == 0, result.output
     tag = result.output.split("stored ")[1].split()[0]
     manifest = store.read_manifest(store.get_model(tag))
-    selected = manifest["selected"]["metrics"]
-    fp32 = next(c for c in manifest["candidates"] if len(c["passes"]) == 1)["metrics"]
-    assert manifest["reference_quality"]["value"] - selected["quality"] <= 0.005
-    assert manifest["selected"]["feasible"]
-    smallest_feasible = min(c["metrics"]["size_bytes"] for c in manifest["candidates"] if c["feasible"])
-    assert fp32["size_bytes"] / smallest_feasible >= 3.0
+    selected = manifest.selected.metrics
+    fp32 = next(c for c in manifest.candidates if len(c.passes) == 1).metrics
+    assert selected is not None and fp32 is not None
+    assert manifest.reference_quality - selected.quality <= 0.005
+    assert manifest.selected.feasible
+    smallest_feasible = min(c.metrics.size_bytes for c in manifest.candidates if c.feasible and c.metrics)
+    assert fp32.size_bytes / smallest_feasible >= 3.0

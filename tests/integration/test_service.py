@@ -22,7 +22,6 @@ from optimise import store
 from optimise.demos.minilm import DATA_DIR, read_lines
 from optimise.evaluate import cosine_per_sample
 from optimise.runtime import OnnxSession
-from service.served_model import is_batch_invariant
 
 pytestmark = pytest.mark.integration
 TEXTS = ["The cat sat on the mat.", "Où est la gare ?", "def add(a, b): return a + b", "short"]
@@ -61,7 +60,7 @@ def direct_logits(tag: str, pixels: np.ndarray) -> np.ndarray:
     """ONNX Runtime on the stored artefact, as the service owes the answer: dynamic int8 models
     (activation scales computed per call) one row per run, others the whole batch."""
     session = OnnxSession(_artefact(tag) / "model.onnx")
-    if is_batch_invariant(store.read_manifest(store.get_model(tag))):
+    if store.read_manifest(store.get_model(tag)).selected.batch_invariant:
         return session.run({"pixels": pixels})[0]
     return np.concatenate([session.run({"pixels": pixels[i : i + 1]})[0] for i in range(len(pixels))])
 

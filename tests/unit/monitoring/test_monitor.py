@@ -9,9 +9,10 @@ import pytest
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_digits
 
-from monitoring.drift import DriftReport, ModelKind
+from monitoring.drift import DriftReport
 from monitoring.monitor import DriftMonitor, MonitorConfig
 from monitoring.policy import WindowState
+from optimise.artefact import ModelKind
 
 REPO = Path(__file__).resolve().parents[3]
 

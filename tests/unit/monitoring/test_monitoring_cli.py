@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from monitoring.cli import app, drift_from_files
-from monitoring.drift import ModelKind
+from optimise.artefact import ModelKind
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 runner = CliRunner()

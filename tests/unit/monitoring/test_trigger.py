@@ -29,6 +29,7 @@ from monitoring.drift import DriftReport
 from monitoring.policy import Action, PolicyConfig, Reason, WindowState
 from monitoring.trigger import Trigger, TriggerConfig, read_audit_log
 from optimise import store
+from optimise.artefact import Manifest
 
 TESTS = Path(__file__).resolve().parents[2]
 
@@ -46,18 +47,18 @@ class RecordingControl:
     shadow_result: Shadow = field(default_factory=lambda: Shadow(50, 1.0))
     fail_stage: bool = False
     calls: list[str] = field(default_factory=list)
-    staged_manifest: dict[str, Any] = field(default_factory=dict)
+    staged_manifest: Manifest | None = None
 
     def live_version(self, model: str) -> str:
         return "v-live"
 
-    def live_manifest(self, model: str) -> dict[str, Any]:
-        return {"source": {"spec": self.source}}
+    def live_source(self, model: str) -> str:
+        return self.source
 
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None:
         return {"features": np.random.default_rng(1).normal(size=(40, 16)).astype(np.float32)}
 
-    def stage(self, model: str, version: str) -> dict[str, Any]:
+    def stage(self, model: str, version: str) -> Manifest:
         self.calls.append(f"stage {version}")
         if self.fail_stage:
             raise RuntimeError("smoke inference failed")
@@ -101,7 +102,8 @@ def test_a_good_candidate_is_built_gated_shadowed_and_promoted(make_trigger: Any
     before = _outcomes("manual", "promoted")
     assert trigger.run("tiny", Reason.MANUAL, "test") == "promoted"
     assert control.calls[0].startswith("stage ") and control.calls[1:] == ["shadow", "promote"]
-    assert control.staged_manifest["calibration_fidelity"] is not None  # gated on the recent inputs
+    assert control.staged_manifest is not None
+    assert control.staged_manifest.calibration_fidelity is not None  # gated on the recent inputs
     events = [e["event"] for e in read_audit_log(trigger.config.audit_log, "tiny")]
     assert events == ["started", "promoted"]
     assert _outcomes("manual", "promoted") == before + 1

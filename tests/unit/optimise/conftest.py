@@ -12,7 +12,8 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions, ModelStore
 from bentoml._internal.tag import Tag
 
-from optimise.manifest import MANIFEST_NAME, sha256_of
+from optimise.artefact import MANIFEST_FILE as MANIFEST_NAME
+from optimise.manifest import sha256_of
 from optimise.store_index import OWNER_LABEL
 
 

@@ -31,11 +31,11 @@ def test_saved_version_holds_model_manifest_reference_and_report(built: BuildRes
     for name in ("model.onnx", "manifest.json", "reference.npz", "report/report.md", "report/pareto.png"):
         assert (root / name).is_file(), name
     manifest = store.read_manifest(model)
-    assert manifest["selected"]["id"] == built.winner.id == model.info.labels["variant"]
-    assert len(manifest["candidates"]) == len(built.variants)
-    assert set(manifest["files"]) >= {"model.onnx", "reference.npz", "report/report.md"}
-    assert manifest["library_versions"]["onnxruntime"]
-    assert manifest["signature"]["inputs"][0]["name"] == "features"
+    assert manifest.selected.id == built.winner.id == model.info.labels["variant"]
+    assert len(manifest.candidates) == len(built.variants)
+    assert set(manifest.files) >= {"model.onnx", "reference.npz", "report/report.md"}
+    assert manifest.library_versions["onnxruntime"]
+    assert manifest.inputs[0].name == "features"
     assert store.verify(model) == []
     with np.load(root / "reference.npz") as reference:
         assert reference["input__features"].shape[0] == reference["output"].shape[0] == 64

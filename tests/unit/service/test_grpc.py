@@ -25,6 +25,7 @@ from service.errors import InvalidInput
 from service.grpc import converters
 from service.grpc.server import SERVICE_NAME, GrpcServer, start_grpc_server
 from service.settings import ServiceSettings
+from service.tensor_bytes import encode_tensor
 from service.types import NUMPY_DTYPES, InferenceRequest
 
 TINY = "tiny-served"
@@ -311,7 +312,7 @@ def test_raw_and_typed_contents_decode_alike(datatype: str) -> None:
     getattr(typed.inputs.add(name="x", datatype=datatype, shape=[2, 2]).contents, field).extend(
         data.reshape(-1).tolist()
     )
-    raw = pb.ModelInferRequest(model_name="m", raw_input_contents=[converters.encode_raw(data)])
+    raw = pb.ModelInferRequest(model_name="m", raw_input_contents=[encode_tensor(data)])
     raw.inputs.add(name="x", datatype=datatype, shape=[2, 2])
     for message in (typed, raw):
         decoded = converters.to_inference_request(message).inputs[0]
@@ -322,7 +323,7 @@ def test_raw_and_typed_contents_decode_alike(datatype: str) -> None:
 def test_typed_integers_out_of_range_are_invalid() -> None:
     request = pb.ModelInferRequest(model_name="m")
     request.inputs.add(name="x", datatype="INT8", shape=[1]).contents.int_contents.append(300)
-    with pytest.raises(InvalidInput, match="out of the range of INT8"):
+    with pytest.raises(InvalidInput, match="out of range for INT8"):
         converters.to_inference_request(request)
 
 

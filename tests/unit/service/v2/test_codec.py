@@ -180,7 +180,7 @@ BAD_BINARY = [
     (_binary_case(8, [2], "FP32", b"\0" * 12), "12 bytes of binary data but inputs declare 8"),
     (_binary_case(-4, [2], "FP32", b"\0" * 8), "must not be negative"),
     (_binary_case(10, [3], "BYTES", _bytes_tensor(b"a", b"b")), "holds 2 elements; its shape needs 3"),
-    (_binary_case(6, [1], "BYTES", struct.pack("<I", 9) + b"ab"), "overruns its binary data"),
+    (_binary_case(6, [1], "BYTES", struct.pack("<I", 9) + b"ab"), "runs past the end of the data"),
     (_binary_case(7, [2], "BYTES", _bytes_tensor(b"a") + b"\0\0"), "inside a length prefix"),
 ]
 

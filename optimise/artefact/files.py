@@ -1,0 +1,25 @@
+"""The names inside a stored version folder, what a served model takes, and the artefact's error."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from optimise.errors import StoreError
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+REFERENCE_FILE = "reference.npz"
+PREPROCESSING_DIR = "preprocessing"
+TOKENIZER_FILE = f"{PREPROCESSING_DIR}/tokenizer.json"
+REPORT_DIR = "report"
+
+
+class ModelKind(StrEnum):
+    """What a served model takes and gives, which decides how its traffic is compared for drift."""
+
+    TENSOR = "tensor"  # tensor inputs; class scores (or one value) out
+    EMBEDDING = "embedding"  # text in (tokenised by the service, not kept), embeddings out
+
+
+class ArtefactError(StoreError):
+    """A stored artefact's file is missing, unreadable, or lacks a field (the message names it)."""

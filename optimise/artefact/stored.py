@@ -1,0 +1,47 @@
+"""One stored version folder read as a whole: its manifest, and where its files are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from optimise.artefact.files import REFERENCE_FILE, REPORT_DIR, ArtefactError
+from optimise.artefact.manifest import Manifest, read_manifest
+from optimise.artefact.reference import ReferenceData
+
+
+@dataclass(frozen=True, eq=False)
+class StoredArtefact:
+    """A version folder and its manifest. Paths are absolute; files are not hash-checked here
+    (`optimise.store.verify` does that)."""
+
+    root: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, root: Path) -> StoredArtefact:
+        """Read the manifest of the version in `root`. Raises ArtefactError naming what is wrong."""
+        return cls(root, read_manifest(root))
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.manifest.model_file
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        tokenizer = self.manifest.tokenizer
+        return None if tokenizer is None else self.root / tokenizer.file
+
+    @property
+    def reference_path(self) -> Path:
+        return self.root / REFERENCE_FILE
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT_DIR / "report.md"
+
+    def reference(self) -> ReferenceData:
+        """The stored reference sample. Raises ArtefactError when it cannot be read."""
+        if not self.reference_path.is_file():
+            raise ArtefactError(f"{self.root}: no {REFERENCE_FILE}")
+        return ReferenceData.load(self.reference_path)
