@@ -1,4 +1,4 @@
-"""`leanserve`: optimise models, list profiles, serve; the `models` commands are in `models_cli`."""
+"""The build step's commands: `optimise` and `profiles` (the `models` commands are in `models_cli`)."""
 
 from __future__ import annotations
 

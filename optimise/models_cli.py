@@ -72,11 +72,11 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
 
     try:
         model = store.get_model(tag)
-        manifest = store.read_manifest(model)
+        artefact = store.artefact(model)
         broken = store.verify(model)
     except OptimiseError as exc:
         raise fail(exc) from exc
-    selected = manifest.selected
+    manifest, selected = artefact.manifest, artefact.manifest.selected
     console.print(f"[bold]{model.tag}[/] from {manifest.source.spec} on profile {manifest.profile.name}")
     console.print(
         f"selected {selected.id} ({selected.format} on {selected.runtime}): "
@@ -84,7 +84,7 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
     )
     console.print(selected.metrics.to_dict() if selected.metrics else "not measured")
     console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
-    console.print(f"report: {model.path_of('report/report.md')}")
+    console.print(f"report: {artefact.report_path}")
 
 
 @models_app.command("export")

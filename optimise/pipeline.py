@@ -55,10 +55,6 @@ class Recipe:
         found = [_PRECISION_OF_PASS[p.name] for p in self.onnx_passes if p.name in _PRECISION_OF_PASS]
         return found[-1] if found else Precision.FP32
 
-    @property
-    def artefact_format(self) -> str:
-        return "torchscript" if self.export.name == "export_torchscript" else "onnx"
-
 
 def variant_id(passes: tuple[PassSpec, ...], threads: int | None = None) -> str:
     """A stable short id: the same passes and settings always get the same id."""
@@ -106,7 +102,7 @@ class CandidateBuilder:
             raise TypeError(f"{spec.name} is not a torch pass")
         start = time.perf_counter()
         with self._pass_dir(spec) as workdir:
-            result = step.run(copy.deepcopy(module), self._context(workdir))
+            result = step.apply(copy.deepcopy(module), self._context(workdir))
         self._seconds[torch_passes] = self._seconds[torch_passes[:-1]] + time.perf_counter() - start
         self._modules[torch_passes] = result
         return result
@@ -118,9 +114,9 @@ class CandidateBuilder:
         start = time.perf_counter()
         with self._pass_dir(spec) as workdir:
             if isinstance(step, ExportPass) and isinstance(source, torch.nn.Module):
-                path = step.run(source, self._context(workdir))
+                path = step.apply(source, self._context(workdir))
             elif isinstance(step, OnnxPass) and isinstance(source, Path):
-                path = step.run(source, self._context(workdir))
+                path = step.apply(source, self._context(workdir))
             else:
                 raise TypeError(f"pass {spec.name} cannot follow {type(source).__name__}")
         self._seconds[prefix] = self._seconds[prefix[:-1]] + time.perf_counter() - start

@@ -101,10 +101,6 @@ def _edge() -> HardwareProfile:
 _BUILDERS: dict[str, Callable[[], HardwareProfile]] = {"cpu": _cpu, "gpu": _gpu, "edge": _edge}
 
 
-def profile_names() -> list[str]:
-    return list(_BUILDERS)
-
-
 @cache
 def get_profile(name: str) -> HardwareProfile:
     try:

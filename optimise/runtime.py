@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from optimise.types import HardwareProfile
-
 _ORT_TO_NUMPY: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -81,10 +79,6 @@ class OnnxSession:
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         self.inputs = _tensor_info(self._session.get_inputs())
         self.outputs = _tensor_info(self._session.get_outputs())
-
-    @classmethod
-    def for_profile(cls, model: Path, profile: HardwareProfile, threads: int | None = None) -> OnnxSession:
-        return cls(model, threads or profile.intra_op_threads, profile.execution_providers)
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -73,6 +73,7 @@ def create_admin_app(
     async def load(request: Request) -> JSONResponse:
         plane = authorise(request)
         name = request.path_params["name"]
+        plane.slots(name)  # an unknown model is 404 whatever the body holds
         try:
             body = await request.json()
             version, promote = body["version"], body.get("promote", True)

@@ -103,16 +103,28 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def leanserve() -> None:
-    """The `leanserve` console script: build (`optimise`, `profiles`, `models ...`), drift, serve."""
+def build_cli() -> typer.Typer:
+    """The `leanserve` command line: the build step's commands (`optimise`, `profiles`, `models ...`),
+    monitoring's (`drift`, `models history`) and `serve`, each owned by its package and composed
+    here without changing any package's own Typer app."""
     from monitoring.cli import drift, history
-    from optimise.cli import app as leanserve_app
-    from optimise.cli import models_app
+    from optimise.cli import app as build_app
+    from optimise.models_cli import models_app
 
-    leanserve_app.command("drift")(drift)
-    models_app.command("history")(history)
-    leanserve_app.command("serve")(serve)
-    leanserve_app()
+    cli = typer.Typer(help=build_app.info.help, no_args_is_help=True)
+    cli.registered_commands = list(build_app.registered_commands)  # optimise, profiles
+    cli.command("drift")(drift)
+    cli.command("serve")(serve)
+    models = typer.Typer(help=models_app.info.help, no_args_is_help=True)
+    models.registered_commands = list(models_app.registered_commands)  # list, show, export, promote
+    models.command("history")(history)
+    cli.add_typer(models, name="models")
+    return cli
+
+
+def leanserve() -> None:
+    """The `leanserve` console script."""
+    build_cli()()
 
 
 if __name__ == "__main__":

@@ -57,5 +57,14 @@ class BentoClientErrorFilter(logging.Filter):
         return True
 
 
+# BentoML's server logging passes WARNING and above from loggers other than its own; the
+# service's lines at INFO (client errors, loads, promotions, re-optimisations) are meant to be read.
+INFO_LOGGERS = ("leanserve", "service", "monitoring")
+
+
 def install_bentoml_filter() -> None:
+    """In a server worker: BentoML's client-error records rewritten (see the module), and the
+    service's own INFO lines let through."""
     logging.getLogger(BENTOML_API_LOGGER).addFilter(BentoClientErrorFilter())
+    for name in INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)

@@ -174,8 +174,13 @@ class DataPlane:
         return self._slots[name]
 
     def stage(self, name: str, version: str) -> ServedModel:
-        """Load, hash-check and smoke-test a version without serving it."""
+        """Load, hash-check and smoke-test a version without serving it.
+
+        Raises ModelNotFound for a model this server does not serve or a version the store does not
+        hold, SwapRefused for one that is stored but cannot serve."""
         slot = self.slots(name)
+        if not repository.is_stored(name, version):
+            raise ModelNotFound(f"no version {version!r} of {name!r} in the model store")
         candidate = repository.load(f"{name}:{version}", self.settings)
         with self._swap_lock:
             slot.staged = candidate
@@ -187,7 +192,10 @@ class DataPlane:
         with self._swap_lock:
             if slot.staged is None:
                 raise SwapRefused(f"no staged version of {name!r} to promote; load one first")
-            slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
+            if slot.live is not None and slot.live.version == slot.staged.version:
+                slot.live, slot.staged = slot.staged, None  # the same version again: nothing to roll back to
+            else:
+                slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
             self._went_live(name, slot)
             logger.info("promoted %s:%s", name, slot.live.version)
             _record_live(name, slot.live.version)

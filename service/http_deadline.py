@@ -14,21 +14,27 @@ table when the worker starts, so `install` registers this class there ("auto" an
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.http_errors import error_body
+
 _PROTOCOL_PATH = "service.http_deadline:DeadlineHttpProtocol"
 
 
-def _timeout_response() -> bytes:
-    body = json.dumps({"error": "the request did not arrive whole in time"}).encode()
+def _json_response(status: str, message: str) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, with the one error body."""
+    body = error_body(message)
     head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def _timeout_response() -> bytes:
+    return _json_response("408 Request Timeout", "the request did not arrive whole in time")
 
 
 class DeadlineHttpProtocol(HttpToolsProtocol):
@@ -41,6 +47,11 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._read_deadline: asyncio.TimerHandle | None = None
         self._request_begun = False
         self._previous_cycle: Any = None
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser's refusal (a bad Content-Length, chunk size or request line) in the one error shape."""
+        self.transport.write(_json_response("400 Bad Request", f"malformed HTTP request: {msg}"))
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -31,6 +31,11 @@ def versions(name: str) -> list[str]:
     return [v.version for v in store.versions(name) if v.ok]
 
 
+def is_stored(name: str, version: str) -> bool:
+    """Whether the store holds `version` of `name` (usable or not; a unique prefix counts)."""
+    return any(v.version.startswith(version) for v in store.versions(name))
+
+
 def broken_versions(name: str) -> dict[str, str]:
     """Stored versions of a model that cannot be loaded, with the reason of each."""
     return {v.version: v.problem or "" for v in store.versions(name) if not v.ok}

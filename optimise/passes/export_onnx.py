@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from optimise.batches import slice_batch
-from optimise.errors import PassFailed, one_line
+from optimise.errors import PassFailed
 from optimise.passes.base import ExportPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
 from optimise.source import ModelBundle
@@ -50,16 +50,12 @@ class ExportOnnx(ExportPass[ExportOnnxConfig]):
     def run(self, module: torch.nn.Module, ctx: PassContext) -> Path:
         bundle = ctx.bundle
         target = ctx.workdir / "model.onnx"
-        try:
+        with self.failures("export failed"):
             if bundle.hf_library is not None:
                 _export_with_optimum(module, bundle, ctx.workdir)
             else:
                 _export_with_torch(module, bundle, target)
             _keep_outputs(target, bundle.output_names)
-        except PassFailed:
-            raise
-        except Exception as exc:  # any exporter failure drops this candidate only
-            raise PassFailed(self.name, f"export failed: {one_line(exc)}") from exc
         self._check_parity(module, bundle, target)
         return target
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from optimise.batches import slice_batch
-from optimise.errors import PassFailed, one_line
+from optimise.errors import PassFailed
 from optimise.passes.base import ExportPass, PassConfig, PassContext
 from optimise.source import ModelBundle
 from optimise.types import Batch
@@ -58,7 +58,7 @@ class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
         bundle = ctx.bundle
         target = ctx.workdir / "model.ts"
         module.eval()
-        try:
+        with self.failures(f"{self.config.method} failed"):
             with torch.inference_mode(False), torch.no_grad():
                 if self.config.method == "trace":
                     example = _tensors(bundle, bundle.latency_inputs)
@@ -71,8 +71,6 @@ class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
                     compiled = torch.jit.optimize_for_inference(torch.jit.freeze(compiled))
             torch.jit.save(compiled, str(target))
             loaded = torch.jit.load(str(target), map_location="cpu")
-        except Exception as exc:  # any tracer/scripting failure drops this candidate only
-            raise PassFailed(self.name, f"{self.config.method} failed: {one_line(exc)}") from exc
         try:
             self._check_parity(module, loaded, bundle)
         except PassFailed:
@@ -87,13 +85,9 @@ class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
         for batch in (bundle.latency_inputs, slice_batch(bundle.eval_inputs, 0, PARITY_BATCH)):
             # The reference is the module handed in (maybe pruned), run the bundle's way.
             expected = bundle.forward(module, batch)
-            try:
-                with torch.inference_mode():
-                    actual = _flatten(loaded(*_tensors(bundle, batch)))
-            except Exception as exc:  # a trace that cannot run another batch size is broken
-                raise PassFailed(
-                    self.name, f"TorchScript fails at batch {_rows(batch)}: {one_line(exc)}"
-                ) from exc
+            # A trace that cannot run another batch size is broken.
+            with self.failures(f"TorchScript fails at batch {_rows(batch)}"), torch.inference_mode():
+                actual = _flatten(loaded(*_tensors(bundle, batch)))
             if len(actual) < len(expected):
                 raise PassFailed(
                     self.name, f"TorchScript returns {len(actual)} outputs, expected {len(expected)}"

@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.errors import PassFailed, one_line
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
 
@@ -54,18 +53,15 @@ class Fp16(OnnxPass[Fp16Config]):
         size_in = model.stat().st_size if model.is_file() else 0
         with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="fp16.") as scratch:
             converted = Path(scratch) / "fp16.onnx"
-            try:
-                proto = onnx.load(str(model))
-                # ORT's defaults block ops it has no fp16 kernel for; a user list adds to them.
-                block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.op_block_list))
-                proto = convert_float_to_float16(
-                    proto, keep_io_types=self.config.keep_io_types, op_block_list=block
-                )
-                onnx.save(proto, str(converted))
-                # A model ORT cannot load or run on CPU is no candidate (the evaluator runs it there).
-                OnnxSession(converted, threads=1).run(ctx.bundle.latency_inputs)
-            except Exception as exc:  # any conversion failure drops this candidate only
-                raise PassFailed(self.name, one_line(exc)) from exc
+            proto = onnx.load(str(model))
+            # ORT's defaults block ops it has no fp16 kernel for; a user list adds to them.
+            block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.op_block_list))
+            proto = convert_float_to_float16(
+                proto, keep_io_types=self.config.keep_io_types, op_block_list=block
+            )
+            onnx.save(proto, str(converted))
+            # A model ORT cannot load or run on CPU is no candidate (the evaluator runs it there).
+            OnnxSession(converted, threads=1).run(ctx.bundle.latency_inputs)
             converted.replace(target)
         logger.info("fp16: %d -> %d bytes", size_in, target.stat().st_size)
         return target

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.errors import PassFailed, one_line
+from optimise.errors import PassFailed
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,10 @@ class GraphOptimise(OnnxPass[GraphOptimiseConfig]):
 
     def run(self, model: Path, ctx: PassContext) -> Path:
         target = ctx.workdir / "model.onnx"
-        try:
-            if ctx.bundle.transformer_type is not None:
-                self._fuse_transformer(model, target, ctx.bundle.transformer_type)
-            else:
-                self._optimise_graph(model, target)
-        except Exception as exc:  # a failed optimisation drops this candidate only
-            raise PassFailed(self.name, f"{one_line(exc)}") from exc
+        if ctx.bundle.transformer_type is not None:
+            self._fuse_transformer(model, target, ctx.bundle.transformer_type)
+        else:
+            self._optimise_graph(model, target)
         return target
 
     def _fuse_transformer(self, model: Path, target: Path, model_type: str) -> None:

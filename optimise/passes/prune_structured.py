@@ -79,15 +79,11 @@ class PruneStructured(TorchPass[PruneStructuredConfig]):
         bundle = ctx.bundle
         pruned = copy.deepcopy(module).eval()
         before = count_parameters(pruned)
-        try:
+        with self.failures("pruning failed"):
             expected = _output_shapes(pruned, bundle)
             with torch.enable_grad():  # Torch-Pruning traces the autograd graph
                 self._prune(pruned, bundle)
             self._check_outputs(pruned, bundle, expected)
-        except PassFailed:
-            raise
-        except Exception as exc:  # any pruning failure drops this candidate only
-            raise PassFailed(self.name, f"pruning failed: {_one_line(exc)}") from exc
         after = count_parameters(pruned)
         if after >= before:
             raise PassFailed(self.name, f"ratio {self.config.ratio} removed nothing ({before:,} parameters)")
@@ -130,10 +126,8 @@ class PruneStructured(TorchPass[PruneStructuredConfig]):
             logger.info("%s has no fine_tune hook: skipping %d recovery steps", bundle.name, steps)
             return
         logger.info("fine-tuning the pruned %s for %d steps", bundle.name, steps)
-        try:
+        with self.failures("fine-tuning failed"):
             bundle.fine_tune(module, steps)
-        except Exception as exc:  # a failed recovery drops this candidate only
-            raise PassFailed(self.name, f"fine-tuning failed: {_one_line(exc)}") from exc
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -193,8 +187,3 @@ def _width(layer: torch.nn.Module) -> int:
 def _output_shapes(module: torch.nn.Module, bundle: ModelBundle) -> list[tuple[int, ...]]:
     assert bundle.forward is not None  # set in ModelBundle.__post_init__
     return [tuple(out.shape) for out in bundle.forward(module, bundle.latency_inputs)]
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optimise.errors import PassFailed, one_line
+from optimise.errors import PassFailed
 from optimise.passes.base import PassConfig, PassContext, TorchPass
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ class PruneUnstructured(TorchPass[PruneUnstructuredConfig]):
         # While pruned, each layer trains `weight_orig` and a forward pre-hook multiplies in the
         # fixed mask, so pruned weights stay zero through training.
         try:
-            ctx.bundle.fine_tune(pruned, steps)
-        except Exception as exc:
-            raise PassFailed(self.name, f"fine-tuning failed: {one_line(exc)}") from exc
+            with self.failures("fine-tuning failed"):
+                ctx.bundle.fine_tune(pruned, steps)
         finally:
             pruned.eval()

@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.errors import PassFailed, one_line
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 
 logger = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class QuantiseDynamic(OnnxPass[QuantiseDynamicConfig]):
                 # Fused contrib ops carry no type info; without this the quantiser rejects them.
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-        except Exception as exc:  # a failed quantisation drops this candidate only
-            target.unlink(missing_ok=True)
-            raise PassFailed(self.name, f"{one_line(exc)}") from exc
+        except BaseException:  # cleanup only, re-raised: `apply` reports the failure
+            target.unlink(missing_ok=True)  # leave no half-written model behind
+            raise
         return target

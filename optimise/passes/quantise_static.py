@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from optimise.errors import PassFailed, one_line
+from optimise.errors import PassFailed
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
 from optimise.runtime import OnnxSession
 from optimise.source import ModelBundle
@@ -89,54 +89,45 @@ class QuantiseStatic(OnnxPass[QuantiseStaticConfig]):
         target = ctx.workdir / "model.onnx"
         with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="quantise_static.") as scratch_name:
             scratch = Path(scratch_name)
-            try:
-                with _tempdir_inside(scratch):
-                    proto = onnx.load(str(model))  # also proves the input is a readable model
-                    source = scratch / "input.onnx"
-                    onnx.save(proto, str(source))  # ORT writes "<name>-inferred.onnx" beside its input
-                    reader = _CalibrationReader(_calibration_batches(ctx.bundle, cfg), proto)
-                    del proto
-                    prepared = _pre_process(
-                        source, scratch, transformer=ctx.bundle.transformer_type is not None
+            with _tempdir_inside(scratch):
+                proto = onnx.load(str(model))  # also proves the input is a readable model
+                source = scratch / "input.onnx"
+                onnx.save(proto, str(source))  # ORT writes "<name>-inferred.onnx" beside its input
+                reader = _CalibrationReader(_calibration_batches(ctx.bundle, cfg), proto)
+                del proto
+                prepared = _pre_process(source, scratch, transformer=ctx.bundle.transformer_type is not None)
+                quantised = scratch / "quantised.onnx"
+                # ORT prints calibration progress to stdout, which belongs to the CLI's table.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    quantize_static(
+                        str(prepared),
+                        str(quantised),
+                        reader,
+                        quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(cfg.op_types_to_quantize or []) or None,
+                        per_channel=defaults.per_channel if cfg.per_channel is None else cfg.per_channel,
+                        reduce_range=defaults.reduce_range if cfg.reduce_range is None else cfg.reduce_range,
+                        # S8S8 QDQ is ORT's recommended first choice: on x86 its graph optimiser
+                        # (QDQS8ToU8Transformer) turns s8 activation Q/DQ pairs into u8 for its u8s8
+                        # kernels, ARM runs s8s8 natively; U8U8 is only the fallback for accuracy.
+                        activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(cfg.nodes_to_exclude),
+                        use_external_data_format=False,
+                        calibrate_method={
+                            "minmax": CalibrationMethod.MinMax,
+                            "entropy": CalibrationMethod.Entropy,
+                            "percentile": CalibrationMethod.Percentile,
+                        }[cfg.calibration_method],
+                        extra_options={
+                            "ActivationSymmetric": cfg.activation_symmetric,
+                            # Fused transformer graphs have contrib-op outputs without a known type.
+                            "DefaultTensorType": onnx.TensorProto.FLOAT,
+                        },
                     )
-                    quantised = scratch / "quantised.onnx"
-                    # ORT prints calibration progress to stdout, which belongs to the CLI's table.
-                    with contextlib.redirect_stdout(io.StringIO()):
-                        quantize_static(
-                            str(prepared),
-                            str(quantised),
-                            reader,
-                            quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(cfg.op_types_to_quantize or []) or None,
-                            per_channel=defaults.per_channel if cfg.per_channel is None else cfg.per_channel,
-                            reduce_range=defaults.reduce_range
-                            if cfg.reduce_range is None
-                            else cfg.reduce_range,
-                            # S8S8 QDQ is ORT's recommended first choice: on x86 its graph optimiser
-                            # (QDQS8ToU8Transformer) turns s8 activation Q/DQ pairs into u8 for its u8s8
-                            # kernels, ARM runs s8s8 natively; U8U8 is only the fallback for accuracy.
-                            activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8,
-                            nodes_to_exclude=list(cfg.nodes_to_exclude),
-                            use_external_data_format=False,
-                            calibrate_method={
-                                "minmax": CalibrationMethod.MinMax,
-                                "entropy": CalibrationMethod.Entropy,
-                                "percentile": CalibrationMethod.Percentile,
-                            }[cfg.calibration_method],
-                            extra_options={
-                                "ActivationSymmetric": cfg.activation_symmetric,
-                                # Fused transformer graphs have contrib-op outputs without a known type.
-                                "DefaultTensorType": onnx.TensorProto.FLOAT,
-                            },
-                        )
-                    # A model ORT cannot load or run is no candidate.
-                    OnnxSession(quantised, threads=1).run(ctx.bundle.latency_inputs)
-                    quantised.replace(target)
-            except PassFailed:
-                raise
-            except Exception as exc:  # any ORT/ONNX failure drops this candidate only
-                raise PassFailed(self.name, one_line(exc)) from exc
+                # A model ORT cannot load or run is no candidate.
+                OnnxSession(quantised, threads=1).run(ctx.bundle.latency_inputs)
+                quantised.replace(target)
         return target
 
 
@@ -163,7 +154,7 @@ def _pre_process(source: Path, scratch: Path, transformer: bool) -> Path:
     try:
         # Symbolic shape inference chokes on fused transformer contrib ops; ONNX inference suffices.
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=transformer)
-    except Exception as exc:
+    except Exception as exc:  # an optional clean-up step: its failure is no reason to drop the candidate
         logger.warning(
             "quant_pre_process failed (%s: %s); quantising the model as is", type(exc).__name__, exc
         )

@@ -32,7 +32,7 @@ from k8s_helpers import (
 )
 
 import optimise.cli
-from optimise.profiles import get_profile, profile_names
+from optimise.profiles import get_profile, list_profiles
 from service.grpc.server import HEALTH_SERVICES
 from service.settings import ServiceSettings
 
@@ -301,7 +301,7 @@ def test_jobs_run_leanserve_optimise_into_the_shared_store(directory: str) -> No
         assert command[:2] == ["leanserve", "optimise"]
         flags = [word for word in command[2:] if word.startswith("--")]
         assert set(flags) <= options, set(flags) - options
-        assert command[command.index("--profile") + 1] in profile_names()
+        assert command[command.index("--profile") + 1] in {p.name for p in list_profiles()}
         assert command[command.index("--model") + 1] == "minilm"
         variables = env(c)
         for name in leanserve_keys(variables):

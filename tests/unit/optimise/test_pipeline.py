@@ -64,8 +64,9 @@ def test_recipe_precision_and_passes() -> None:
     assert recipe(PassSpec("fp16")).precision is Precision.FP16
     prune = PassSpec("prune_unstructured", {"amount": 0.5})
     assert recipe(QUANTISE, torch_passes=(prune,)).passes == (prune, EXPORT, QUANTISE)
-    assert recipe().artefact_format == "onnx"
-    assert Recipe((), PassSpec("export_torchscript"), (), 1).artefact_format == "torchscript"
+    assert recipe().passes == (EXPORT,)
+    torchscript = PassSpec("export_torchscript")
+    assert Recipe((), torchscript, (), 1).passes == (torchscript,)
 
 
 # --- variant_id ---------------------------------------------------------------------

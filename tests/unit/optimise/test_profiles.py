@@ -11,7 +11,6 @@ from optimise.profiles import (
     detect_isa,
     get_profile,
     list_profiles,
-    profile_names,
     quantisation_defaults,
 )
 from optimise.types import Precision
@@ -77,11 +76,10 @@ def test_unknown_profile_lists_the_known_names() -> None:
         assert name in message
 
 
-def test_profile_names() -> None:
-    assert profile_names() == ["cpu", "gpu", "edge"]
-    assert [p.name for p in list_profiles()] == profile_names()
-    for name in profile_names():
-        assert get_profile(name).name == name
+def test_profiles_are_listed_by_name() -> None:
+    assert [p.name for p in list_profiles()] == ["cpu", "gpu", "edge"]
+    for profile in list_profiles():
+        assert get_profile(profile.name) is profile
 
 
 def test_edge_profile_is_one_thread_with_a_size_budget() -> None:

@@ -88,9 +88,10 @@ def test_bad_settings_are_config_errors(kwargs: dict[str, Any], message: str) ->
     assert isinstance(info.value, OptimiseError)
 
 
-def test_good_settings_are_accepted() -> None:
+def test_good_settings_are_accepted_and_kept() -> None:
     for sampler in ("auto", "grid", "tpe", "nsga2"):
-        SearchSettings(sampler=sampler, n_trials=1, time_budget_s=0.5)
+        settings = SearchSettings(sampler=sampler, n_trials=1, time_budget_s=0.5)
+        assert (settings.sampler, settings.n_trials, settings.time_budget_s) == (sampler, 1, 0.5)
 
 
 def test_auto_sampler_enumerates_small_spaces_only() -> None:

@@ -161,10 +161,12 @@ def test_unknown_quantise_ops_are_rejected_naming_the_known_sets() -> None:
         assert known in str(info.value)
 
 
-def test_valid_edges_are_accepted() -> None:
-    SearchSpace(
+def test_valid_edges_are_accepted_and_kept() -> None:
+    space = SearchSpace(
         prune=("structured", "unstructured"), prune_ratios=(0.01, 0.99), quantise_ops=("matmul", "conv")
     )
+    assert space.prune == ("structured", "unstructured")
+    assert space.prune_ratios == (0.01, 0.99) and space.quantise_ops == ("matmul", "conv")
 
 
 # --- for_profile ---------------------------------------------------------------

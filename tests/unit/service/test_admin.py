@@ -75,7 +75,7 @@ def test_a_version_that_fails_its_checks_never_goes_live(dataplane: DataPlane, t
     client = _client(dataplane)
     live = _tiny_version(dataplane)
     missing = client.post("/models/tiny-served/load", json={"version": "nope"}, headers=_auth())
-    assert missing.status_code == 409 and "nope" in missing.json()["error"]
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
 
     tampered_tag = tiny_tags[1]
     model_file = Path(store.get_model(tampered_tag).path) / "model.onnx"
@@ -125,6 +125,20 @@ def test_a_malformed_load_body_is_a_400(dataplane: DataPlane, body: object) -> N
     assert response.status_code == 400 and response.json()["error"]
 
 
-def test_a_well_formed_version_that_is_not_stored_is_a_409(dataplane: DataPlane) -> None:
+def test_a_well_formed_version_that_is_not_stored_is_a_404(dataplane: DataPlane) -> None:
     response = _client(dataplane).post("/models/tiny-served/load", json={"version": "zz9"}, headers=_auth())
-    assert response.status_code == 409 and "zz9" in response.json()["error"]
+    assert response.status_code == 404 and "zz9" in response.json()["error"]
+
+
+@pytest.mark.parametrize("body", [{"version": "bad tag!!"}, {"version": "zz9"}, "x"])
+def test_an_unknown_model_is_a_404_whatever_the_body(dataplane: DataPlane, body: object) -> None:
+    response = _client(dataplane).post("/models/unknown/load", json=body, headers=_auth())
+    assert response.status_code == 404 and "unknown" in response.json()["error"]
+
+
+def test_loading_the_live_version_again_leaves_nothing_to_roll_back_to(dataplane: DataPlane) -> None:
+    client = _client(dataplane)
+    live = _tiny_version(dataplane)
+    again = client.post("/models/tiny-served/load", json={"version": live}, headers=_auth()).json()
+    assert again["live"] == live and again["previous"] is None
+    assert client.post("/models/tiny-served/rollback", headers=_auth()).status_code == 409

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -64,6 +65,24 @@ def test_half_sent_headers_get_a_json_408_then_close(address: tuple[str, int]) -
         conn.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-len")
         data, waited = _read_until_closed(conn, timeout=10)
     assert data.startswith(b"HTTP/1.1 408") and b'{"error":' in data and waited < DEADLINE_S + 2
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: -5\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+)
+def test_a_malformed_request_gets_a_json_400_then_close(address: tuple[str, int], head: bytes) -> None:
+    with socket.create_connection(address) as conn:
+        conn.sendall(head)
+        data, _ = _read_until_closed(conn, timeout=10)
+    status, _, body = data.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in status
+    assert json.loads(body)["error"].startswith("malformed HTTP request")
 
 
 def test_a_half_sent_body_is_cut_off(address: tuple[str, int]) -> None:

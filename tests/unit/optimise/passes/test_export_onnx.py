@@ -13,7 +13,7 @@ from optimise.types import PassSpec
 
 
 def test_export_matches_torch_at_several_batch_sizes(tiny_context: PassContext) -> None:
-    model = ExportOnnx(ExportOnnxConfig()).run(tiny_context.bundle.module, tiny_context)
+    model = ExportOnnx(ExportOnnxConfig()).apply(tiny_context.bundle.module, tiny_context)
     session = OnnxSession(model)
     for n in (1, 5, 64):
         batch = {"features": tiny_context.bundle.eval_inputs["features"][:n]}
@@ -24,7 +24,7 @@ def test_export_matches_torch_at_several_batch_sizes(tiny_context: PassContext) 
 
 
 def test_export_is_deterministic_with_dropout(tiny_context: PassContext) -> None:
-    model = ExportOnnx(ExportOnnxConfig()).run(tiny_context.bundle.module, tiny_context)
+    model = ExportOnnx(ExportOnnxConfig()).apply(tiny_context.bundle.module, tiny_context)
     session = OnnxSession(model)
     batch = tiny_context.bundle.eval_inputs
     np.testing.assert_array_equal(session.run(batch)[0], session.run(batch)[0])
@@ -37,7 +37,7 @@ class _Unexportable(torch.nn.Module):
 
 def test_unexportable_module_drops_the_candidate(tiny_context: PassContext) -> None:
     with pytest.raises(PassFailed, match="export_onnx"):
-        ExportOnnx(ExportOnnxConfig()).run(_Unexportable(), tiny_context)
+        ExportOnnx(ExportOnnxConfig()).apply(_Unexportable(), tiny_context)
 
 
 def test_bad_settings_are_a_user_error() -> None:
@@ -49,7 +49,7 @@ def test_bad_settings_are_a_user_error() -> None:
 
 def test_export_writes_only_inside_its_workdir(tiny_context: PassContext, tmp_path: Path) -> None:
     before = set(tmp_path.rglob("*"))
-    model = ExportOnnx(ExportOnnxConfig()).run(tiny_context.bundle.module, tiny_context)
+    model = ExportOnnx(ExportOnnxConfig()).apply(tiny_context.bundle.module, tiny_context)
     created = set(tmp_path.rglob("*")) - before
     assert model.parent == tiny_context.workdir
     assert all(tiny_context.workdir in p.parents for p in created)

@@ -12,7 +12,7 @@ from optimise.types import PassSpec
 
 
 def _export(module: torch.nn.Module, ctx: PassContext, **settings: object) -> Path:
-    return ExportTorchScript(ExportTorchScriptConfig(**settings)).run(module, ctx)  # type: ignore[arg-type]
+    return ExportTorchScript(ExportTorchScriptConfig(**settings)).apply(module, ctx)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("method", ["trace", "script"])

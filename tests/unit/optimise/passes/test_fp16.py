@@ -17,7 +17,7 @@ def _initialiser_types(model: Path) -> dict[str, int]:
 
 
 def test_fp16_is_smaller_and_close_to_fp32(tiny_onnx: Path, tiny_context: PassContext) -> None:
-    converted = Fp16(Fp16Config()).run(tiny_onnx, tiny_context)
+    converted = Fp16(Fp16Config()).apply(tiny_onnx, tiny_context)
     assert converted.parent == tiny_context.workdir
     assert converted.stat().st_size < 0.7 * tiny_onnx.stat().st_size
     assert _initialiser_types(converted)["net.0.weight"] == onnx.TensorProto.FLOAT16
@@ -33,7 +33,7 @@ def test_fp16_is_smaller_and_close_to_fp32(tiny_onnx: Path, tiny_context: PassCo
 
 
 def test_without_keep_io_types_the_graph_takes_float16(tiny_onnx: Path, tiny_context: PassContext) -> None:
-    converted = Fp16(Fp16Config(keep_io_types=False)).run(tiny_onnx, tiny_context)
+    converted = Fp16(Fp16Config(keep_io_types=False)).apply(tiny_onnx, tiny_context)
     session = OnnxSession(converted)
     assert session.inputs[0].dtype is np.float16
     out = session.run(tiny_context.bundle.eval_inputs)[0]  # OnnxSession casts the float32 feed
@@ -42,7 +42,7 @@ def test_without_keep_io_types_the_graph_takes_float16(tiny_onnx: Path, tiny_con
 
 
 def test_blocked_ops_stay_in_float32(tiny_onnx: Path, tiny_context: PassContext) -> None:
-    converted = Fp16(Fp16Config(op_block_list=("Gemm",))).run(tiny_onnx, tiny_context)
+    converted = Fp16(Fp16Config(op_block_list=("Gemm",))).apply(tiny_onnx, tiny_context)
     types = _initialiser_types(converted)
     assert types["net.0.weight"] == onnx.TensorProto.FLOAT
     assert types["net.3.weight"] == onnx.TensorProto.FLOAT
@@ -62,7 +62,7 @@ def test_corrupt_model_drops_the_candidate(tiny_context: PassContext, tmp_path: 
     corrupt.write_bytes(b"not an onnx model")
     before = set(tmp_path.rglob("*"))
     with pytest.raises(PassFailed, match="fp16"):
-        Fp16(Fp16Config()).run(corrupt, tiny_context)
+        Fp16(Fp16Config()).apply(corrupt, tiny_context)
     assert set(tmp_path.rglob("*")) == before
     assert not list(tiny_context.workdir.iterdir())
 
@@ -74,6 +74,6 @@ def test_writes_only_inside_its_workdir(
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     before = set(tmp_path.rglob("*"))
-    Fp16(Fp16Config()).run(tiny_onnx, tiny_context)
+    Fp16(Fp16Config()).apply(tiny_onnx, tiny_context)
     created = set(tmp_path.rglob("*")) - before
     assert created == {tiny_context.workdir / "model.onnx"}

@@ -21,7 +21,7 @@ from optimise.types import PassSpec
 
 
 def _prune(module: torch.nn.Module, ctx: PassContext, **settings: object) -> Any:  # Any: reads submodules
-    return PruneStructured(PruneStructuredConfig(**settings)).run(module, ctx)  # type: ignore[arg-type]
+    return PruneStructured(PruneStructuredConfig(**settings)).apply(module, ctx)  # type: ignore[arg-type]
 
 
 def _with(ctx: PassContext, **changes: object) -> PassContext:
@@ -61,7 +61,7 @@ def test_the_input_module_is_untouched(tiny_context: PassContext) -> None:
 
 def test_the_pruned_module_exports_to_onnx(tiny_context: PassContext) -> None:
     pruned = _prune(tiny_context.bundle.module, tiny_context, ratio=0.5, fine_tune_steps=0)
-    session = OnnxSession(ExportOnnx(ExportOnnxConfig()).run(pruned, tiny_context))
+    session = OnnxSession(ExportOnnx(ExportOnnxConfig()).apply(pruned, tiny_context))
     batch = tiny_context.bundle.eval_inputs
     expected = tiny_context.bundle.forward(pruned, batch)[0]  # type: ignore[misc]
     np.testing.assert_allclose(session.run(batch)[0], expected, atol=1e-5)
@@ -237,5 +237,5 @@ def test_a_bert_encoder_loses_ffn_neurons_and_heads_but_keeps_its_interface(
     hidden = _hidden_state(pruned, bundle.eval_inputs)[0]
     assert hidden.shape == (4, 16, 384) and np.isfinite(hidden).all()
     ctx = dataclasses.replace(minilm_context, workdir=tmp_path)
-    session = OnnxSession(ExportOnnx(ExportOnnxConfig()).run(pruned, ctx))
+    session = OnnxSession(ExportOnnx(ExportOnnxConfig()).apply(pruned, ctx))
     np.testing.assert_allclose(session.run(bundle.eval_inputs)[0], hidden, atol=1e-3)

@@ -16,7 +16,7 @@ from optimise.types import PassSpec
 
 
 def _prune(module: torch.nn.Module, ctx: PassContext, **settings: object) -> torch.nn.Module:
-    return PruneUnstructured(PruneUnstructuredConfig(**settings)).run(module, ctx)  # type: ignore[arg-type]
+    return PruneUnstructured(PruneUnstructuredConfig(**settings)).apply(module, ctx)  # type: ignore[arg-type]
 
 
 def _linears(module: torch.nn.Module) -> list[torch.nn.Linear]:

@@ -17,7 +17,7 @@ def _op_types(model: Path) -> set[str]:
 
 
 def test_weights_become_int8_and_predictions_agree(tiny_onnx: Path, tiny_context: PassContext) -> None:
-    quantised = QuantiseDynamic(QuantiseDynamicConfig()).run(tiny_onnx, tiny_context)
+    quantised = QuantiseDynamic(QuantiseDynamicConfig()).apply(tiny_onnx, tiny_context)
     assert "DynamicQuantizeLinear" in _op_types(quantised) or "MatMulInteger" in _op_types(quantised)
     assert quantised.stat().st_size < tiny_onnx.stat().st_size
     batch = tiny_context.bundle.eval_inputs
@@ -34,16 +34,16 @@ def _integer_ops(model: Path) -> int:
 
 
 def test_operator_types_not_listed_stay_in_float(tiny_onnx: Path, tiny_context: PassContext) -> None:
-    assert _integer_ops(QuantiseDynamic(QuantiseDynamicConfig()).run(tiny_onnx, tiny_context)) == 2
+    assert _integer_ops(QuantiseDynamic(QuantiseDynamicConfig()).apply(tiny_onnx, tiny_context)) == 2
     only_conv = QuantiseDynamic(QuantiseDynamicConfig(op_types_to_quantize=("Conv",)))
-    assert _integer_ops(only_conv.run(tiny_onnx, tiny_context)) == 0
+    assert _integer_ops(only_conv.apply(tiny_onnx, tiny_context)) == 0
 
 
 def test_corrupt_model_drops_the_candidate(tiny_context: PassContext, tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx file")
     with pytest.raises(PassFailed, match="quantise_dynamic"):
-        QuantiseDynamic(QuantiseDynamicConfig()).run(broken, tiny_context)
+        QuantiseDynamic(QuantiseDynamicConfig()).apply(broken, tiny_context)
     assert not (tiny_context.workdir / "model.onnx").exists()
 
 

@@ -18,7 +18,7 @@ from optimise.types import PassSpec, QuantisationDefaults
 
 
 def _quantise(model: Path, ctx: PassContext, **settings: object) -> Path:
-    return QuantiseStatic(QuantiseStaticConfig(**settings)).run(model, ctx)  # type: ignore[arg-type]
+    return QuantiseStatic(QuantiseStaticConfig(**settings)).apply(model, ctx)  # type: ignore[arg-type]
 
 
 def _agreement(a: Path, b: Path, ctx: PassContext) -> float:
