@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,16 +20,9 @@ from monitoring.drift import DriftReport, compute_drift, render_html
 from monitoring.sample_files import load_pair, load_sample
 from optimise.artefact import ModelKind
 
-__all__ = ["app", "drift", "drift_from_files", "history", "load_pair", "load_sample"]
+__all__ = ["app", "drift", "history", "load_pair", "load_sample"]
 
 app = typer.Typer(help="Drift of served traffic against a model's reference sample.", no_args_is_help=True)
-
-
-def drift_from_files(
-    reference: Path, current: Path, model_kind: ModelKind | str | None = None, **options: Any
-) -> DriftReport:
-    """Offline `compute_drift` between two files (`options` go to `compute_drift`)."""
-    return compute_drift(*load_pair(reference, current, model_kind), **options)
 
 
 def _flag(drifted: bool) -> str:
@@ -49,7 +42,7 @@ def print_report(report: DriftReport, console: Console, top: int = 10) -> None:
     if report.features:
         table.add_row(
             "dataset drift",
-            f"share of drifted features (of {len(report.features)}) >= {report.drift_share:g}",
+            f"share of drifted features (of {len(report.features)}) >= {report.dataset_drift_threshold:g}",
             f"{report.share_drifted:.3f}",
             _flag(report.dataset_drift),
         )

@@ -9,11 +9,12 @@ Evidently's embedding drift method (see `monitoring.drift_embeddings`).
 
 Per-column tests are Evidently's: its default test per column type and sample size (K-S or chi-square
 p-values up to 1,000 reference rows, normalised Wasserstein or Jensen-Shannon above), its thresholds and
-its dataset rule (drift when share of drifted features >= `drift_share`). The default engine calls those
-test objects directly; `engine="report"` runs the same tests through a `Report` of `ValueDrift` metrics,
-which draws a plotly figure per column while computing (about 0.08 s a column, 5 s for digits' 64,
-holding the GIL) - kept for cross-checks and used by `render_html`. Evidently is imported lazily: the
-service imports `monitoring.window` and this module's types without paying Evidently's import time (seconds).
+its dataset rule (drift when the share of drifted features >= `DATASET_DRIFT_THRESHOLD`). The default
+engine calls those test objects directly; `engine="report"` runs the same tests through a `Report` of
+`ValueDrift` metrics, which draws a plotly figure per column while computing (about 0.08 s a column,
+5 s for digits' 64, holding the GIL) - kept for cross-checks and used by `render_html`. Evidently is
+imported lazily: the service imports `monitoring.window` and this module's types without paying
+Evidently's import time (seconds).
 
 Bad input is an error, never a quiet "no drift": an empty side, a missing (NaN) or infinite value (named
 by column and row), inputs or outputs of another size, no column in common, or a test that returns no
@@ -52,6 +53,7 @@ from optimise.artefact import ModelKind
 
 # The window types live in monitoring.sample; importing them from here keeps working.
 __all__ = [
+    "DATASET_DRIFT_THRESHOLD",
     "FEATURE_PREFIX",
     "OUTPUT_PREFIX",
     "ColumnDrift",
@@ -65,7 +67,9 @@ __all__ = [
 ]
 
 PREDICTION = "prediction"
-DRIFT_SHARE = 0.5
+# Evidently's dataset rule (its `drift_share`): the dataset drifted when at least this share of the
+# input features did. The closed loop's policy has its own threshold (PolicyConfig.input_drift_threshold).
+DATASET_DRIFT_THRESHOLD = 0.5
 MAX_FEATURES = 128  # wider inputs are tested on evenly spaced values
 Engine = Literal["stattest", "report"]
 
@@ -78,6 +82,10 @@ class ColumnDrift:
     threshold: float | None
 
 
+# Attributes whose JSON name (HTTP route, `drift --json`) predates the attribute's name.
+_JSON_NAMES = {"dataset_drift_threshold": "drift_share"}
+
+
 @dataclass(frozen=True)
 class DriftReport:
     """One window judged against the reference.
@@ -85,7 +93,8 @@ class DriftReport:
     `not_judged` says why the window got no verdict at all (then every verdict is empty and `judged` is
     False: e.g. too few distinct inputs); `skipped` names the columns or groups ("inputs", "outputs")
     that only one side has, left out of the verdict. `distinct_inputs` counts the window's distinct
-    inputs (see `monitoring.sample`)."""
+    inputs (see `monitoring.sample`). `share_drifted` is the measured share of drifted input features;
+    `dataset_drift_threshold` the dataset rule's threshold on it (`drift_share` in the JSON)."""
 
     model: str
     kind: str
@@ -97,7 +106,7 @@ class DriftReport:
     prediction_drift: ColumnDrift | None
     embedding_drift: ColumnDrift | None
     seconds: float  # the first report in a process includes importing Evidently (seconds)
-    drift_share: float = DRIFT_SHARE
+    dataset_drift_threshold: float = DATASET_DRIFT_THRESHOLD
     predictions: dict[str, ColumnDrift] = field(default_factory=dict)  # the prediction's columns
     distinct_inputs: int | None = None
     not_judged: str | None = None
@@ -136,8 +145,10 @@ class DriftReport:
         return [name for name, drift in self.features.items() if drift.drifted]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; `drifted` is null for a window that was not judged."""
-        return {**asdict(self), "judged": self.judged, "drifted": self.drifted if self.judged else None}
+        """JSON-ready (the public field names: `_JSON_NAMES`); `drifted` is null for a window that was not
+        judged."""
+        fields = {_JSON_NAMES.get(name, name): value for name, value in asdict(self).items()}
+        return {**fields, "judged": self.judged, "drifted": self.drifted if self.judged else None}
 
 
 def _feature_columns(sample: Window, max_features: int) -> dict[str, np.ndarray]:
@@ -278,7 +289,7 @@ def compute_drift(
     reference: ReferenceSample,
     current: Window,
     *,
-    drift_share: float = DRIFT_SHARE,
+    dataset_drift_threshold: float = DATASET_DRIFT_THRESHOLD,
     method: str | None = None,
     embedding_method: EmbeddingMethod = DEFAULT_EMBEDDING_METHOD,
     engine: Engine = "stattest",
@@ -287,9 +298,9 @@ def compute_drift(
     """Drift of `current` against `reference`.
 
     `method` forces one Evidently test on numerical columns (e.g. "wasserstein"; categorical ones keep
-    Evidently's choice), `drift_share` is the dataset rule's share and `max_features` caps the input
-    values tested (evenly spaced). The embedding verdict uses `embedding_method`. Columns only one side
-    has are left out and listed in `skipped`. Raises ValueError for an empty side, a missing (NaN) or
+    Evidently's choice), `dataset_drift_threshold` is the dataset rule's share of drifted features and
+    `max_features` caps the input values tested (evenly spaced). The embedding verdict uses
+    `embedding_method`. Columns only one side has are left out and listed in `skipped`. Raises ValueError for an empty side, a missing (NaN) or
     infinite value, sizes that differ, no column in common, or a test that gives no score (NaN), so no
     column is ever reported as "not drifted" without a score."""
     start = time.perf_counter()
@@ -304,7 +315,7 @@ def compute_drift(
     if reference.kind is ModelKind.EMBEDDING and by_prediction:
         drifted = sum(d.drifted for d in by_prediction.values()) / len(by_prediction)
         label = f"share of drifted embedding statistics ({', '.join(by_prediction)})"
-        prediction = ColumnDrift(drifted, drifted >= drift_share, label, drift_share)
+        prediction = ColumnDrift(drifted, drifted >= dataset_drift_threshold, label, dataset_drift_threshold)
     embedding = None
     if (
         reference.kind is ModelKind.EMBEDDING
@@ -320,11 +331,11 @@ def compute_drift(
         reference_size=len(reference),
         features=by_feature,
         share_drifted=share,
-        dataset_drift=bool(by_feature) and share >= drift_share,
+        dataset_drift=bool(by_feature) and share >= dataset_drift_threshold,
         prediction_drift=prediction,
         embedding_drift=embedding,
         seconds=time.perf_counter() - start,
-        drift_share=drift_share,
+        dataset_drift_threshold=dataset_drift_threshold,
         predictions=by_prediction,
         distinct_inputs=current.distinct_rows(),
         skipped=skipped,
@@ -352,9 +363,12 @@ def render_html(
     ref, cur, features, predictions, _ = _frames(
         reference, current, options.get("max_features", MAX_FEATURES)
     )
-    method, share = options.get("method"), options.get("drift_share", DRIFT_SHARE)
+    method = options.get("method")
+    threshold = options.get("dataset_drift_threshold", DATASET_DRIFT_THRESHOLD)
     metrics: list[Any] = (
-        [DataDriftPreset(columns=list(features), drift_share=share, num_method=method)] if features else []
+        [DataDriftPreset(columns=list(features), drift_share=threshold, num_method=method)]
+        if features
+        else []
     )
     categorical = {c for c in ref.columns if _is_categorical(reference, c)}
     metrics += [ValueDrift(column=c, method=None if c in categorical else method) for c in predictions]

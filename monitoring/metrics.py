@@ -17,7 +17,6 @@ from dataclasses import astuple, dataclass
 from prometheus_client import Counter, Gauge, Histogram
 
 UNKNOWN_MODEL = "_unknown"
-PROTOCOLS = ("rest", "rest-v2", "grpc")
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -74,7 +73,7 @@ LAST_SWAP = Gauge(
     ["model"],
     multiprocess_mode="max",
 )
-DRIFT_SHARE = Gauge(
+SHARE_DRIFTED = Gauge(
     "leanserve_drift_share_drifted_features",
     "Share of input features drifted in the last window.",
     ["model"],
@@ -120,6 +119,11 @@ DRIFT_EVALUATION_SECONDS = Histogram(
     "leanserve_drift_evaluation_duration_seconds", "Time to evaluate one drift window.", ["model"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )  # fmt: skip
+DRIFT_EVALUATION_FAILURES = Counter(
+    "leanserve_drift_evaluation_failures_total",
+    "Drift evaluations that raised (the window was not judged; serving goes on).",
+    ["model"],
+)
 REOPTIMISATIONS = Counter(
     "leanserve_reoptimisations_total",
     "Re-optimisation runs by trigger reason and outcome.",

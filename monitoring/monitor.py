@@ -5,7 +5,8 @@ A daemon thread evaluates each model's window against the reference sample
 stored with its live version, every `interval_s` seconds once `min_samples`
 rows are there, publishes the gauges, keeps the latest report for the HTTP
 route, and hands a `WindowState` to whoever listens (the re-optimisation
-trigger). An evaluation that raises is logged and counted; serving goes on.
+trigger). An evaluation that raises is logged and counted
+(`leanserve_drift_evaluation_failures_total`); serving goes on.
 
 A window with fewer than `min_distinct` distinct inputs is not judged
 (`monitoring.policy.distinct_rule`): no drift test runs, the report and the
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from monitoring import metrics
+from monitoring.config import MonitorConfig
 from monitoring.drift import (
     DriftReport,
     ReferenceSample,
@@ -41,29 +43,6 @@ from optimise.artefact import ModelKind
 
 logger = logging.getLogger(__name__)
 WindowListener = Callable[[str, WindowState, DriftReport], object]
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """Attributes: sample_rate (share of rows sampled), window_size (rows kept per model),
-    min_samples (rows before a window is evaluated), interval_s (seconds between evaluations),
-    min_distinct (distinct inputs a window needs for a drift verdict).
-
-    min_distinct defaults to 50, a quarter of the default min_samples (200): below it the average input
-    of a minimal window repeats more than four times, which is a few clients replaying requests (a load
-    test of one sentence gives 1), not a population the drift tests can compare with the reference.
-    0 or 1 turns the rule off; above window_size it counts as window_size
-    (a window must be able to qualify). Raises ValueError when it is negative."""
-
-    sample_rate: float = 0.5
-    window_size: int = 1000
-    min_samples: int = 200
-    interval_s: float = 30.0
-    min_distinct: int = 50
-
-    def __post_init__(self) -> None:
-        if self.min_distinct < 0:
-            raise ValueError(f"min_distinct must be >= 0, got {self.min_distinct}")
 
 
 @dataclass
@@ -87,12 +66,12 @@ class DriftMonitor:
         self._listeners: list[WindowListener] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.failures = 0
 
     def watch(self, model: str, reference_file: Path, kind: ModelKind) -> None:
         """(Re)point a model at the reference of its live version; the window starts empty."""
         window = SampleWindow(self.config.window_size, self.config.sample_rate, seed=len(self._models))
         self._models[model] = _Watched(kind, reference_file, window)
+        metrics.DRIFT_EVALUATION_FAILURES.labels(model)  # exported at 0 before any failure (for increase())
 
     def subscribe(self, listener: WindowListener) -> None:
         self._listeners.append(listener)
@@ -164,7 +143,7 @@ class DriftMonitor:
         watched.latencies.clear()
         state = WindowState(
             latency_p95_ms=float(np.percentile(latencies, 95) * 1e3) if latencies else None,
-            drift_share=report.share_drifted,
+            share_drifted=report.share_drifted,
             embedding_drift=bool(report.embedding_drift and report.embedding_drift.drifted),
             prediction_drift=bool(report.prediction_drift and report.prediction_drift.drifted),
             distinct_inputs=distinct,
@@ -190,7 +169,7 @@ class DriftMonitor:
             try:
                 self.evaluate(model)
             except Exception:
-                self.failures += 1
+                metrics.DRIFT_EVALUATION_FAILURES.labels(model).inc()
                 logger.exception("drift evaluation of %s failed; serving is unaffected", model)
 
     def start(self) -> None:
@@ -218,7 +197,7 @@ def _publish(model: str, report: DriftReport) -> None:
     metrics.DRIFT_EVALUATION_SECONDS.labels(model).observe(report.seconds)
     if not report.judged:
         return
-    metrics.DRIFT_SHARE.labels(model).set(report.share_drifted)
+    metrics.SHARE_DRIFTED.labels(model).set(report.share_drifted)
     metrics.DATASET_DRIFT.labels(model).set(1.0 if report.dataset_drift else 0.0)
     if report.prediction_drift is not None:
         metrics.PREDICTION_DRIFT.labels(model).set(report.prediction_drift.score)

@@ -46,7 +46,9 @@ class PolicyConfig:
     """Thresholds of the closed loop.
 
     Attributes:
-        drift_share: share of drifted input features that counts as data drift.
+        input_drift_threshold: share of drifted input features (a window's `share_drifted`) from
+            which the window counts as input drift: the policy's own threshold, not the drift
+            report's dataset rule (`monitoring.drift.DATASET_DRIFT_THRESHOLD`).
         drift_windows: consecutive drifted windows before acting.
         latency_slo_ms: p95 latency objective; None disables the latency rule.
         latency_windows: consecutive windows over the SLO before acting.
@@ -54,7 +56,7 @@ class PolicyConfig:
         max_runs_per_hour: cap on runs in any sliding hour.
     """
 
-    drift_share: float = 0.3
+    input_drift_threshold: float = 0.3
     drift_windows: int = 3
     latency_slo_ms: float | None = None
     latency_windows: int = 3
@@ -62,8 +64,8 @@ class PolicyConfig:
     max_runs_per_hour: int = 2
 
     def __post_init__(self) -> None:
-        if not 0 < self.drift_share <= 1:
-            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
+        if not 0 < self.input_drift_threshold <= 1:
+            raise ValueError(f"input_drift_threshold must be in (0, 1], got {self.input_drift_threshold}")
         if self.drift_windows < 1 or self.latency_windows < 1:
             raise ValueError("window counts must be at least 1")
         if self.cooldown_s < 0 or self.max_runs_per_hour < 1:
@@ -74,10 +76,11 @@ class PolicyConfig:
 class WindowState:
     """What one evaluated window of live traffic showed.
 
+    `share_drifted` is the measured share of drifted input features (the drift report's);
     `not_judged` says why the window got no drift verdict (then the drift fields mean nothing);
     `distinct_inputs` is how many distinct inputs it held (None: not counted)."""
 
-    drift_share: float = 0.0
+    share_drifted: float = 0.0
     embedding_drift: bool = False
     prediction_drift: bool = False
     latency_p95_ms: float | None = None
@@ -102,7 +105,7 @@ class Decision:
 
 def _input_drifted(window: WindowState, config: PolicyConfig) -> bool:
     judged = window.not_judged is None
-    return judged and (window.drift_share >= config.drift_share or window.embedding_drift)
+    return judged and (window.share_drifted >= config.input_drift_threshold or window.embedding_drift)
 
 
 def _concept_drifted(window: WindowState, config: PolicyConfig) -> bool:
@@ -145,7 +148,7 @@ def decide(
     drifted = _last(windows, config.drift_windows)
     wanted: Decision | None = None
     if drifted and all(_input_drifted(w, config) for w in drifted):
-        share = drifted[-1].drift_share
+        share = drifted[-1].share_drifted
         if reoptimised:
             detail = f"input drift persists after re-optimisation (share {share:.2f}): retrain on recent data"
             return Decision(Action.NEEDS_RETRAINING, Reason.DATA_DRIFT, detail)

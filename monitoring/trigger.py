@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -54,8 +54,9 @@ from monitoring.audit import (
     open_runs,
     read_audit_log,
 )
+from monitoring.config import TriggerConfig
 from monitoring.drift import DriftReport
-from monitoring.policy import Action, Decision, PolicyConfig, Reason, WindowState, decide
+from monitoring.policy import Action, Decision, Reason, WindowState, decide
 from optimise.artefact import Manifest
 
 __all__ = ["ServingControl", "Trigger", "TriggerConfig", "audit_log_path", "read_audit_log"]
@@ -85,28 +86,6 @@ class ServingControl(Protocol):
     def shadow(self, model: str, rows: int, timeout_s: float) -> ShadowOutcome: ...
     def promote(self, model: str) -> None: ...
     def discard(self, model: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class TriggerConfig:
-    """Attributes: policy (when to act), min_fidelity (gate on recent traffic, vs FP32),
-    shadow_rows / min_shadow_agreement / shadow_timeout_s (the shadow run), build_time_budget_s and
-    build_timeout_s (the build process), audit_log (JSON lines), history (windows kept per model),
-    stop_grace_s (seconds a build has to exit on SIGTERM at stop before SIGKILL), build_command (the
-    argv that runs `leanserve optimise`; empty: this interpreter's `-m optimise.cli optimise`; the
-    build's options are appended)."""
-
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    min_fidelity: float = 0.99
-    shadow_rows: int = 50
-    min_shadow_agreement: float = 0.98
-    shadow_timeout_s: float = 300.0
-    build_time_budget_s: float = 60.0
-    build_timeout_s: float = 900.0
-    audit_log: Path = Path("leanserve-audit.jsonl")
-    history: int = 20
-    stop_grace_s: float = 10.0
-    build_command: tuple[str, ...] = ()
 
 
 class StepFailed(Exception):

@@ -17,10 +17,9 @@ from bentoml.validators import ContentType
 from pydantic import Field
 
 from monitoring.metrics import UNKNOWN_MODEL, RequestRecord, count_refused, track_request
-from monitoring.monitor import DriftMonitor, MonitorConfig
+from monitoring.monitor import DriftMonitor
 from monitoring.parent_death import die_with_parent
-from monitoring.policy import PolicyConfig
-from monitoring.trigger import Trigger, TriggerConfig, audit_log_path
+from monitoring.trigger import Trigger
 from service import http_deadline
 from service.admin import create_admin_app
 from service.admission import InflightBudget
@@ -30,6 +29,7 @@ from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, ServingError
 from service.front_door import JSON, FrontDoor
 from service.http_errors import error_response
+from service.monitoring_config import monitor_config, trigger_config
 from service.monitoring_routes import create_monitoring_app
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
@@ -127,7 +127,7 @@ class LeanServe:
     def __init__(self) -> None:
         die_with_parent()  # BentoML starts workers in their own process group: end with the server
         install_bentoml_filter()
-        self.monitor = DriftMonitor(_monitor_config(settings)) if settings.drift_enabled else None
+        self.monitor = DriftMonitor(monitor_config(settings)) if settings.drift_enabled else None
         self.dataplane = DataPlane(settings, self.monitor)
         self.dataplane.load_configured()
         self.trigger = _trigger(self.dataplane, self.monitor)
@@ -219,34 +219,10 @@ class LeanServe:
         return _native("/predict", self.dataplane.model_label(model), run)
 
 
-def _monitor_config(settings: ServiceSettings) -> MonitorConfig:
-    return MonitorConfig(
-        sample_rate=settings.drift_sample_rate,
-        window_size=settings.drift_window_size,
-        min_samples=settings.drift_min_samples,
-        min_distinct=settings.drift_min_distinct,
-        interval_s=settings.drift_interval_s,
-    )
-
-
 def _trigger(dataplane: DataPlane, monitor: DriftMonitor | None) -> Trigger | None:
     if monitor is None or not settings.reoptimise_enabled:
         return None
-    policy = PolicyConfig(
-        drift_share=settings.reoptimise_drift_share,
-        drift_windows=settings.reoptimise_windows,
-        latency_slo_ms=settings.latency_slo_ms,
-        latency_windows=settings.reoptimise_windows,
-        cooldown_s=settings.reoptimise_cooldown_s,
-        max_runs_per_hour=settings.reoptimise_max_per_hour,
-    )
-    config = TriggerConfig(
-        policy=policy,
-        shadow_rows=settings.shadow_rows,
-        build_time_budget_s=settings.reoptimise_time_budget_s,
-        audit_log=settings.audit_log or audit_log_path(),
-    )
-    trigger = Trigger(DataPlaneControl(dataplane, monitor), config)
+    trigger = Trigger(DataPlaneControl(dataplane, monitor), trigger_config(settings))
     monitor.subscribe(trigger.on_window)
     return trigger
 

@@ -1,4 +1,8 @@
-"""Service settings, read from the environment with the LEANSERVE_ prefix."""
+"""Service settings, read from the environment with the LEANSERVE_ prefix.
+
+The drift monitor's and the closed loop's settings take their defaults from monitoring's config classes
+(`monitoring.config`, `monitoring.policy`), which own them; `service.monitoring_config` builds those
+configs from the settings."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from monitoring.config import MonitorConfig, PolicyConfig, TriggerConfig
 
 MIN_ADMIN_TOKEN_CHARS = 16
 
@@ -75,34 +81,49 @@ class ServiceSettings(BaseSettings):
         default=True, description="Sample live traffic and evaluate drift in the background."
     )
     drift_sample_rate: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Share of rows sampled for drift."
+        default=MonitorConfig.sample_rate, ge=0.0, le=1.0, description="Share of rows sampled for drift."
     )
-    drift_window_size: int = Field(default=1000, ge=10, description="Rows kept per model (memory bound).")
-    drift_min_samples: int = Field(default=200, ge=10, description="Rows needed before a window is judged.")
+    drift_window_size: int = Field(
+        default=MonitorConfig.window_size, ge=10, description="Rows kept per model (memory bound)."
+    )
+    drift_min_samples: int = Field(
+        default=MonitorConfig.min_samples, ge=10, description="Rows needed before a window is judged."
+    )
     drift_min_distinct: int = Field(
-        default=50,
+        default=MonitorConfig.min_distinct,
         ge=0,
         description="Distinct inputs a drift window needs before it is judged (fewer: one client replaying "
         "requests, no verdict); 0 turns the rule off.",
     )
-    drift_interval_s: float = Field(default=30.0, gt=0, description="Seconds between drift evaluations.")
+    drift_interval_s: float = Field(
+        default=MonitorConfig.interval_s, gt=0, description="Seconds between drift evaluations."
+    )
     reoptimise_enabled: bool = Field(
         default=True, description="Let drift or latency trouble start a re-optimisation."
     )
     reoptimise_drift_share: float = Field(
-        default=0.3, gt=0, le=1, description="Share of drifted features that counts as drift."
+        default=PolicyConfig.input_drift_threshold,
+        gt=0,
+        le=1,
+        description="The policy's input drift threshold: share of drifted features that counts as drift.",
     )
-    reoptimise_windows: int = Field(default=3, ge=1, description="Consecutive bad windows before acting.")
+    reoptimise_windows: int = Field(
+        default=PolicyConfig.drift_windows, ge=1, description="Consecutive bad windows before acting."
+    )
     reoptimise_cooldown_s: float = Field(
-        default=1800.0, ge=0, description="No new run this soon after the last."
+        default=PolicyConfig.cooldown_s, ge=0, description="No new run this soon after the last."
     )
-    reoptimise_max_per_hour: int = Field(default=2, ge=1, description="Cap on runs per model and hour.")
+    reoptimise_max_per_hour: int = Field(
+        default=PolicyConfig.max_runs_per_hour, ge=1, description="Cap on runs per model and hour."
+    )
     latency_slo_ms: float | None = Field(
-        default=None, gt=0, description="p95 inference latency objective per window."
+        default=PolicyConfig.latency_slo_ms, gt=0, description="p95 inference latency objective per window."
     )
-    shadow_rows: int = Field(default=50, ge=1, description="Live rows a candidate must answer in shadow.")
+    shadow_rows: int = Field(
+        default=TriggerConfig.shadow_rows, ge=1, description="Live rows a candidate must answer in shadow."
+    )
     reoptimise_time_budget_s: float = Field(
-        default=60.0, gt=0, description="Search budget of a re-optimisation."
+        default=TriggerConfig.build_time_budget_s, gt=0, description="Search budget of a re-optimisation."
     )
     audit_log: Path | None = Field(
         default=None, description="JSON-lines audit log; default $BENTOML_HOME/leanserve-audit.jsonl."

@@ -33,7 +33,7 @@ def decode_bytes(raw: bytes | memoryview, name: str, shape: Sequence[int]) -> np
     offset = 0
     while offset < len(raw):
         if offset + _LENGTH.size > len(raw):
-            raise InvalidInput(f"input {name!r}: BYTES data ends inside an element's length prefix")
+            raise InvalidInput(f"input {name!r}: BYTES data ends inside a length prefix")
         (length,) = _LENGTH.unpack_from(raw, offset)
         offset += _LENGTH.size
         if offset + length > len(raw):

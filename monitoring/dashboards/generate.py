@@ -27,7 +27,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 M = 'model=~"$model"'
 RATE = "$__rate_interval"
 SLO_SECONDS = 0.25  # LeanserveLatencySLOBreach in monitoring/alerts/leanserve.rules.yaml
-DRIFT_SHARE = 0.5  # monitoring.drift.DRIFT_SHARE, the monitor's dataset rule
+DATASET_DRIFT_THRESHOLD = 0.5  # monitoring.drift.DATASET_DRIFT_THRESHOLD, the drift report's dataset rule
 EMBEDDING_ALERT = 0.6  # LeanserveEmbeddingDrift
 
 Json = dict[str, Any]
@@ -612,7 +612,7 @@ def drift() -> Json:
             "Share of input features whose test flagged drift in the last evaluated window; the dashed line is the"
             " monitor's dataset rule (50%).",
             max_value=1,
-            threshold_line=DRIFT_SHARE,
+            threshold_line=DATASET_DRIFT_THRESHOLD,
         ),
         12,
     )
@@ -745,10 +745,17 @@ def drift() -> Json:
                 target(
                     f"sum by (model) (increase(leanserve_drift_evaluation_duration_seconds_count{{{M}}}[5m]))",
                     "{{model}}",
-                )
+                ),
+                target(
+                    f"sum by (model) (increase(leanserve_drift_evaluation_failures_total{{{M}}}[5m]))",
+                    "{{model}} failed",
+                    "B",
+                ),
             ],
             "short",
-            "Windows evaluated in the last 5 minutes: flat at zero while traffic flows means the monitor is stuck.",
+            "Windows evaluated in the last 5 minutes: flat at zero while traffic flows means the monitor is stuck;"
+            " failed evaluations (the window was not judged; alert: LeanserveDriftEvaluationFailing) are"
+            " counted apart.",
         ),
         8,
     )

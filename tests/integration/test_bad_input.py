@@ -299,6 +299,10 @@ def test_client_errors_leave_no_error_lines_and_no_payload_in_the_log(server: Se
     new = server.log.read_text(errors="replace")[len(before) :]
     assert MARKER not in new
     assert not [line for line in new.splitlines() if "ERROR" in line or "Traceback" in line], new[-3000:]
+    # ...but each is logged once at INFO, naming the protocol, route, status and error class.
+    answered = [line for line in new.splitlines() if " answered 4" in line]
+    assert len(answered) == 8 and all("INFO" in line for line in answered), new[-3000:]
+    assert {line.split(" answered")[0].split()[-2] for line in answered} == {"rest", "rest-v2", "grpc"}
 
 
 # -- 10. the model is resolved before the body ---------------------------------------------------

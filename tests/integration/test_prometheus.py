@@ -56,6 +56,7 @@ LATE_FAMILIES = {
     "leanserve_drift_window_samples",
     "leanserve_drift_window_distinct_inputs",
     "leanserve_drift_evaluation_duration_seconds",
+    "leanserve_drift_evaluation_failures_total",
     "leanserve_reoptimisations_total",
 }
 GRAFANA_VARIABLES = {

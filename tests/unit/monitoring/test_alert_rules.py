@@ -58,6 +58,7 @@ def test_every_alert_has_severity_summary_and_description() -> None:
     assert {
         "LeanserveDataDrift",
         "LeanserveEmbeddingDrift",
+        "LeanserveDriftEvaluationFailing",
         "LeanserveLatencySLOBreach",
         "LeanserveHighErrorRate",
         "LeanserveReoptimisationFailed",

@@ -147,6 +147,13 @@ def test_the_dashboards_use_every_leanserve_metric() -> None:
     assert registered_families() - queried == set()
 
 
+def test_the_drawn_dataset_drift_threshold_is_the_drift_reports() -> None:
+    """The generator is standard library only, so it keeps a copy of the threshold it draws."""
+    from monitoring.drift import DATASET_DRIFT_THRESHOLD
+
+    assert load_generator().DATASET_DRIFT_THRESHOLD == DATASET_DRIFT_THRESHOLD
+
+
 def test_json_files_are_what_the_generator_writes() -> None:
     generator = load_generator()
     for name, build in generator.DASHBOARDS.items():

@@ -172,16 +172,6 @@ def test_text_lengths_are_features() -> None:
     assert set(report.predictions) == {"emb_norm", "emb_pc_0", "emb_pc_1", "emb_pc_2"}
 
 
-def test_timings_for_service_sized_windows(digits: Digits) -> None:
-    rng = np.random.default_rng(5)
-    reference = ReferenceSample(inputs=digits.pixels[:1000], outputs=digits.logits[:1000])
-    rows = rng.choice(np.arange(1000, len(digits.labels)), 1000)
-    tensor = compute_drift(reference, digits.window(rows))
-    embeddings = compute_drift(ReferenceSample.text(_embeddings(0, 1000)), Window.text(_embeddings(1, 500)))
-    print(f"\ndigits 1000-row window vs 1000 reference rows, 64 pixels: {tensor.seconds:.3f} s")
-    print(f"384-dim embeddings, 500-row window vs 1000 reference rows: {embeddings.seconds:.3f} s")
-
-
 def test_reference_npz_of_a_stored_tensor_model(tmp_path: Path, digits: Digits) -> None:
     np.savez_compressed(
         tmp_path / "reference.npz",

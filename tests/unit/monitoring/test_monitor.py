@@ -57,7 +57,7 @@ def test_reference_like_traffic_is_calm_and_shifted_traffic_drifts(
     monitor.record("digits-mon", shifted, logits[1100:1400])
     drifted = monitor.evaluate("digits-mon")
     assert drifted is not None and drifted.dataset_drift and drifted.share_drifted > 0.5
-    assert [s.drift_share for _, s, _ in seen] == [calm.share_drifted, drifted.share_drifted]
+    assert [s.share_drifted for _, s, _ in seen] == [calm.share_drifted, drifted.share_drifted]
     gauge = REGISTRY.get_sample_value("leanserve_drift_share_drifted_features", {"model": "digits-mon"})
     assert gauge == pytest.approx(drifted.share_drifted)
     assert REGISTRY.get_sample_value("leanserve_dataset_drift", {"model": "digits-mon"}) == 1.0
@@ -69,10 +69,13 @@ def test_a_failing_evaluation_is_counted_not_raised(
 ) -> None:
     broken = tmp_path / "reference.npz"
     broken.write_bytes(b"not a zip file")
+    failures = "leanserve_drift_evaluation_failures_total"
     monitor = _monitor(broken, "digits-broken")
+    assert REGISTRY.get_sample_value(failures, {"model": "digits-broken"}) == 0  # exported before any
     monitor.record("digits-broken", digits[0][:200], digits[1][:200])
     monitor.evaluate_all()
-    assert monitor.failures == 1 and monitor.latest("digits-broken") is None
+    assert REGISTRY.get_sample_value(failures, {"model": "digits-broken"}) == 1
+    assert monitor.latest("digits-broken") is None
 
 
 def test_the_background_thread_evaluates_new_traffic(

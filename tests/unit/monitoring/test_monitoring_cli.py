@@ -1,4 +1,5 @@
-"""The offline `drift` command (a unique basename: tests/unit/optimise has a test_cli.py) and `drift_from_files` on CSV, Parquet, .npy and reference.npz files."""
+"""The offline `drift` command (a unique basename: tests/unit/optimise has a test_cli.py), and what it
+runs, `compute_drift` on `load_pair`, on CSV, Parquet, .npy and reference.npz files."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import typer
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from monitoring.cli import app, drift_from_files
+from monitoring.cli import app
+from monitoring.drift import compute_drift
+from monitoring.sample_files import load_pair
 from optimise.artefact import ModelKind
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
@@ -62,7 +65,7 @@ def test_npy_inputs_only(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) 
     pixels, _ = digits
     np.save(tmp_path / "reference.npy", pixels[:900].reshape(-1, 1, 8, 8))
     np.save(tmp_path / "current.npy", pixels[900:].reshape(-1, 1, 8, 8))
-    report = drift_from_files(tmp_path / "reference.npy", tmp_path / "current.npy")
+    report = compute_drift(*load_pair(tmp_path / "reference.npy", tmp_path / "current.npy"))
     assert len(report.features) == 64 and report.prediction_drift is None and not report.dataset_drift
 
 
@@ -91,7 +94,7 @@ def test_embedding_csv_with_text_column(tmp_path: Path) -> None:
         table = pd.DataFrame(rng.normal(size=(rows, 16)), columns=[f"out_{j}" for j in range(16)])
         table["text"] = [" ".join(["word"] * int(n)) for n in rng.integers(1, words, rows)]
         table.to_csv(tmp_path / name, index=False)
-    report = drift_from_files(tmp_path / "reference.csv", tmp_path / "current.csv", "embedding")
+    report = compute_drift(*load_pair(tmp_path / "reference.csv", tmp_path / "current.csv", "embedding"))
     assert list(report.features) == ["text_chars"] and report.dataset_drift
     assert report.embedding_drift is not None
 
@@ -226,8 +229,8 @@ def test_columns_are_matched_by_name_whatever_their_order(tmp_path: Path, refere
     table = _frame(seed=1)
     table.to_csv(tmp_path / "current.csv", index=False)
     table[list(reversed(table.columns))].to_parquet(tmp_path / "reversed.parquet")
-    same = drift_from_files(reference_csv, tmp_path / "current.csv")
-    reordered = drift_from_files(reference_csv, tmp_path / "reversed.parquet")
+    same = compute_drift(*load_pair(reference_csv, tmp_path / "current.csv"))
+    reordered = compute_drift(*load_pair(reference_csv, tmp_path / "reversed.parquet"))
     assert list(reordered.features) == ["px_0", "px_1", "px_2", "px_3"]
     assert {k: v.score for k, v in reordered.features.items()} == {
         k: v.score for k, v in same.features.items()
@@ -260,7 +263,7 @@ def test_npy_of_the_wrong_width_or_with_nan(tmp_path: Path) -> None:
         tmp_path / "reference.npz", tmp_path / "words.npy"
     )
     np.save(tmp_path / "good.npy", rng.random((50, 1, 8, 8)))
-    assert len(drift_from_files(tmp_path / "reference.npz", tmp_path / "good.npy").features) == 64
+    assert len(compute_drift(*load_pair(tmp_path / "reference.npz", tmp_path / "good.npy")).features) == 64
 
 
 def test_npz_without_the_expected_arrays(tmp_path: Path) -> None:
@@ -284,7 +287,7 @@ def test_unnamed_arrays_meet_other_names_by_position(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     np.savez_compressed(tmp_path / "reference.npz", input__pixels=rng.random((100, 3)))
     pd.DataFrame(rng.random((50, 3)), columns=["a", "b", "c"]).to_csv(tmp_path / "named.csv", index=False)
-    assert list(drift_from_files(tmp_path / "reference.npz", tmp_path / "named.csv").features) == [
+    assert list(compute_drift(*load_pair(tmp_path / "reference.npz", tmp_path / "named.csv")).features) == [
         "px_0",
         "px_1",
         "px_2",

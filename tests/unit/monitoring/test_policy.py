@@ -5,15 +5,15 @@ import pytest
 from monitoring.policy import Action, PolicyConfig, Reason, WindowState, decide, distinct_rule
 
 CONFIG = PolicyConfig(
-    drift_share=0.3,
+    input_drift_threshold=0.3,
     drift_windows=3,
     latency_slo_ms=20.0,
     latency_windows=2,
     cooldown_s=600,
     max_runs_per_hour=2,
 )
-CALM = WindowState(drift_share=0.05, latency_p95_ms=10.0)
-DRIFTED = WindowState(drift_share=0.6, latency_p95_ms=10.0)
+CALM = WindowState(share_drifted=0.05, latency_p95_ms=10.0)
+DRIFTED = WindowState(share_drifted=0.6, latency_p95_ms=10.0)
 NOW = 100_000.0
 
 
@@ -39,7 +39,7 @@ def test_embedding_drift_counts_as_input_drift() -> None:
 
 
 def test_output_drift_without_input_drift_needs_retraining_not_optimisation() -> None:
-    concept = WindowState(drift_share=0.0, prediction_drift=True)
+    concept = WindowState(share_drifted=0.0, prediction_drift=True)
     decision = decide([concept] * 3, [], NOW, CONFIG)
     assert decision.action is Action.NEEDS_RETRAINING and decision.reason is Reason.CONCEPT_DRIFT
 
@@ -60,7 +60,7 @@ def test_cooldown_and_hourly_cap_hold_a_run_back() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"drift_share": 0.0},
+        {"input_drift_threshold": 0.0},
         {"drift_windows": 0},
         {"latency_windows": 0},
         {"cooldown_s": -1},
@@ -74,7 +74,7 @@ def test_invalid_config(kwargs: dict[str, float]) -> None:
 
 # -- distinct inputs: one client replaying requests is not drift --------------------------------
 UNJUDGED = WindowState(
-    drift_share=1.0,
+    share_drifted=1.0,
     embedding_drift=True,
     prediction_drift=True,
     latency_p95_ms=10.0,

@@ -132,7 +132,7 @@ def test_windows_go_through_the_policy(make_trigger: Any) -> None:
     policy = PolicyConfig(drift_windows=2, cooldown_s=0)
     trigger = make_trigger(RecordingControl(), policy=policy)
     report: DriftReport = None  # type: ignore[assignment]  # the trigger only forwards it
-    drifted = WindowState(drift_share=0.9)
+    drifted = WindowState(share_drifted=0.9)
     assert trigger.on_window("tiny", drifted, report).action is Action.NONE
     assert trigger.on_window("tiny", drifted, report).action is Action.REOPTIMISE
     assert trigger.busy("tiny")  # queued (the worker thread is not started here)
@@ -288,7 +288,7 @@ def test_runs_before_a_restart_count_for_the_cooldown(tmp_path: Path) -> None:
     trigger = Trigger(RecordingControl(), TriggerConfig(audit_log=log, policy=policy))
     trigger.close_abandoned()
     report: DriftReport = None  # type: ignore[assignment]  # the trigger only forwards it
-    assert trigger.on_window("tiny", WindowState(drift_share=0.9), report).reason is Reason.COOLDOWN
+    assert trigger.on_window("tiny", WindowState(share_drifted=0.9), report).reason is Reason.COOLDOWN
 
 
 @pytest.mark.parametrize(("sig", "outcome"), [(signal.SIGTERM, "interrupted"), (signal.SIGKILL, "failed")])

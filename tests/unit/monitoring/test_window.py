@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import tracemalloc
 
 import numpy as np
@@ -132,16 +131,6 @@ def test_concurrent_adds_never_tear_rows() -> None:
     watcher.join()
     assert window.seen == 6 * 300 * 4
     assert len(window) == 500 and not torn
-
-
-def test_add_is_cheap() -> None:
-    window = SampleWindow(capacity=1000, rate=0.1)
-    inputs, outputs = _rows(0, 1)
-    start = time.perf_counter()
-    for _ in range(5000):
-        window.add(inputs, outputs)
-    per_call = (time.perf_counter() - start) / 5000
-    print(f"\nSampleWindow.add, one row at rate 0.1: {per_call * 1e6:.1f} us")
 
 
 def test_distinct_inputs_are_counted_on_the_rows_in_the_window() -> None:
