@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from optimise.console import console, fail, number
-from optimise.errors import OptimiseError
+from optimise.errors import OptimiseError, StoreError
 
 if TYPE_CHECKING:
     from optimise.store_index import StoredVersion
@@ -29,6 +29,8 @@ def models_list(
 
     try:
         stored = store.versions(name)
+        if name is not None and not stored:
+            raise StoreError(f"no versions of {name!r} in the model store ({store.store_dir()})")
     except OptimiseError as exc:
         raise fail(exc) from exc
     table = Table(title=f"models in {store.bentoml_home()}")

@@ -111,7 +111,7 @@ def _native(route: str, model: str, handler: Callable[[RequestRecord], Any]) -> 
 
 
 @bentoml.asgi_app(create_v2_root_app(), path="/")  # GET /v2 itself: tritonclient does not follow redirects
-@bentoml.asgi_app(create_v2_app(_Current.get, settings), path="/v2")
+@bentoml.asgi_app(create_v2_app(_Current.get), path="/v2")
 @bentoml.asgi_app(create_admin_app(_Current.get, settings, lambda: _Current.trigger), path="/admin")
 @bentoml.asgi_app(create_monitoring_app(_Current.get), path="/monitoring")
 @bentoml.service(

@@ -6,6 +6,8 @@ It owns what must hold for every route alike, before a route sees the request:
 - admission (`InflightBudget`): the body's bytes are reserved while the request runs, and a
   request that does not fit is answered 503 with Retry-After at once, never queued;
 - media types: a body of a type the route does not take is answered 415, naming the type it takes;
+- content encodings: a gzip or deflate body is inflated here for every route (the limit holds for
+  the inflated size), another encoding is answered 415;
 - one error shape: every answer with status >= 400 leaves as JSON `{"error": "..."}` (BentoML's and
   Starlette's own plain-text or list-shaped errors included), and an exception that escapes a route is
   logged (without the request) and answered 500 as JSON.
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service.admission import InflightBudget
+from service.content_encoding import inflate
 from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 from service.http_errors import error_body, error_headers
 
@@ -187,9 +190,27 @@ class FrontDoor:
             await send_json_error(send, 400, "the client closed the connection before its body arrived")
             return
         try:
+            encoding = _header(scope, b"content-encoding")
+            if encoding is not None:
+                try:
+                    body, reserved, scope = self._inflated(scope, body, encoding, reserved)
+                except ServingError as exc:
+                    await self._refuse(scope, send, exc)
+                    return
             await self.app(scope, _replay(body, receive), send)
         finally:
             self.budget.release(reserved)
+
+    def _inflated(self, scope: Scope, body: bytes, encoding: str, reserved: int) -> tuple[bytes, int, Scope]:
+        """The inflated body, the bytes now reserved, and a scope whose headers describe the new body."""
+        inflated = inflate(body, encoding, self.max_body_bytes)
+        if len(inflated) > reserved:
+            if not self.budget.try_reserve(len(inflated) - reserved):
+                raise self.budget.refusal(len(inflated))
+            reserved = len(inflated)
+        kept = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _BODY_HEADERS]
+        headers = [*kept, (b"content-length", str(len(inflated)).encode())]
+        return inflated, reserved, {**scope, "headers": headers}
 
     async def _refuse(self, scope: Scope, send: Send, error: ServingError) -> None:
         if self.on_refused is not None:
@@ -245,6 +266,9 @@ class FrontDoor:
         except BaseException:
             self.budget.release(reserved)
             raise
+
+
+_BODY_HEADERS = {b"content-encoding", b"content-length", b"transfer-encoding"}
 
 
 class _ClientGone(Exception):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -23,9 +22,8 @@ from starlette.routing import Route
 
 from monitoring.metrics import track_request
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, ModelNotReady, PayloadTooLarge, ServingError
+from service.errors import ModelNotReady, ServingError
 from service.http_errors import error_response
-from service.settings import ServiceSettings
 from service.v2.codec import HEADER_LENGTH, decode_request, encode_response
 
 logger = logging.getLogger(__name__)
@@ -69,44 +67,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, exc.detail, exc.headers)
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """tritonclient can gzip or deflate requests; the limit holds for the inflated size too."""
-    if encoding not in ("gzip", "deflate"):
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
-    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: accepts gzip and zlib headers
-    try:
-        inflated = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"the {encoding} request body is corrupt: {exc}") from None
-    if len(inflated) > limit:
-        raise _too_large(limit)
-    if not inflater.eof:
-        raise InvalidInput(f"the {encoding} request body is truncated")
-    return inflated
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` (declared or as streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and not declared.isdigit():
-        raise InvalidInput(f"Content-Length must be an integer, not {declared!r:.40}")
-    if declared is not None and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    return body if encoding == "identity" else _decompress(body, encoding, limit)
-
-
 def _target(request: Request) -> tuple[str, str | None]:
     return request.path_params["model"], request.path_params.get("version")
 
@@ -123,7 +83,7 @@ def create_v2_root_app() -> Starlette:
     return Starlette(routes=[Route("/v2", _server_metadata, methods=["GET"])])
 
 
-def create_v2_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSettings) -> Starlette:
+def create_v2_app(get_dataplane: Callable[[], DataPlane]) -> Starlette:
     """`get_dataplane` is called per request: the service builds its data plane after this app exists."""
 
     async def live(request: Request) -> Response:
@@ -162,7 +122,7 @@ def create_v2_app(get_dataplane: Callable[[], DataPlane], settings: ServiceSetti
             dataplane.model(
                 name, model_version
             )  # an unknown model is 404 whatever the body holds, as in Triton
-            body = await _read_body(request, settings.max_request_bytes)
+            body = await request.body()  # limited, and inflated when compressed, by the front door
             header_length = request.headers.get(HEADER_LENGTH)
 
             def run() -> tuple[bytes, int | None]:

@@ -4,6 +4,7 @@ client sent reaches the log at ERROR, and the server serves on."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -237,6 +238,32 @@ def test_curls_default_form_encoding_is_told_to_send_json(server: Server) -> Non
     with server.client() as client:
         response = client.post("/embed", data={"texts": "hello"})  # what `curl -d texts=hello` sends
     _assert_json_error(response, 415, "takes application/json")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/embed", {"texts": ["a compressed request"]}),
+        ("/classify", {"images": np.zeros((1, 64)).tolist()}),
+        ("/v2/models/digits/infer", digits_infer_body(np.zeros((1, 1, 8, 8), np.float32))),
+    ],
+)
+def test_compressed_bodies_are_inflated_on_every_route_and_other_encodings_refused(
+    server: Server, path: str, body: dict[str, Any]
+) -> None:
+    raw = json.dumps(body).encode()
+    with server.client() as client:
+        plain = client.post(path, content=raw, headers={"content-type": "application/json"})
+        packed = client.post(
+            path,
+            content=gzip.compress(raw),
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        brotli = client.post(
+            path, content=raw, headers={"content-type": "application/json", "content-encoding": "br"}
+        )
+    assert plain.status_code == packed.status_code == 200 and packed.json() == plain.json()
+    _assert_json_error(brotli, 415, "unsupported Content-Encoding 'br'")
 
 
 # -- 7. /classify and /predict are as strict as OIP v2 -------------------------------------------

@@ -158,3 +158,8 @@ def test_promote_records_a_usable_version_and_refuses_anything_else(make_version
 def test_listing_an_invalid_name_is_an_error(private_store: Path) -> None:
     code, output = invoke("models", "list", "bad name")
     assert code == 2 and "invalid model name" in output
+
+
+def test_listing_a_name_never_stored_says_so(private_store: Path) -> None:
+    code, output = invoke("models", "list", "nosuchmodel")
+    assert code == 2 and "no versions of 'nosuchmodel'" in output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -184,4 +186,43 @@ def test_a_client_gone_mid_body_still_gets_an_answer_sent(budget: InflightBudget
     door = FrontDoor(silent, max_body_bytes=LIMIT, budget=budget, media_types=media_types)
     asyncio.run(door(scope, receive, send))  # type: ignore[arg-type]
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert budget.used_bytes == 0
+
+
+async def echo_encoding(request: Request) -> Response:
+    body = await request.body()
+    headers = {k: request.headers.get(k) for k in ("content-encoding", "content-length")}
+    return JSONResponse({"body": body.decode(), **headers})
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "GZIP"])
+def test_a_compressed_body_reaches_the_route_inflated(budget: InflightBudget, encoding: str) -> None:
+    app = FrontDoor(
+        Starlette(routes=[Route("/e", echo_encoding, methods=["POST"])]), LIMIT, budget, media_types
+    )
+    text = '{"texts": ["' + "a" * 300 + '"]}'
+    packed = gzip.compress(text.encode()) if encoding.lower() == "gzip" else zlib.compress(text.encode())
+    with TestClient(app) as client:
+        response = client.post("/e", content=packed, headers={"content-encoding": encoding})
+    assert response.json() == {"body": text, "content-encoding": None, "content-length": str(len(text))}
+    assert budget.used_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "message"),
+    [
+        (b"{}", "br", 415, "unsupported Content-Encoding 'br'"),
+        (gzip.compress(b" " * (LIMIT + 1)), "gzip", 413, "exceeds the limit"),
+        (b"\x1f\x8b junk", "gzip", 400, "corrupt"),
+        (gzip.compress(b"{}")[:-8], "gzip", 400, "truncated"),
+    ],
+)
+def test_bad_compressed_bodies_are_refused_on_every_route(
+    client: TestClient, budget: InflightBudget, body: bytes, encoding: str, status: int, message: str
+) -> None:
+    for path in ("/echo", "/any"):
+        response = client.post(
+            path, content=body, headers={"content-encoding": encoding, "content-type": JSON}
+        )
+        assert response.status_code == status and message in response.json()["error"], response.text
     assert budget.used_bytes == 0

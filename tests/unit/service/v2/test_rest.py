@@ -19,8 +19,10 @@ from builds import served_answer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from service.admission import InflightBudget
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady
+from service.front_door import FrontDoor
 from service.settings import ServiceSettings
 from service.v2.rest import create_v2_app, create_v2_root_app
 
@@ -31,8 +33,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 @pytest.fixture
 def client(dataplane: DataPlane) -> TestClient:
-    settings = dataplane.settings.model_copy(update={"max_request_bytes": LIMIT})
-    return TestClient(create_v2_app(lambda: dataplane, settings))
+    """The routes behind the front door, as served: it holds the body limit and inflates bodies."""
+    app = FrontDoor(create_v2_app(lambda: dataplane), LIMIT, InflightBudget(64 * LIMIT), lambda m, p: None)
+    return TestClient(app)
 
 
 def _features(rows: int = 3) -> np.ndarray:
@@ -64,7 +67,7 @@ def test_health_and_server_metadata(client: TestClient) -> None:
 
 def test_not_ready_is_503() -> None:
     unloaded = DataPlane(ServiceSettings(models=[TINY], grpc_port=0))
-    client = TestClient(create_v2_app(lambda: unloaded, unloaded.settings))
+    client = TestClient(create_v2_app(lambda: unloaded))
     assert client.get("/health/ready").status_code == 503
     assert client.get("/health/ready").json() == {"ready": False}
     assert client.get(f"/models/{TINY}/ready").json() == {"name": TINY, "ready": False}
@@ -73,7 +76,7 @@ def test_not_ready_is_503() -> None:
     def no_plane_yet() -> DataPlane:
         raise ModelNotReady("starting")
 
-    early = TestClient(create_v2_app(no_plane_yet, unloaded.settings))
+    early = TestClient(create_v2_app(no_plane_yet))
     assert early.get("/health/ready").status_code == 503
     assert early.get("/health/live").status_code == 200
 
@@ -236,7 +239,7 @@ def _bad_requests() -> list[tuple[str, dict[str, Any], int, str]]:
         (
             infer,
             {"content": b"{}", "headers": {"Content-Encoding": "br"}},
-            400,
+            415,
             "unsupported Content-Encoding",
         ),
     ]
@@ -278,7 +281,7 @@ def server_url(dataplane: DataPlane) -> Iterator[str]:
     """The app mounted as the BentoML service mounts it, served by uvicorn on a free local port."""
     outer = Starlette(
         routes=[
-            PassiveMount("/v2", create_v2_app(lambda: dataplane, dataplane.settings)),
+            PassiveMount("/v2", create_v2_app(lambda: dataplane)),
             PassiveMount("/", create_v2_root_app()),
         ]
     )
