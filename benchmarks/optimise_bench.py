@@ -59,7 +59,7 @@ def bench(demo: str, rounds: int) -> str:
             bundle, profile, Constraints(), SearchSettings(time_budget_s=TIME_BUDGETS[demo]), Path(scratch)
         )
         build_s = time.perf_counter() - start
-        from optimise.runtime import OnnxSession
+        from optimise.runtimes.ort_session import OnnxSession
 
         runners: dict[str, Runner] = {"pytorch-eager": TorchEager(bundle, profile.intra_op_threads)}
         for v in result.variants:

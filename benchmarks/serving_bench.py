@@ -115,7 +115,7 @@ def bench_texts(artefact: StoredArtefact) -> list[str]:
 
 # -- the floor: tokenizer + session in this process ----------------------------------------
 def raw_session(artefact: StoredArtefact) -> CallFactory:
-    from optimise.runtime import OnnxSession
+    from optimise.runtimes.ort_session import OnnxSession
 
     manifest = artefact.manifest
     session = OnnxSession(

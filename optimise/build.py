@@ -27,7 +27,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder
-from optimise.runtime import OnnxSession, available_providers
+from optimise.runtimes.ort_session import OnnxSession, available_providers
 from optimise.search import Candidate, Search, SearchSettings
 from optimise.select import Selection, select
 from optimise.source import ModelBundle

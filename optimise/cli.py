@@ -169,7 +169,7 @@ def _print_summary(result: object, tag: str) -> None:
 def profiles() -> None:
     """List the hardware profiles."""
     from optimise.profiles import list_profiles
-    from optimise.runtime import available_providers
+    from optimise.runtimes.ort_session import available_providers
 
     table = Table(title="hardware profiles")
     for column in (

@@ -25,7 +25,7 @@ from optimise.artefact import (
     TokenizerRecord,
     VariantRecord,
 )
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.types import Variant
 
 if TYPE_CHECKING:
@@ -81,7 +81,15 @@ def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:
         feasible=verdict.feasible if verdict else None,
         failed_constraints=tuple(verdict.failed) if verdict else (),
         pareto=variant.id in result.selection.pareto_ids,
+        runtime_version=_runtime_version(),
     )
+
+
+def _runtime_version() -> str:
+    try:
+        return importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _signatures(infos: object) -> tuple[TensorSignature, ...]:

@@ -28,7 +28,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder, Recipe
-from optimise.runtime import OnnxSession, ProviderUnavailable
+from optimise.runtimes.ort_session import OnnxSession, ProviderUnavailable
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace, reference_recipe, suggest_recipe
 from optimise.types import HardwareProfile, Precision, Variant

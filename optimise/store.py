@@ -44,7 +44,7 @@ from optimise.errors import StoreError
 from optimise.live import read_record, write_live
 from optimise.manifest import build_manifest, sha256_of
 from optimise.report import write_report
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.store_index import (
     OWNER_LABEL,
     StoredVersion,

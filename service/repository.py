@@ -15,6 +15,7 @@ from optimise import store
 from optimise.artefact import ModelKind, StoredArtefact
 from optimise.errors import OptimiseError
 from optimise.evaluate import cosine_per_sample, predict_rows
+from optimise.runtimes import RuntimeUnavailable
 from service.errors import SwapRefused
 from service.served_model import ServedModel, TensorModel, TextEmbeddingModel
 from service.sessions import ServingSession
@@ -58,6 +59,10 @@ def load(tag: str, settings: ServiceSettings) -> ServedModel:
         raise SwapRefused(f"{model.tag}: files differ from their sha256 in the manifest: {', '.join(broken)}")
     try:
         served = _open(model.tag.name, model.tag.version or "", artefact, settings)
+    except RuntimeUnavailable as exc:  # e.g. an OpenVINO variant on a machine without openvino
+        raise SwapRefused(
+            f"{model.tag}: its runtime {artefact.manifest.selected.runtime!r} cannot run here: {exc}"
+        ) from exc
     except Exception as exc:  # ORT or the tokenizer refusing the artefact: it never goes live
         raise SwapRefused(f"{model.tag}: cannot open the model: {type(exc).__name__}: {exc}") from exc
     smoke_test(served)
@@ -67,7 +72,14 @@ def load(tag: str, settings: ServiceSettings) -> ServedModel:
 def _open(name: str, version: str, artefact: StoredArtefact, settings: ServiceSettings) -> ServedModel:
     manifest = artefact.manifest
     threads = settings.threads or manifest.selected.intra_op_threads
-    session = ServingSession(artefact.model_path, threads, manifest.profile.execution_providers)
+    selected = manifest.selected
+    session = ServingSession(
+        artefact.model_path,
+        threads,
+        manifest.profile.execution_providers,
+        selected.runtime,
+        selected.runtime_settings,
+    )
     if manifest.kind is ModelKind.EMBEDDING:
         if artefact.tokenizer_path is None or manifest.tokenizer is None:
             raise ValueError("a text model stored without its tokenizer")

@@ -65,6 +65,8 @@ class VariantRecord:
     pareto: bool = False
     format: str = ONNX_FORMAT
     runtime: str = ONNX_RUNTIME
+    runtime_version: str = ""  # of the runtime that measured it ("" in manifests from before)
+    runtime_settings: Mapping[str, str] = field(default_factory=dict)  # e.g. OpenVINO CPU properties
 
     @property
     def batch_invariant(self) -> bool:
@@ -269,6 +271,8 @@ def _variants_json(variants: tuple[VariantRecord, ...]) -> list[dict[str, Any]]:
             "intra_op_threads": v.intra_op_threads,
             "format": v.format,
             "runtime": v.runtime,
+            "runtime_version": v.runtime_version,
+            "runtime_settings": dict(v.runtime_settings),
             "metrics": v.metrics.to_dict() if v.metrics else None,
             "feasible": v.feasible,
             "failed_constraints": list(v.failed_constraints),
@@ -382,6 +386,8 @@ def _variant(fields: _Fields) -> VariantRecord:
         pareto=bool(fields.data.get("pareto", False)),
         format=fields.text("format", ONNX_FORMAT),
         runtime=fields.text("runtime", ONNX_RUNTIME),
+        runtime_version=fields.text("runtime_version", ""),
+        runtime_settings={str(k): str(v) for k, v in fields.mapping("runtime_settings", {}).items()},
     )
 
 

@@ -18,7 +18,7 @@ import torch
 from optimise.batches import slice_batch
 from optimise.errors import PassFailed
 from optimise.passes.base import ExportPass, PassConfig, PassContext
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.source import ModelBundle
 
 logger = logging.getLogger(__name__)

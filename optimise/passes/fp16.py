@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 
 logger = logging.getLogger(__name__)
 

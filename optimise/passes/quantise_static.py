@@ -21,7 +21,7 @@ import numpy as np
 
 from optimise.errors import PassFailed
 from optimise.passes.base import OnnxPass, PassConfig, PassContext
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.source import ModelBundle
 from optimise.types import Batch
 

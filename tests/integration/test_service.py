@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from optimise import store
 from optimise.demos.minilm import DATA_DIR, read_lines
 from optimise.evaluate import cosine_per_sample
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 
 pytestmark = pytest.mark.integration
 TEXTS = ["The cat sat on the mat.", "Où est la gare ?", "def add(a, b): return a + b", "short"]

@@ -11,7 +11,7 @@ from optimise.passes.base import PassContext
 from optimise.passes.export_onnx import ExportOnnx
 from optimise.passes.quantise_dynamic import QuantiseDynamic
 from optimise.pipeline import CandidateBuilder, Recipe, variant_id
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.source import ModelBundle
 from optimise.types import PassSpec, Precision
 

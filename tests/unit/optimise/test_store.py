@@ -14,7 +14,7 @@ from test_build import build_tiny
 from optimise import staging, store
 from optimise.build import BuildResult
 from optimise.errors import StoreError
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,13 @@ name loads the recorded live version, else the newest usable one."""
 
 from __future__ import annotations
 
+import builtins
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelStore
@@ -77,3 +81,46 @@ def test_nothing_usable_is_refused(versions: list[str]) -> None:
         repository.load("tiny", SETTINGS)
     with pytest.raises(SwapRefused, match="no usable version"):
         repository.load("never-stored", SETTINGS)
+
+
+def _record_runtime(version: str, runtime: str) -> None:
+    """What a build that measured the variant on `runtime` records (OpenVINO reads the ONNX file)."""
+    path = store.store_dir() / "tiny" / version / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["selected"]["runtime"] = runtime
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_a_variant_is_served_on_the_runtime_its_manifest_records(versions: list[str]) -> None:
+    _record_runtime(versions[0], "openvino")
+    on_openvino = repository.load(f"tiny:{versions[0]}", SETTINGS)
+    on_ort = repository.load(f"tiny:{versions[1]}", SETTINGS)
+    assert on_openvino.session.runtime == "openvino" and on_ort.session.runtime == "onnxruntime"
+    features = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    name = on_ort.inputs[0].name
+    np.testing.assert_allclose(
+        on_openvino.predict({name: features})["logits"],
+        on_ort.predict({name: features})["logits"],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_a_variant_whose_runtime_is_missing_is_refused_naming_it(
+    versions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record_runtime(versions[0], "openvino")
+    real_import = builtins.__import__
+
+    def no_openvino(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(
+        SwapRefused, match="runtime 'openvino' cannot run here: the openvino package"
+    ) as refused:
+        repository.load(f"tiny:{versions[0]}", SETTINGS)
+    assert refused.value.http_status == 409
+    assert repository.load(f"tiny:{versions[1]}", SETTINGS).version == versions[1]  # the rest load

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from service.sessions import ServingSession
 
 

@@ -8,7 +8,7 @@ from optimise.errors import ConfigError, PassFailed
 from optimise.passes import build_pass
 from optimise.passes.base import PassContext
 from optimise.passes.fp16 import Fp16, Fp16Config
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.types import PassSpec
 
 

@@ -7,7 +7,7 @@ from optimise.errors import ConfigError, PassFailed
 from optimise.passes import build_pass
 from optimise.passes.base import PassContext
 from optimise.passes.graph_optimise import GraphOptimise, GraphOptimiseConfig
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.types import PassSpec
 
 

@@ -15,7 +15,7 @@ from optimise.passes.base import PassContext
 from optimise.passes.export_onnx import ExportOnnx, ExportOnnxConfig
 from optimise.passes.prune_structured import PruneStructured, PruneStructuredConfig, count_parameters
 from optimise.profiles import get_profile
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.source import ModelBundle
 from optimise.types import PassSpec
 

@@ -12,7 +12,7 @@ from optimise.errors import ConfigError, PassFailed
 from optimise.passes import build_pass
 from optimise.passes.base import PassContext
 from optimise.passes.quantise_static import QuantiseStatic, QuantiseStaticConfig, _calibration_batches
-from optimise.runtime import OnnxSession
+from optimise.runtimes.ort_session import OnnxSession
 from optimise.source import ModelBundle
 from optimise.types import PassSpec, QuantisationDefaults
 

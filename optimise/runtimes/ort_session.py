@@ -1,4 +1,4 @@
-"""The one ONNX Runtime session wrapper.
+"""ONNX Runtime behind the session contract (`optimise.runtimes.base`).
 
 The build step measures candidates through this class and the service serves
 the winner through it, so what was measured is what is served: same providers,
@@ -8,11 +8,13 @@ same thread settings, same graph optimisation level.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
+
+from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
 
 _ORT_TO_NUMPY: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -30,15 +32,8 @@ _ORT_TO_NUMPY: dict[str, type[np.generic]] = {
 ort.set_default_logger_severity(3)
 
 
-class ProviderUnavailable(RuntimeError):
+class ProviderUnavailable(RuntimeUnavailable):
     """None of the requested execution providers exists in this ONNX Runtime build."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: type[np.generic]
-    shape: tuple[int | str | None, ...]
 
 
 def available_providers() -> list[str]:
@@ -59,8 +54,10 @@ def _tensor_info(args: Sequence[ort.NodeArg]) -> tuple[TensorInfo, ...]:
     return tuple(TensorInfo(a.name, _ORT_TO_NUMPY.get(a.type, np.float32), tuple(a.shape)) for a in args)
 
 
-class OnnxSession:
+class OnnxSession(InferenceSession):
     """An ONNX Runtime inference session with the profile's providers and threads."""
+
+    runtime: ClassVar[str] = "onnxruntime"
 
     def __init__(
         self,
@@ -73,22 +70,16 @@ class OnnxSession:
             raise ProviderUnavailable(
                 f"none of {list(providers)} is available (this build has {available_providers()})"
             )
-        self.path = model
-        self.threads = threads
+        super().__init__(model, threads)
         self._session = ort.InferenceSession(str(model), _session_options(threads), providers=usable)
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         self.inputs = _tensor_info(self._session.get_inputs())
         self.outputs = _tensor_info(self._session.get_outputs())
 
     @property
-    def input_names(self) -> tuple[str, ...]:
-        return tuple(i.name for i in self.inputs)
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self.outputs)
+    def on_cpu_only(self) -> bool:
+        return self.providers == ("CPUExecutionProvider",)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run the model; inputs are cast to the graph's dtypes, extra names are ignored."""
-        prepared = {i.name: np.ascontiguousarray(feeds[i.name], dtype=i.dtype) for i in self.inputs}
-        return list(self._session.run(None, prepared))
+        return list(self._session.run(None, self._prepared(feeds)))

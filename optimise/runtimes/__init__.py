@@ -1,0 +1,47 @@
+"""Runtimes: one session contract (`base.InferenceSession`), one implementation per runtime.
+
+A stored variant is (format, runtime); `open_session` opens its file with the runtime its manifest
+records. A runtime whose package is missing raises `RuntimeUnavailable` naming the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+
+ONNX_RUNTIME = "onnxruntime"
+OPENVINO = "openvino"
+RUNTIMES = (ONNX_RUNTIME, OPENVINO)
+
+
+def open_session(
+    runtime: str,
+    model: Path,
+    threads: int = 1,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    settings: Mapping[str, str] | None = None,
+) -> InferenceSession:
+    """`model` loaded by `runtime` with `threads` threads (ONNX Runtime: on `providers`; OpenVINO: on
+    the CPU with `settings`). Raises RuntimeUnavailable for an unknown runtime or a missing package."""
+    if runtime == ONNX_RUNTIME:
+        from optimise.runtimes.ort_session import OnnxSession
+
+        return OnnxSession(model, threads, providers)
+    if runtime == OPENVINO:
+        from optimise.runtimes.openvino_session import OpenVinoSession
+
+        return OpenVinoSession(model, threads, settings)
+    raise RuntimeUnavailable(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+
+
+__all__ = [
+    "ONNX_RUNTIME",
+    "OPENVINO",
+    "RUNTIMES",
+    "InferenceSession",
+    "RuntimeUnavailable",
+    "TensorInfo",
+    "open_session",
+]

@@ -1,0 +1,62 @@
+"""Every runtime behind one session contract: same names and dtypes, same answers, thread-safe runs."""
+
+from __future__ import annotations
+
+import builtins
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optimise.runtimes import RUNTIMES, RuntimeUnavailable, open_session
+from optimise.runtimes.ort_session import OnnxSession
+
+
+def _rows(session: Any, count: int = 8) -> list[dict[str, np.ndarray]]:
+    generator = np.random.default_rng(3)
+    info = session.inputs[0]
+    return [{info.name: generator.normal(size=(1 + i % 3, 16)).astype(np.float32)} for i in range(count)]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_every_runtime_answers_as_onnx_runtime_does(tiny_onnx: Path, runtime: str) -> None:
+    reference = OnnxSession(tiny_onnx)
+    session = open_session(runtime, tiny_onnx, threads=2)
+    assert session.runtime == runtime and session.threads == 2 and session.on_cpu_only
+    assert session.input_names == reference.input_names and session.output_names == reference.output_names
+    assert [i.dtype for i in session.inputs] == [i.dtype for i in reference.inputs]
+    for row in _rows(reference):
+        answer, expected = session.run({**row, "unused": np.zeros(1)})[0], reference.run(row)[0]
+        assert answer.shape == expected.shape and answer.dtype == expected.dtype
+        np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)  # FP32 stays FP32
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runs_from_several_threads_each_get_their_own_answer(tiny_onnx: Path, runtime: str) -> None:
+    session = open_session(runtime, tiny_onnx, threads=1)
+    rows = _rows(session) * 10
+    alone = [session.run(row)[0] for row in rows]
+    with ThreadPoolExecutor(4) as callers:
+        together = list(callers.map(lambda row: session.run(row)[0], rows))
+    for one, other in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_an_unknown_runtime_is_refused_naming_the_known_ones(tiny_onnx: Path) -> None:
+    with pytest.raises(RuntimeUnavailable, match="unknown runtime 'tvm'; known: onnxruntime, openvino"):
+        open_session("tvm", tiny_onnx)
+
+
+def test_a_missing_runtime_package_is_named(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_openvino(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(RuntimeUnavailable, match="the openvino package is not installed"):
+        open_session("openvino", tiny_onnx)
