@@ -27,7 +27,8 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder
-from optimise.runtimes.ort_session import OnnxSession, available_providers
+from optimise.runtimes import open_session
+from optimise.runtimes.ort_session import available_providers
 from optimise.search import Candidate, Search, SearchSettings
 from optimise.select import Selection, select
 from optimise.source import ModelBundle
@@ -62,8 +63,9 @@ class BuildResult:
         if inputs is None:
             return None
         reference = np.concatenate([self.bundle.run_torch(b)[0] for b in iter_batches(inputs, 32)])
-        session = OnnxSession(
-            self.winner.artefact, self.winner.intra_op_threads, self.profile.execution_providers
+        winner = self.winner
+        session = open_session(
+            winner.runtime, winner.artefact, winner.intra_op_threads, self.profile.execution_providers
         )
         actual = predict_rows(session, inputs)
         if self.bundle.eval_labels is not None:
@@ -129,7 +131,9 @@ def measure_final(
 ) -> list[Variant]:
     """Measure the finalists side by side (interleaved rounds) and attach their metrics."""
     sessions = {
-        c.variant.id: OnnxSession(c.variant.artefact, c.recipe.threads, profile.execution_providers)
+        c.variant.id: open_session(
+            c.variant.runtime, c.variant.artefact, c.recipe.threads, profile.execution_providers
+        )
         for c in candidates
         if c.variant is not None
     }

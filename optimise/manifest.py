@@ -25,7 +25,7 @@ from optimise.artefact import (
     TokenizerRecord,
     VariantRecord,
 )
-from optimise.runtimes.ort_session import OnnxSession
+from optimise.runtimes import open_session
 from optimise.types import Variant
 
 if TYPE_CHECKING:
@@ -81,13 +81,16 @@ def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:
         feasible=verdict.feasible if verdict else None,
         failed_constraints=tuple(verdict.failed) if verdict else (),
         pareto=variant.id in result.selection.pareto_ids,
-        runtime_version=_runtime_version(),
+        format=variant.format,
+        runtime=variant.runtime,
+        runtime_version=_package_version(variant.runtime),
     )
 
 
-def _runtime_version() -> str:
+def _package_version(package: str) -> str:
+    """The installed version of a runtime's package (each runtime here is named as its package)."""
     try:
-        return importlib.metadata.version("onnxruntime")
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return ""
 
@@ -99,7 +102,7 @@ def _signatures(infos: object) -> tuple[TensorSignature, ...]:
 def build_manifest(result: BuildResult, artefact_dir: Path, model_file: str, source: str) -> Manifest:
     """The manifest of the artefact written in `artefact_dir` (every file there is hashed)."""
     bundle = result.bundle
-    session = OnnxSession(artefact_dir / model_file)
+    session = open_session(result.winner.runtime, artefact_dir / model_file)
     files = file_hashes(artefact_dir)
     extra = dict(bundle.extra)
     max_length = extra.pop("max_length", None)

@@ -23,12 +23,19 @@ from pathlib import Path
 
 import torch
 
+from optimise.errors import ConfigError
 from optimise.passes import build_pass
 from optimise.passes.base import ExportPass, OnnxPass, PassContext, TorchPass
+from optimise.runtimes import ONNX_RUNTIME
 from optimise.source import ModelBundle
 from optimise.types import HardwareProfile, PassSpec, Precision, Variant
 
 logger = logging.getLogger(__name__)
+
+# The runtime that measures (and serves) each file format. ONNX files run on ONNX Runtime.
+FORMAT_RUNTIMES = {"onnx": ONNX_RUNTIME}
+# File passes that convert to another format (none yet: the OpenVINO conversion will be one).
+_FORMAT_OF_PASS: dict[str, str] = {}
 
 _PRECISION_OF_PASS = {
     "quantise_dynamic": Precision.INT8_DYNAMIC,
@@ -49,6 +56,24 @@ class Recipe:
     @property
     def passes(self) -> tuple[PassSpec, ...]:
         return (*self.torch_passes, self.export, *self.onnx_passes)
+
+    @property
+    def format(self) -> str:
+        """The file format the recipe ends in: its export's, unless a later pass converts it."""
+        export = build_pass(self.export)
+        assert isinstance(export, ExportPass)
+        converted = [f for f in (_FORMAT_OF_PASS.get(p.name) for p in self.onnx_passes) if f is not None]
+        return converted[-1] if converted else export.output_format
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that runs the recipe's file. Raises ConfigError for a format none runs yet."""
+        runtime = FORMAT_RUNTIMES.get(self.format)
+        if runtime is None:
+            raise ConfigError(
+                f"no runtime measures {self.format} files yet (runtimes run: {sorted(FORMAT_RUNTIMES)})"
+            )
+        return runtime
 
     @property
     def precision(self) -> Precision:
@@ -89,6 +114,8 @@ class CandidateBuilder:
             artefact=path,
             precision=recipe.precision,
             intra_op_threads=recipe.threads,
+            format=recipe.format,
+            runtime=recipe.runtime,
         )
         return variant, self._seconds[recipe.passes]
 

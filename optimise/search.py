@@ -28,7 +28,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder, Recipe
-from optimise.runtimes.ort_session import OnnxSession, ProviderUnavailable
+from optimise.runtimes import RuntimeUnavailable, open_session
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace, reference_recipe, suggest_recipe
 from optimise.types import HardwareProfile, Precision, Variant
@@ -166,8 +166,9 @@ class Search:
         candidate = Candidate(recipe=recipe, params=dict(params or {}))
         try:
             candidate.variant, candidate.build_seconds = self.builder.build(recipe)
-            session = OnnxSession(
-                candidate.variant.artefact, recipe.threads, self.profile.execution_providers
+            variant = candidate.variant
+            session = open_session(
+                variant.runtime, variant.artefact, recipe.threads, self.profile.execution_providers
             )
             outputs = predict_rows(session, self.bundle.eval_inputs)
             candidate.quality = score(outputs, self.bundle, self.reference_outputs)
@@ -179,9 +180,9 @@ class Search:
             candidate.failure = str(exc)
         except OptimiseError:
             raise  # a bad setting in the space is the user's to fix, not a candidate to drop
-        except ProviderUnavailable as exc:
+        except RuntimeUnavailable as exc:  # a missing execution provider or runtime package
             candidate.failure = f"profile {self.profile.name}: {exc}"
-        except Exception as exc:  # ORT refusing to load or run a built model drops that candidate
+        except Exception as exc:  # the runtime refusing to load or run a built model drops that candidate
             candidate.failure = f"runtime: {one_line(exc)}"
         if candidate.failure:
             logger.warning("candidate dropped: %s", candidate.failure)

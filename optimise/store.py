@@ -44,7 +44,7 @@ from optimise.errors import StoreError
 from optimise.live import read_record, write_live
 from optimise.manifest import build_manifest, sha256_of
 from optimise.report import write_report
-from optimise.runtimes.ort_session import OnnxSession
+from optimise.runtimes import open_session
 from optimise.store_index import (
     OWNER_LABEL,
     StoredVersion,
@@ -66,7 +66,8 @@ def _write_reference(result: BuildResult, target: Path, model: Path) -> None:
     inputs = {name: array[:REFERENCE_ROWS] for name, array in result.bundle.eval_inputs.items()}
     from optimise.evaluate import predict_rows
 
-    outputs = predict_rows(OnnxSession(model, result.winner.intra_op_threads), inputs)
+    winner = result.winner
+    outputs = predict_rows(open_session(winner.runtime, model, winner.intra_op_threads), inputs)
     labels = result.bundle.eval_labels
     ReferenceData(inputs, outputs, None if labels is None else labels[:REFERENCE_ROWS]).save(target)
 

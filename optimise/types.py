@@ -133,6 +133,8 @@ class Variant:
     precision: Precision
     intra_op_threads: int
     metrics: VariantMetrics | None = None
+    format: str = "onnx"  # of the artefact file
+    runtime: str = "onnxruntime"  # that measures it, and serves it
 
     def describe(self) -> str:
         """The passes after the export, e.g. 'graph_optimise -> quantise_dynamic(per_channel=True)'."""

@@ -108,6 +108,8 @@ class OnnxPass(Pass[ConfigT]):
 class ExportPass(Pass[ConfigT]):
     """Turns the PyTorch module into a deployable file inside `ctx.workdir`."""
 
+    output_format: ClassVar[str]  # the file format it writes (see `FORMAT_RUNTIMES`)
+
     @final
     def apply(self, module: torch.nn.Module, ctx: PassContext) -> Path:
         """Run the pass under the failure policy (see `Pass.failures`)."""

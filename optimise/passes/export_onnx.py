@@ -45,6 +45,7 @@ class ExportOnnxConfig(PassConfig):
 
 class ExportOnnx(ExportPass[ExportOnnxConfig]):
     name = "export_onnx"
+    output_format = "onnx"
     config_type = ExportOnnxConfig
 
     def run(self, module: torch.nn.Module, ctx: PassContext) -> Path:

@@ -52,6 +52,7 @@ class ExportTorchScriptConfig(PassConfig):
 
 class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
     name = "export_torchscript"
+    output_format = "torchscript"
     config_type = ExportTorchScriptConfig
 
     def run(self, module: torch.nn.Module, ctx: PassContext) -> Path:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import torch
 
-from optimise.errors import PassFailed
+from optimise.errors import ConfigError, PassFailed
 from optimise.passes.base import PassContext
 from optimise.passes.export_onnx import ExportOnnx
 from optimise.passes.quantise_dynamic import QuantiseDynamic
@@ -69,6 +69,14 @@ def test_recipe_precision_and_passes() -> None:
     assert Recipe((), torchscript, (), 1).passes == (torchscript,)
 
 
+def test_a_recipe_names_its_file_format_and_the_runtime_that_measures_it() -> None:
+    assert (recipe(GRAPH, QUANTISE).format, recipe(GRAPH, QUANTISE).runtime) == ("onnx", "onnxruntime")
+    torchscript = Recipe((), PassSpec("export_torchscript"), (), 1)
+    assert torchscript.format == "torchscript"
+    with pytest.raises(ConfigError, match="no runtime measures torchscript files yet"):
+        _ = torchscript.runtime
+
+
 # --- variant_id ---------------------------------------------------------------------
 
 
@@ -119,6 +127,7 @@ def test_export_then_quantise_builds_an_int8_child_of_the_export(
     assert quantised.id != export_only.id
     assert quantised.passes == (EXPORT, QUANTISE)
     assert quantised.intra_op_threads == 1
+    assert (quantised.format, quantised.runtime) == ("onnx", "onnxruntime")
     assert quantised.metrics is None
     for variant in (export_only, quantised):
         assert variant.artefact.is_file()
