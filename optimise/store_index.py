@@ -4,8 +4,8 @@ BentoML's own listing stops at the first version it cannot read (invalid YAML
 in a `model.yaml` raises out of `bentoml.models.list()`). Here each version is
 read on its own, so a broken one is reported with the reason and the others
 list and load as before. A version is usable ("ok") when its `model.yaml` reads
-and names its folder, its `manifest.json` reads, and every file the manifest
-lists is present; hashes are checked when a version is loaded, not here.
+and names its folder, every file its manifest lists is present, and the manifest reads with
+every field; hashes are checked when a version is loaded, not here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from bentoml._internal.models.model import MODEL_YAML_FILENAME, Model
 from bentoml._internal.tag import validate_tag_str
 
-from optimise.artefact import ArtefactError, listed_files
+from optimise.artefact import ArtefactError, listed_files, read_manifest
 from optimise.errors import StoreError, one_line
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,19 @@ def _read_model(folder: Path) -> Model:
 
 
 def _missing_files(folder: Path) -> str | None:
-    """Why the version's files are incomplete, or None when the manifest and its files are all there."""
+    """Why the version cannot be used (its files incomplete, or its manifest unreadable), or None."""
     try:
         listed = listed_files(folder)
     except ArtefactError as exc:
         return f"incomplete: {exc}"
     missing = sorted(str(name) for name in listed if not (folder / str(name)).is_file())
-    return f"incomplete: missing {', '.join(missing)}" if missing else None
+    if missing:
+        return f"incomplete: missing {', '.join(missing)}"
+    try:
+        read_manifest(folder)  # every field, as loading will read it
+    except ArtefactError as exc:
+        return str(exc)
+    return None
 
 
 def read_version(folder: Path) -> StoredVersion | None:

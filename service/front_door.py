@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
 from typing import Any
 
 from service.admission import InflightBudget
+from service.client_errors import log_client_error
 from service.content_encoding import inflate
 from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 from service.http_errors import error_body, error_headers
@@ -87,12 +89,23 @@ def _as_error_object(status: int, body: bytes, content_type: str | None) -> byte
         if isinstance(parsed, list) and len(parsed) == 1:  # BentoML wraps some errors in a list
             parsed = parsed[0]
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
-            details = parsed.get("detail")
+            details = parsed.pop("detail", None)
             if isinstance(details, list) and details:  # pydantic's errors: say which field and why
                 parsed["error"] = "; ".join(_describe_validation_error(d) for d in details[:5])
             return json.dumps(parsed, allow_nan=False).encode()
-    message = text[:300] if text and status < 500 else ("internal error" if status >= 500 else "")
-    return error_body(message or f"HTTP {status}")
+        if isinstance(parsed, dict):  # a route's own answer (e.g. {"ready": false}): kept, error named
+            return json.dumps({"error": _status_phrase(status), **parsed}, allow_nan=False).encode()
+    if status == 500:
+        return error_body("internal error")  # a framework's 500 text may quote a traceback
+    return error_body((text[:300] if status < 500 else "") or _status_phrase(status))
+
+
+def _status_phrase(status: int) -> str:
+    """'service unavailable' for 503; 'HTTP 599' for a status without a standard name."""
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def _describe_validation_error(detail: Any) -> str:
@@ -213,6 +226,7 @@ class FrontDoor:
         return inflated, reserved, {**scope, "headers": headers}
 
     async def _refuse(self, scope: Scope, send: Send, error: ServingError) -> None:
+        log_client_error("http", str(scope.get("path", "")), error)
         if self.on_refused is not None:
             self.on_refused(str(scope.get("method", "")), str(scope.get("path", "")), error.http_status)
         await send_json_error(send, error.http_status, str(error), error_headers(error))

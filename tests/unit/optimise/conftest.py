@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -12,9 +11,19 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions, ModelStore
 from bentoml._internal.tag import Tag
 
-from optimise.artefact import MANIFEST_FILE as MANIFEST_NAME
+from optimise.artefact import (
+    Manifest,
+    ModelKind,
+    PassRecord,
+    SourceRecord,
+    TensorSignature,
+    VariantRecord,
+    write_manifest,
+)
 from optimise.manifest import sha256_of
+from optimise.profiles import get_profile
 from optimise.store_index import OWNER_LABEL
+from optimise.types import Constraints, Precision, QualityMetric
 
 
 @pytest.fixture
@@ -34,6 +43,30 @@ def private_store(tmp_path: Path) -> Iterator[Path]:
         BentoMLContainer.model_store.set(shared)
 
 
+def small_manifest(name: str, files: dict[str, str]) -> Manifest:
+    """A complete manifest of a one-candidate FP32 build, for versions made without a build."""
+    selected = VariantRecord("v0", None, (PassRecord("export_onnx"),), Precision.FP32, 1, None, True)
+    return Manifest(
+        name=name,
+        created_at="2026-01-01T00:00:00+00:00",
+        source=SourceRecord("tests:fake", "a fake version", QualityMetric.ACCURACY),
+        kind=ModelKind.TENSOR,
+        model_file="model.onnx",
+        inputs=(TensorSignature("x", "float32", ("batch", 4)),),
+        outputs=(TensorSignature("y", "float32", ("batch", 2)),),
+        profile=get_profile("cpu"),
+        constraints=Constraints(),
+        reference_quality=1.0,
+        selected=selected,
+        candidates=(selected,),
+        dropped_candidates=(),
+        calibration_fidelity=None,
+        build_seconds=0.0,
+        library_versions={},
+        files=files,
+    )
+
+
 @pytest.fixture
 def make_version(private_store: Path) -> Callable[..., Path]:
     """Writes a small, complete version into the private store without a build; returns its folder."""
@@ -43,8 +76,7 @@ def make_version(private_store: Path) -> Callable[..., Path]:
         folder = private_store / name / str(tag.version)
         folder.mkdir(parents=True)
         (folder / "model.onnx").write_bytes(b"onnx bytes")
-        files = {"model.onnx": sha256_of(folder / "model.onnx")}
-        (folder / MANIFEST_NAME).write_text(json.dumps({"files": files}))
+        write_manifest(folder, small_manifest(name, {"model.onnx": sha256_of(folder / "model.onnx")}))
         context = ModelContext(framework_name="", framework_versions={})
         info = ModelInfo(tag, "", {"owner": owner}, ModelOptions(), {}, context, {}, "v1", created)
         with (folder / "model.yaml").open("w") as out:

@@ -1,5 +1,7 @@
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import pytest
@@ -21,6 +23,12 @@ def test_a_complete_version_is_ok(make_version: MakeVersion) -> None:
     assert found.tag == f"digits:{folder.name}" and found.model is not None
 
 
+def _edit_manifest(folder: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -34,6 +42,11 @@ def test_a_complete_version_is_ok(make_version: MakeVersion) -> None:
         (lambda f: (f / "manifest.json").write_text("{"), "incomplete: cannot read manifest.json"),
         (lambda f: (f / "manifest.json").write_text("[]"), "incomplete: manifest.json has no table"),
         (lambda f: (f / "model.onnx").unlink(), "incomplete: missing model.onnx"),
+        (
+            lambda f: _edit_manifest(f, lambda m: m["selected"].pop("precision")),
+            "'selected.precision' is missing",
+        ),
+        (lambda f: _edit_manifest(f, lambda m: m.update(kind="audio")), "field 'kind' must be one of"),
     ],
 )
 def test_a_damaged_version_is_broken_with_the_reason_and_the_others_still_list(

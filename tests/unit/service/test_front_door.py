@@ -143,7 +143,27 @@ def test_list_wrapped_errors_are_unwrapped(client: TestClient) -> None:
 
 def test_validation_errors_name_the_field(client: TestClient) -> None:
     body = client.get("/pydantic").json()
-    assert body["error"] == "texts.0: String should have at most 5 characters" and body["detail"]
+    assert body == {"error": "texts.0: String should have at most 5 characters"}  # one shape, no detail list
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        (JSONResponse({"ready": False}, status_code=503), {"error": "service unavailable", "ready": False}),
+        (PlainTextResponse("Service Unavailable", status_code=503), {"error": "service unavailable"}),
+        (PlainTextResponse("", status_code=599), {"error": "HTTP 599"}),
+    ],
+)
+def test_a_routes_own_5xx_answer_keeps_its_fields_and_names_the_status(
+    budget: InflightBudget, route: Response, expected: dict[str, object]
+) -> None:
+    async def answer(request: Request) -> Response:
+        return route
+
+    app = FrontDoor(Starlette(routes=[Route("/r", answer)]), LIMIT, budget, media_types)
+    with TestClient(app) as client:
+        response = client.get("/r")
+    assert response.status_code == route.status_code and response.json() == expected
 
 
 def test_an_unknown_route_is_a_json_404(client: TestClient) -> None:
