@@ -26,6 +26,10 @@ class StoreError(OptimiseError):
     """The model store has no such model or version, or cannot be written."""
 
 
+class VersionNotFound(StoreError):
+    """The model store holds no version of that name (or version prefix)."""
+
+
 class PassFailed(Exception):
     """A pass could not build its candidate; only that candidate is dropped."""
 

@@ -15,12 +15,13 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from optimise.atomic import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,5 @@ def write_live(store: Path, name: str, version: str) -> None:
     with _locked(store):
         entries = _read_entries(store)
         entries[name] = {"version": version, "recorded_at": datetime.now(UTC).isoformat()}
-        temporary = store / f".{LIVE_FILE}.tmp"  # only the lock holder writes it
-        try:
-            with temporary.open("w", encoding="utf-8") as out:
-                json.dump(entries, out, indent=2, sort_keys=True)
-                out.flush()
-                os.fsync(out.fileno())
-            temporary.replace(store / LIVE_FILE)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with replacing(store / LIVE_FILE) as out:
+            json.dump(entries, out, indent=2, sort_keys=True)

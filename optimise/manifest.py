@@ -6,7 +6,6 @@ artefact package owns how it is written and read.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import platform
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from optimise.artefact import (
     TensorSignature,
     TokenizerRecord,
     VariantRecord,
+    sha256_of,
 )
 from optimise.runtimes import open_session
 from optimise.types import Variant
@@ -43,14 +43,6 @@ _LIBRARIES = (
 )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_hashes(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): sha256_of(p)
@@ -61,12 +53,8 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    installed = {name: _package_version(name) for name in _LIBRARIES}
+    return versions | {name: version for name, version in installed.items() if version}
 
 
 def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:

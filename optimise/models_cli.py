@@ -75,7 +75,7 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
     try:
         model = store.get_model(tag)
         artefact = store.artefact(model)
-        broken = store.verify(model)
+        broken = artefact.modified_files()
     except OptimiseError as exc:
         raise fail(exc) from exc
     manifest, selected = artefact.manifest, artefact.manifest.selected

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bentoml._internal.models.model import MODEL_YAML_FILENAME
 
+from optimise.atomic import replacing
 from optimise.scratch import clean_stale, owned_dir
 from optimise.store_index import store_dir
 
@@ -73,10 +72,5 @@ def _copy_in(staged: Path, target: Path) -> None:
 
 def _write_latest(version: Path) -> None:
     """Point BentoML's `latest` file of the model at `version`, replacing it in one step."""
-    descriptor, temporary = tempfile.mkstemp(dir=version.parent, prefix=".latest.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write(version.name)
-        Path(temporary).replace(version.parent / "latest")
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with replacing(version.parent / "latest") as out:
+        out.write(version.name)

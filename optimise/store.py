@@ -40,9 +40,9 @@ from optimise.artefact import (
     StoredArtefact,
     write_manifest,
 )
-from optimise.errors import StoreError
+from optimise.errors import StoreError, VersionNotFound
 from optimise.live import read_record, write_live
-from optimise.manifest import build_manifest, sha256_of
+from optimise.manifest import build_manifest
 from optimise.report import write_report
 from optimise.runtimes import open_session
 from optimise.store_index import (
@@ -197,7 +197,7 @@ def _version_folder(name: str, version: str) -> Path:
         return matches[0]
     if matches:
         raise StoreError(f"{name}:{version} is ambiguous: {', '.join(m.name for m in matches)}")
-    raise StoreError(f"no model '{name}:{version}' in the store ({store_dir()})")
+    raise VersionNotFound(f"no model '{name}:{version}' in the store ({store_dir()})")
 
 
 def get_model(tag: str) -> bentoml.Model:
@@ -234,13 +234,7 @@ def verify(model: bentoml.Model) -> list[str]:
 
     Raises StoreError when the manifest cannot be read.
     """
-    root = Path(model.path)
-    expected = read_manifest(model).files
-    return [
-        name
-        for name, digest in expected.items()
-        if not (root / name).is_file() or sha256_of(root / name) != digest
-    ]
+    return artefact(model).modified_files()
 
 
 def export(tag: str, directory: Path) -> list[Path]:
@@ -248,14 +242,14 @@ def export(tag: str, directory: Path) -> list[Path]:
 
     Raises StoreError for an unknown or broken version or files that differ from their hashes.
     """
-    model = get_model(tag)
-    broken = verify(model)
+    stored = artefact(get_model(tag))
+    broken = stored.modified_files()
     if broken:
         raise StoreError(f"{tag}: files differ from their manifest hashes: {', '.join(broken)}")
-    root = Path(model.path)
+    root = stored.root
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in (read_manifest(model).model_file, MANIFEST_FILE, REFERENCE_FILE):
+    for name in (stored.manifest.model_file, MANIFEST_FILE, REFERENCE_FILE):
         written.append(Path(shutil.copy2(root / name, directory / name)))
     if (root / PREPROCESSING_DIR).is_dir():
         for item in sorted((root / PREPROCESSING_DIR).iterdir()):

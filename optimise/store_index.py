@@ -20,7 +20,7 @@ import yaml
 from bentoml._internal.models.model import MODEL_YAML_FILENAME, Model
 from bentoml._internal.tag import validate_tag_str
 
-from optimise.artefact import ArtefactError, listed_files, read_manifest
+from optimise.artefact import ArtefactError, Manifest, files_table, read_manifest_data
 from optimise.errors import StoreError, one_line
 
 logger = logging.getLogger(__name__)
@@ -83,14 +83,15 @@ def _read_model(folder: Path) -> Model:
 def _missing_files(folder: Path) -> str | None:
     """Why the version cannot be used (its files incomplete, or its manifest unreadable), or None."""
     try:
-        listed = listed_files(folder)
+        data = read_manifest_data(folder)
+        listed = files_table(data)
     except ArtefactError as exc:
         return f"incomplete: {exc}"
-    missing = sorted(str(name) for name in listed if not (folder / str(name)).is_file())
+    missing = sorted(name for name in listed if not (folder / name).is_file())
     if missing:
         return f"incomplete: missing {', '.join(missing)}"
     try:
-        read_manifest(folder)  # every field, as loading will read it
+        Manifest.from_json(data)  # every field, as loading will read it
     except ArtefactError as exc:
         return str(exc)
     return None

@@ -23,7 +23,7 @@ from monitoring.trigger import Trigger
 from service import http_deadline
 from service.admin import create_admin_app
 from service.admission import InflightBudget
-from service.client_errors import install_bentoml_filter
+from service.client_errors import configure_worker_logging
 from service.control import DataPlaneControl
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, ServingError
@@ -126,7 +126,7 @@ def _native(route: str, model: str, handler: Callable[[RequestRecord], Any]) -> 
 class LeanServe:
     def __init__(self) -> None:
         die_with_parent()  # BentoML starts workers in their own process group: end with the server
-        install_bentoml_filter()
+        configure_worker_logging()
         self.monitor = DriftMonitor(monitor_config(settings)) if settings.drift_enabled else None
         self.dataplane = DataPlane(settings, self.monitor)
         self.dataplane.load_configured()

@@ -62,7 +62,7 @@ class BentoClientErrorFilter(logging.Filter):
 INFO_LOGGERS = ("leanserve", "service", "monitoring")
 
 
-def install_bentoml_filter() -> None:
+def configure_worker_logging() -> None:
     """In a server worker: BentoML's client-error records rewritten (see the module), and the
     service's own INFO lines let through."""
     logging.getLogger(BENTOML_API_LOGGER).addFilter(BentoClientErrorFilter())

@@ -65,7 +65,7 @@ class DataPlane:
             slot = self._slots[name]
             try:
                 loaded = repository.load(tag, self.settings)
-            except SwapRefused as exc:
+            except (SwapRefused, ModelNotFound) as exc:
                 slot.load_error = str(exc)
                 logger.error("model %s not loaded: %s", tag, exc)
                 continue
@@ -177,10 +177,8 @@ class DataPlane:
         """Load, hash-check and smoke-test a version without serving it.
 
         Raises ModelNotFound for a model this server does not serve or a version the store does not
-        hold, SwapRefused for one that is stored but cannot serve."""
+        hold (`repository.load`), SwapRefused for one that is stored but cannot serve."""
         slot = self.slots(name)
-        if not repository.is_stored(name, version):
-            raise ModelNotFound(f"no version {version!r} of {name!r} in the model store")
         candidate = repository.load(f"{name}:{version}", self.settings)
         with self._swap_lock:
             slot.staged = candidate

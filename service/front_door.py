@@ -24,8 +24,8 @@ from typing import Any
 
 from service.admission import InflightBudget
 from service.client_errors import log_client_error
-from service.content_encoding import inflate
-from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
+from service.content_encoding import inflate, too_large
+from service.errors import InvalidInput, ServingError, UnsupportedMediaType
 from service.http_errors import error_body, error_headers
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class FrontDoor:
             raise InvalidInput(f"Content-Length must be an integer, not {declared!r:.40}")
         size = int(declared)
         if size > self.max_body_bytes:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {self.max_body_bytes} bytes")
+            raise too_large(self.max_body_bytes)
         return size
 
     def _check_media_type(self, scope: Scope, declared: int | None) -> None:
@@ -267,9 +267,7 @@ class FrontDoor:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body_bytes:
-                    raise _BodyRefused(
-                        PayloadTooLarge(f"the request body exceeds the limit of {self.max_body_bytes} bytes")
-                    )
+                    raise _BodyRefused(too_large(self.max_body_bytes))
                 if size > reserved:
                     if not self.budget.try_reserve(size - reserved):
                         raise _BodyRefused(self.budget.refusal(size))

@@ -13,10 +13,10 @@ import numpy as np
 
 from optimise import store
 from optimise.artefact import ModelKind, StoredArtefact
-from optimise.errors import OptimiseError
+from optimise.errors import OptimiseError, VersionNotFound
 from optimise.evaluate import cosine_per_sample, predict_rows
 from optimise.runtimes import RuntimeUnavailable
-from service.errors import SwapRefused
+from service.errors import ModelNotFound, SwapRefused
 from service.served_model import ServedModel, TensorModel, TextEmbeddingModel
 from service.sessions import ServingSession
 from service.settings import ServiceSettings
@@ -28,31 +28,23 @@ SMOKE_MIN_COSINE = 0.999
 
 
 def versions(name: str) -> list[str]:
-    """Stored versions of a model that can be loaded, oldest first (see `broken_versions` for the rest)."""
+    """Stored versions of a model that can be loaded, oldest first (`store.versions` lists the rest too)."""
     return [v.version for v in store.versions(name) if v.ok]
-
-
-def is_stored(name: str, version: str) -> bool:
-    """Whether the store holds `version` of `name` (usable or not; a unique prefix counts)."""
-    return any(v.version.startswith(version) for v in store.versions(name))
-
-
-def broken_versions(name: str) -> dict[str, str]:
-    """Stored versions of a model that cannot be loaded, with the reason of each."""
-    return {v.version: v.problem or "" for v in store.versions(name) if not v.ok}
 
 
 def load(tag: str, settings: ServiceSettings) -> ServedModel:
     """Load `tag` (a bare NAME is the version `store.resolve` picks: the recorded live one, else the
     newest usable one), checked before it can serve.
 
-    Raises SwapRefused when the version is unknown or broken, differs from its manifest's hashes,
-    does not open, or fails its smoke inference.
+    Raises ModelNotFound when the store holds no such version, SwapRefused when it is broken, differs
+    from its manifest's hashes, does not open, or fails its smoke inference.
     """
     try:
         model = store.get_model(store.resolve(tag))
-        broken = store.verify(model)
         artefact = store.artefact(model)
+        broken = artefact.modified_files()
+    except VersionNotFound as exc:
+        raise ModelNotFound(f"cannot load {tag}: {exc}") from exc
     except (OptimiseError, OSError, ValueError) as exc:
         raise SwapRefused(f"cannot load {tag}: {exc}") from exc
     if broken:
@@ -81,17 +73,7 @@ def _open(name: str, version: str, artefact: StoredArtefact, settings: ServiceSe
         selected.runtime_settings,
     )
     if manifest.kind is ModelKind.EMBEDDING:
-        if artefact.tokenizer_path is None or manifest.tokenizer is None:
-            raise ValueError("a text model stored without its tokenizer")
-        return TextEmbeddingModel(
-            name,
-            version,
-            artefact,
-            session,
-            artefact.tokenizer_path,
-            manifest.tokenizer.max_tokens,
-            settings.text_overflow == "reject",
-        )
+        return TextEmbeddingModel(name, version, artefact, session, settings.text_overflow == "reject")
     served = TensorModel(name, version, artefact, session)
     served.max_rows_per_run = settings.max_rows_per_run
     return served

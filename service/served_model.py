@@ -9,13 +9,12 @@ token ids.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from monitoring.metrics import VersionLabels
-from optimise.artefact import ModelKind, StoredArtefact
+from optimise.artefact import Manifest, ModelKind, StoredArtefact
 from service.errors import InvalidInput
 from service.sessions import ServingSession
 from service.text_encoding import encode_bounded
@@ -45,10 +44,16 @@ class ServedModel(ABC):
         self.name = name
         self.version = version
         self.artefact = artefact  # the stored version: manifest, reference sample, report
-        self.manifest = artefact.manifest
         self.session = session
-        # Models that answer a row differently in a batch (dynamic int8) run one request row at a time.
-        self.batch_invariant = artefact.manifest.selected.batch_invariant
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.artefact.manifest
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Models that answer a row differently in a batch (dynamic int8) run one request row at a time."""
+        return self.manifest.selected.batch_invariant
 
     @property
     @abstractmethod
@@ -121,17 +126,19 @@ class TextEmbeddingModel(ServedModel):
         version: str,
         artefact: StoredArtefact,
         session: ServingSession,
-        tokenizer_file: Path,
-        max_tokens: int,
         reject_overflow: bool,
     ) -> None:
+        """Raises ValueError when the artefact holds no tokenizer."""
         from tokenizers import Tokenizer
 
         super().__init__(name, version, artefact, session)
-        self.max_tokens = max_tokens
+        tokenizer = artefact.manifest.tokenizer
+        if tokenizer is None:
+            raise ValueError("a text model stored without its tokenizer")
+        self.max_tokens = tokenizer.max_tokens
         self.reject_overflow = reject_overflow
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.enable_truncation(max_tokens)
+        self.tokenizer = Tokenizer.from_file(str(artefact.root / tokenizer.file))
+        self.tokenizer.enable_truncation(self.max_tokens)
         self.tokenizer.no_padding()  # padded per length bucket below
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tiny_models import make_tiny_bundle
@@ -52,3 +54,16 @@ def tiny_onnx(tiny_bundle: ModelBundle, tmp_path: Path) -> Path:
     workdir.mkdir()
     ctx = PassContext(bundle=tiny_bundle, profile=get_profile("cpu"), workdir=workdir)
     return ExportOnnx(ExportOnnxConfig()).run(tiny_bundle.module, ctx)
+
+
+@pytest.fixture
+def without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import openvino` fails in this test, as on a machine without the package."""
+    real_import = builtins.__import__
+
+    def refuse_openvino(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse_openvino)

@@ -15,6 +15,7 @@ from optimise.artefact.files import (
     TOKENIZER_FILE,
     ArtefactError,
     ModelKind,
+    sha256_of,
 )
 from optimise.artefact.manifest import (
     DroppedCandidate,
@@ -24,9 +25,10 @@ from optimise.artefact.manifest import (
     TensorSignature,
     TokenizerRecord,
     VariantRecord,
-    listed_files,
+    files_table,
     manifest_name,
     read_manifest,
+    read_manifest_data,
     write_manifest,
 )
 from optimise.artefact.reference import ReferenceData
@@ -50,8 +52,10 @@ __all__ = [
     "TensorSignature",
     "TokenizerRecord",
     "VariantRecord",
-    "listed_files",
+    "files_table",
     "manifest_name",
     "read_manifest",
+    "read_manifest_data",
+    "sha256_of",
     "write_manifest",
 ]

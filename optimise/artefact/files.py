@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
+from pathlib import Path
 
 from optimise.errors import StoreError
 
@@ -19,6 +21,15 @@ class ModelKind(StrEnum):
 
     TENSOR = "tensor"  # tensor inputs; class scores (or one value) out
     EMBEDDING = "embedding"  # text in (tokenised by the service, not kept), embeddings out
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file's bytes (read in 1 MiB chunks). Raises OSError."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ArtefactError(StoreError):

@@ -224,13 +224,12 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 def read_manifest(folder: Path) -> Manifest:
     """The manifest of the version in `folder`. Raises ArtefactError when it is missing, unreadable, or
     lacks a field (named in the message)."""
-    return Manifest.from_json(_read_json(folder))
+    return Manifest.from_json(read_manifest_data(folder))
 
 
-def listed_files(folder: Path) -> dict[str, str]:
-    """The manifest's table of files (path -> sha256) alone: enough to tell whether a version folder is
-    complete without reading the rest. Raises ArtefactError when the manifest or its table is missing."""
-    data = _read_json(folder)
+def files_table(data: object) -> dict[str, str]:
+    """A manifest's table of files (path -> sha256) alone, from its JSON data: enough to tell whether a
+    version folder is complete before the rest is read. Raises ArtefactError when the table is missing."""
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise ArtefactError(f"{MANIFEST_FILE} has no table of files")
     return {str(k): str(v) for k, v in data["files"].items()}
@@ -240,14 +239,16 @@ def manifest_name(folder: Path) -> str | None:
     """The model name the manifest in `folder` records, None when there is no readable manifest or name
     (for a reference sample found beside it; the rest of the manifest is not checked)."""
     try:
-        data = _read_json(folder)
+        data = read_manifest_data(folder)
     except ArtefactError:
         return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else None
 
 
-def _read_json(folder: Path) -> object:
+def read_manifest_data(folder: Path) -> object:
+    """The JSON data of the manifest in `folder`, unchecked (see `Manifest.from_json`, `files_table`).
+    Raises ArtefactError when it is missing or is not JSON."""
     try:
         return json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimise.artefact.files import REFERENCE_FILE, REPORT_DIR, ArtefactError
+from optimise.artefact.files import REFERENCE_FILE, REPORT_DIR, ArtefactError, sha256_of
 from optimise.artefact.manifest import Manifest, read_manifest
 from optimise.artefact.reference import ReferenceData
 
 
 @dataclass(frozen=True, eq=False)
 class StoredArtefact:
-    """A version folder and its manifest. Paths are absolute; files are not hash-checked here
-    (`optimise.store.verify` does that)."""
+    """A version folder and its manifest. Paths are absolute; files are hash-checked on request
+    (`modified_files`)."""
 
     root: Path
     manifest: Manifest
@@ -39,6 +39,14 @@ class StoredArtefact:
     @property
     def report_path(self) -> Path:
         return self.root / REPORT_DIR / "report.md"
+
+    def modified_files(self) -> list[str]:
+        """Files missing or whose sha256 differs from the manifest's (empty when the artefact is intact)."""
+        return [
+            name
+            for name, digest in self.manifest.files.items()
+            if not (self.root / name).is_file() or sha256_of(self.root / name) != digest
+        ]
 
     def reference(self) -> ReferenceData:
         """The stored reference sample. Raises ArtefactError when it cannot be read."""

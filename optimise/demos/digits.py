@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import chain, islice, repeat
@@ -27,6 +26,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
+from optimise.atomic import replacing
 from optimise.source import ModelBundle
 
 logger = logging.getLogger(__name__)
@@ -182,13 +182,8 @@ def _write_cache(path: Path, module: torch.nn.Module) -> None:
     """Write atomically so a concurrent reader never sees a half-written file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(module.state_dict(), handle)
-            Path(tmp).replace(path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with replacing(path, "wb") as handle:
+            torch.save(module.state_dict(), handle)
     except OSError as exc:  # a cache is an optimisation; a read-only home must not fail the build
         logger.warning("could not write cache %s: %s", path, exc)
 

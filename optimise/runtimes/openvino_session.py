@@ -31,11 +31,6 @@ def _openvino() -> Any:
     return openvino
 
 
-def version() -> str:
-    """The installed OpenVINO version (e.g. '2026.4.1-...'). Raises RuntimeUnavailable."""
-    return str(_openvino().__version__)
-
-
 def _shape(port: Any) -> tuple[int | str | None, ...]:
     return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
 

@@ -18,9 +18,9 @@ from optimise.artefact import (
     SourceRecord,
     TensorSignature,
     VariantRecord,
+    sha256_of,
     write_manifest,
 )
-from optimise.manifest import sha256_of
 from optimise.profiles import get_profile
 from optimise.store_index import OWNER_LABEL
 from optimise.types import Constraints, Precision, QualityMetric

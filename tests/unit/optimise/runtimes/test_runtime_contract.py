@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,6 @@ def test_an_unknown_runtime_is_refused_naming_the_known_ones(tiny_onnx: Path) ->
         open_session("tvm", tiny_onnx)
 
 
-def test_a_missing_runtime_package_is_named(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = builtins.__import__
-
-    def no_openvino(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "openvino" or name.startswith("openvino."):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
+def test_a_missing_runtime_package_is_named(tiny_onnx: Path, without_openvino: None) -> None:
     with pytest.raises(RuntimeUnavailable, match="the openvino package is not installed"):
         open_session("openvino", tiny_onnx)
