@@ -25,6 +25,7 @@ from optimise.batches import tile_batch
 from optimise.build import optimise
 from optimise.evaluate import Runner, measure_interleaved
 from optimise.profiles import get_profile
+from optimise.runtimes import open_session
 from optimise.search import SearchSettings
 from optimise.source import ModelBundle
 from optimise.sources import load_source
@@ -59,11 +60,15 @@ def bench(demo: str, rounds: int) -> str:
             bundle, profile, Constraints(), SearchSettings(time_budget_s=TIME_BUDGETS[demo]), Path(scratch)
         )
         build_s = time.perf_counter() - start
-        from optimise.runtimes.ort_session import OnnxSession
-
         runners: dict[str, Runner] = {"pytorch-eager": TorchEager(bundle, profile.intra_op_threads)}
         for v in result.variants:
-            runners[v.id] = OnnxSession(v.artefact, v.intra_op_threads, profile.execution_providers)
+            runners[v.id] = open_session(
+                v.runtime,
+                v.artefact,
+                v.intra_op_threads,
+                profile.execution_providers,
+                dict(v.runtime_settings),
+            )
         batch = tile_batch(bundle.latency_inputs, 32)
         timings = measure_interleaved(
             runners, bundle.latency_inputs, batch, rounds=rounds, throughput_calls=1
@@ -74,10 +79,11 @@ def bench(demo: str, rounds: int) -> str:
     lines = [
         f"## {demo} (cpu profile, {profile.isa}, {profile.intra_op_threads} threads; build {build_s:.0f} s)",
         "",
-        "| variant | passes | p50 ms (b=1) | p50 vs PyTorch | items/s (b=32) | vs PyTorch | MB | smaller | quality |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| pytorch-eager | FP32 eager | {base.latency_p50_ms:.2f} | 1.00x | {base.throughput_per_s:.0f} | 1.00x "
-        f"| {torch_size / 1e6:.2f} | 1.00x | {result.reference.value:.4f} |",
+        "| variant | runtime | passes | p50 ms (b=1) | p50 vs PyTorch | items/s (b=32) | vs PyTorch | MB | smaller "
+        "| quality | recall@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| pytorch-eager | torch | FP32 eager | {base.latency_p50_ms:.2f} | 1.00x | {base.throughput_per_s:.0f} "
+        f"| 1.00x | {torch_size / 1e6:.2f} | 1.00x | {result.reference.value:.4f} | 1.000 |",
     ]
     for v in sorted(result.variants, key=lambda v: timings[v.id].latency_p50_ms):
         t, m = timings[v.id], v.metrics
@@ -86,11 +92,14 @@ def bench(demo: str, rounds: int) -> str:
             f" (min {m.quality_min:.3f})" if metric is QualityMetric.COSINE else ""
         )
         mark = " **selected**" if v.id == result.winner.id else ""
+        recall = "-" if m.recall_at_10 is None else f"{m.recall_at_10:.3f}"
         lines.append(
-            f"| {v.id}{mark} | {v.describe()} | {t.latency_p50_ms:.2f} | {base.latency_p50_ms / t.latency_p50_ms:.2f}x "
-            f"| {t.throughput_per_s:.0f} | {t.throughput_per_s / base.throughput_per_s:.2f}x | {m.size_bytes / 1e6:.2f} "
-            f"| {torch_size / m.size_bytes:.2f}x | {quality} |"
+            f"| {v.id}{mark} | {v.runtime} | {v.describe()} | {t.latency_p50_ms:.2f} "
+            f"| {base.latency_p50_ms / t.latency_p50_ms:.2f}x | {t.throughput_per_s:.0f} "
+            f"| {t.throughput_per_s / base.throughput_per_s:.2f}x | {m.size_bytes / 1e6:.2f} "
+            f"| {torch_size / m.size_bytes:.2f}x | {quality} | {recall} |"
         )
+    lines += ["", f"Selected because: {result.selection.reason}."]
     return "\n".join(lines)
 
 

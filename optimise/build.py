@@ -65,7 +65,11 @@ class BuildResult:
         reference = np.concatenate([self.bundle.run_torch(b)[0] for b in iter_batches(inputs, 32)])
         winner = self.winner
         session = open_session(
-            winner.runtime, winner.artefact, winner.intra_op_threads, self.profile.execution_providers
+            winner.runtime,
+            winner.artefact,
+            winner.intra_op_threads,
+            self.profile.execution_providers,
+            dict(winner.runtime_settings),
         )
         actual = predict_rows(session, inputs)
         if self.bundle.eval_labels is not None:
@@ -132,7 +136,11 @@ def measure_final(
     """Measure the finalists side by side (interleaved rounds) and attach their metrics."""
     sessions = {
         c.variant.id: open_session(
-            c.variant.runtime, c.variant.artefact, c.recipe.threads, profile.execution_providers
+            c.variant.runtime,
+            c.variant.artefact,
+            c.recipe.threads,
+            profile.execution_providers,
+            dict(c.variant.runtime_settings),
         )
         for c in candidates
         if c.variant is not None
@@ -146,16 +154,18 @@ def measure_final(
 
 def _with_metrics(candidate: Candidate, timing: Timing) -> Variant:
     assert candidate.variant is not None and candidate.quality is not None  # only built candidates get here
-    artefact = candidate.variant.artefact
+    files = candidate.variant.model_files
     metrics = VariantMetrics(
         latency_p50_ms=timing.latency_p50_ms,
         latency_p95_ms=timing.latency_p95_ms,
         throughput_per_s=timing.throughput_per_s,
-        size_bytes=size_on_disk(artefact),
-        compressed_size_bytes=compressed_size(artefact),
+        size_bytes=sum(size_on_disk(f) for f in files),
+        compressed_size_bytes=sum(compressed_size(f) for f in files),
         quality=candidate.quality.value,
         quality_min=candidate.quality.minimum,
         quality_metric=candidate.quality.metric,
         build_seconds=candidate.build_seconds,
+        latency_p50_spread_ms=timing.latency_p50_spread_ms,
+        recall_at_10=candidate.quality.recall_at_10,
     )
     return replace(candidate.variant, metrics=metrics)

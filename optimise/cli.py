@@ -150,7 +150,7 @@ def _trial_progress() -> Progress:
 
 def _print_summary(result: object, tag: str) -> None:
     from optimise.build import BuildResult
-    from optimise.report import HEADERS, candidate_rows
+    from optimise.report import HEADERS, RUNTIME_HEADERS, candidate_rows, runtime_rows
 
     assert isinstance(result, BuildResult)
     table = Table(title=f"{result.bundle.name} on {result.profile.name} ({result.seconds:.0f} s)")
@@ -160,9 +160,17 @@ def _print_summary(result: object, tag: str) -> None:
         style = "bold green" if row[0] == result.winner.id else None
         table.add_row(*row, style=style)
     console.print(table)
+    runtimes = Table(title="runtimes side by side")
+    for header in RUNTIME_HEADERS:
+        runtimes.add_column(header, overflow="fold")
+    for row in runtime_rows(result):
+        runtimes.add_row(*row)
+    console.print(runtimes)
+    for note in result.profile.runtime_notes:
+        console.print(f"[yellow]skipped[/] {note}", highlight=False)
     for candidate in result.failures:
         console.print(f"[yellow]dropped[/] {candidate.failure}", highlight=False)
-    console.print(f"stored [bold]{tag}[/] ({result.winner.describe()})")
+    console.print(f"stored [bold]{tag}[/] ({result.winner.describe()}): {result.selection.reason}")
 
 
 @app.command()
@@ -174,6 +182,7 @@ def profiles() -> None:
     table = Table(title="hardware profiles")
     for column in (
         "name",
+        "runtimes",
         "providers",
         "precisions",
         "threads",
@@ -190,6 +199,7 @@ def profiles() -> None:
         precisions = ", ".join(x.value for x in p.precisions)
         table.add_row(
             p.name,
+            "\n".join([", ".join(p.runtimes), *p.runtime_notes]),
             ", ".join(p.execution_providers),
             precisions,
             str(p.intra_op_threads),

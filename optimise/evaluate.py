@@ -3,7 +3,12 @@
 Latency is measured interleaved: every round visits every candidate in turn,
 so a noisy neighbour slows all candidates alike instead of whichever one
 happened to run at that moment. Percentiles pool the calls of all rounds;
-throughput is the median over rounds.
+throughput is the median over rounds; the spread of the per-round p50s says how
+far two p50s may differ by noise alone.
+
+Quality is accuracy against labels, or, for embeddings, cosine fidelity to the
+FP32 outputs plus neighbour agreement (recall@10). `batch_invariant` says
+whether a variant may be served batched at all.
 """
 
 from __future__ import annotations
@@ -36,9 +41,14 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class Timing:
+    """One runner's timings: latencies at batch 1 in ms, throughput in samples per second."""
+
     latency_p50_ms: float
     latency_p95_ms: float
     throughput_per_s: float
+    latency_p50_spread_ms: float
+    """Interquartile range of the per-round p50s, in ms (0.0 with one round): the run-to-run noise.
+    Not max - min: one disturbed round on a shared machine made that a third of the p50."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class Quality:
     value: float  # accuracy, or mean cosine
     minimum: float | None  # smallest per-sample cosine (fidelity only)
     metric: QualityMetric
+    recall_at_10: float | None  # neighbour agreement with the reference (COSINE only; None if too few rows)
 
 
 def _call_times(call: Callable[[], object], repeats: int) -> list[float]:
@@ -66,27 +77,38 @@ def measure_interleaved(
     throughput_calls: int = 3,
     warmup: int = 3,
 ) -> dict[str, Timing]:
-    """Time every runner at batch 1 and at batch N, round-robin over `rounds`."""
+    """Time every runner at batch 1 and at batch N, round-robin over `rounds`.
+
+    Returns a `Timing` per key of `runners`: p50/p95 over all `rounds * latency_calls` calls
+    at `latency_batch`, the median throughput over rounds at `throughput_batch` (its first
+    axis is the batch size), and the spread (interquartile range) of the per-round p50s.
+    """
     batch_size = len(next(iter(throughput_batch.values())))
     for runner in runners.values():
         for _ in range(warmup):
             runner.run(latency_batch)
         runner.run(throughput_batch)
-    latencies: dict[str, list[float]] = {key: [] for key in runners}
+    latencies: dict[str, list[list[float]]] = {key: [] for key in runners}  # seconds, one list per round
     rates: dict[str, list[float]] = {key: [] for key in runners}
     for _ in range(rounds):
         for key, runner in runners.items():
-            latencies[key] += _call_times(partial(runner.run, latency_batch), latency_calls)
+            latencies[key].append(_call_times(partial(runner.run, latency_batch), latency_calls))
             elapsed = sum(_call_times(partial(runner.run, throughput_batch), throughput_calls))
             rates[key].append(batch_size * throughput_calls / elapsed)
-    return {
-        key: Timing(
-            latency_p50_ms=float(np.percentile(latencies[key], 50) * 1e3),
-            latency_p95_ms=float(np.percentile(latencies[key], 95) * 1e3),
-            throughput_per_s=float(np.median(rates[key])),
-        )
-        for key in runners
-    }
+    return {key: _timing(latencies[key], rates[key]) for key in runners}
+
+
+def _timing(rounds: list[list[float]], rates: list[float]) -> Timing:
+    pooled = [t for calls in rounds for t in calls]
+    # Two variants whose p50s differ by less than one variant's own round-to-round
+    # drift cannot be told apart; the selection widens its tie margin by this.
+    per_round = [float(np.percentile(calls, 50)) for calls in rounds]
+    return Timing(
+        latency_p50_ms=float(np.percentile(pooled, 50) * 1e3),
+        latency_p95_ms=float(np.percentile(pooled, 95) * 1e3),
+        throughput_per_s=float(np.median(rates)),
+        latency_p50_spread_ms=float(np.subtract(*np.percentile(per_round, [75, 25]))) * 1e3,
+    )
 
 
 def predict(runner: Runner, inputs: Batch, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
@@ -113,6 +135,67 @@ def predict_rows(runner: Runner, inputs: Batch) -> np.ndarray:
     return np.concatenate([runner.run(row)[0] for row in unpadded_rows(inputs)])
 
 
+def _probe_rows(inputs: Batch, rows: int) -> list[int]:
+    """Up to `rows` sample indices; with a mask, one per distinct length first, shortest to longest."""
+    n = len(next(iter(inputs.values())))
+    mask = inputs.get(PADDING_MASK)
+    if mask is None:
+        return list(range(min(rows, n)))
+    lengths = mask.reshape(n, -1).sum(axis=1)
+    by_length = np.argsort(lengths, kind="stable")
+    _, first = np.unique(lengths[by_length], return_index=True)
+    distinct = by_length[first]  # the first row of each length, shortest first
+    # Evenly spaced over the distinct lengths, so the shortest and the longest are both in.
+    spaced = np.linspace(0, len(distinct) - 1, min(rows, len(distinct))).round().astype(int)
+    picked = [int(i) for i in distinct[spaced]]
+    # Too few distinct lengths: fill up with other rows, so the batch still holds several.
+    taken = set(picked)
+    rest = [i for i in range(n) if i not in taken]
+    return picked + rest[: rows - len(picked)]
+
+
+def batch_invariant(runner: Runner, inputs: Batch, rows: int = 4, rtol: float = 1e-3) -> bool:
+    """Whether each sample's first output is the same alone as inside a padded batch.
+
+    Dynamic int8 quantises activations with one scale per call, so a row's answer depends on
+    what shares its batch (padding included); a service may batch requests only for variants
+    where this holds, and must run the others one row at a time.
+
+    Up to `rows` samples of `inputs` are probed: with an `attention_mask`, rows of different
+    lengths (the shortest, the longest and ones between); else the first rows. Each runs
+    alone and unpadded (as `unpadded_rows` cuts it), then all run as one batch padded to the
+    longest of them (rank>=2 inputs cut to that length along axis 1; without a mask the rows
+    are batched as they are). A row is invariant when max|alone - batched| <= rtol *
+    max(max|alone|, 1e-6) over its output (sequence outputs compared on its real positions).
+    With a single sample there is nothing to share a batch with, and the answer is True.
+
+    Raises ValueError when `rows` < 2 or `rtol` < 0.
+    """
+    if rows < 2:
+        raise ValueError(f"rows must be at least 2 (a batch to share), got {rows}")
+    if rtol < 0:
+        raise ValueError(f"rtol must be >= 0, got {rtol}")
+    picked = _probe_rows(inputs, rows)
+    probe = {name: array[picked] for name, array in inputs.items()}
+    mask = probe.get(PADDING_MASK)
+    if mask is not None:
+        longest = int(mask.reshape(len(mask), -1).sum(axis=1).max())
+        probe = {k: v[:, :longest] if v.ndim >= 2 else v for k, v in probe.items()}
+    batched = runner.run(probe)[0]
+    return all(_agrees(runner.run(row)[0][0], batched[i], rtol) for i, row in enumerate(unpadded_rows(probe)))
+
+
+def _agrees(alone: np.ndarray, together: np.ndarray, rtol: float) -> bool:
+    """One row's output alone vs its slice of the batched output, within `rtol` of its largest value."""
+    a, b = np.asarray(alone, dtype=np.float64), np.asarray(together, dtype=np.float64)
+    if a.ndim != b.ndim or any(x > y for x, y in zip(a.shape, b.shape, strict=True)):
+        return False  # the row's output shape itself changes with the batch
+    # A padded sequence output also carries the padding positions: compare the real ones only.
+    b = b[tuple(slice(0, size) for size in a.shape)]
+    scale = max(float(np.max(np.abs(a), initial=0.0)), 1e-6)
+    return float(np.max(np.abs(a - b), initial=0.0)) <= rtol * scale
+
+
 def cosine_per_sample(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:
     a = actual.reshape(len(actual), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
@@ -120,13 +203,51 @@ def cosine_per_sample(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b) / np.maximum(norms, 1e-12)
 
 
+def _nearest(outputs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's k most cosine-similar other rows, shape (n, k), most similar first."""
+    flat = outputs.reshape(len(outputs), -1).astype(np.float64)
+    unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)  # a sample is not its own neighbour
+    # Stable, so equal similarities rank by index and the result never varies run to run.
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def neighbour_recall(actual: np.ndarray, reference: np.ndarray, k: int = 10) -> float | None:
+    """Mean share of each sample's k nearest neighbours under `reference` that it keeps under `actual`.
+
+    `actual` and `reference` hold the same n samples along axis 0 (each row is flattened, as in
+    `cosine_per_sample`); neighbours are the k most cosine-similar other rows. Retrieval quality
+    of embeddings, which a high mean cosine alone does not guarantee: 1.0 when every sample
+    keeps its neighbours, k/(n-1) in expectation for unrelated outputs. Takes O(n^2) memory.
+
+    Returns None when n < k + 1 (no sample has k others). Raises ValueError when k < 1 or the
+    row counts differ.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if len(actual) != len(reference):
+        raise ValueError(f"actual has {len(actual)} rows, reference {len(reference)}")
+    if len(actual) < k + 1:
+        return None
+    ours, theirs = _nearest(actual, k), _nearest(reference, k)
+    overlap = (ours[:, :, None] == theirs[:, None, :]).any(axis=2).sum(axis=1)
+    return float(np.mean(overlap / k))
+
+
 def score(outputs: np.ndarray, bundle: ModelBundle, reference_outputs: np.ndarray) -> Quality:
-    """Accuracy against labels, or cosine fidelity against the FP32 reference outputs."""
+    """Accuracy against labels, or fidelity to the FP32 reference outputs.
+
+    Without labels (embeddings): mean and minimum per-sample cosine, and recall@10 of
+    neighbours (None with fewer than 11 samples). `outputs` and `reference_outputs` hold one
+    row per evaluation sample, in the same order.
+    """
     if bundle.eval_labels is not None:
         accuracy = float(np.mean(outputs.argmax(axis=-1) == bundle.eval_labels))
-        return Quality(accuracy, None, QualityMetric.ACCURACY)
+        return Quality(accuracy, None, QualityMetric.ACCURACY, recall_at_10=None)
     cosines = cosine_per_sample(outputs, reference_outputs)
-    return Quality(float(cosines.mean()), float(cosines.min()), QualityMetric.COSINE)
+    recall = neighbour_recall(outputs, reference_outputs, k=10)
+    return Quality(float(cosines.mean()), float(cosines.min()), QualityMetric.COSINE, recall_at_10=recall)
 
 
 def reference_outputs(bundle: ModelBundle) -> np.ndarray:

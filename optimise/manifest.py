@@ -35,6 +35,8 @@ _LIBRARIES = (
     "torch",
     "onnx",
     "onnxruntime",
+    "openvino",
+    "nncf",
     "optimum",
     "optimum-onnx",
     "transformers",
@@ -72,6 +74,8 @@ def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:
         format=variant.format,
         runtime=variant.runtime,
         runtime_version=_package_version(variant.runtime),
+        runtime_settings=dict(variant.runtime_settings),
+        batch_invariant=bool(variant.batch_invariant),
     )
 
 
@@ -90,7 +94,8 @@ def _signatures(infos: object) -> tuple[TensorSignature, ...]:
 def build_manifest(result: BuildResult, artefact_dir: Path, model_file: str, source: str) -> Manifest:
     """The manifest of the artefact written in `artefact_dir` (every file there is hashed)."""
     bundle = result.bundle
-    session = open_session(result.winner.runtime, artefact_dir / model_file)
+    winner = result.winner
+    session = open_session(winner.runtime, artefact_dir / model_file, settings=dict(winner.runtime_settings))
     files = file_hashes(artefact_dir)
     extra = dict(bundle.extra)
     max_length = extra.pop("max_length", None)

@@ -81,9 +81,13 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
     manifest, selected = artefact.manifest, artefact.manifest.selected
     console.print(f"[bold]{model.tag}[/] from {manifest.source.spec} on profile {manifest.profile.name}")
     console.print(
-        f"selected {selected.id} ({selected.format} on {selected.runtime}): "
+        f"selected {selected.id} ({selected.format} on {selected.runtime} {selected.runtime_version}): "
         f"{' -> '.join(p.name for p in selected.passes)}"
     )
+    if selected.runtime_settings:
+        settings = ", ".join(f"{k}={v}" for k, v in selected.runtime_settings.items())
+        console.print(f"session settings: {settings}", highlight=False)
+    console.print("served batched (batch-invariant)" if selected.batch_invariant else "served row by row")
     console.print(selected.metrics.to_dict() if selected.metrics else "not measured")
     console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
     console.print(f"report: {artefact.report_path}")
@@ -93,7 +97,10 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
 def models_export(
     tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
     directory: Annotated[
-        Path, typer.Argument(help="where to write model.onnx, manifest.json and preprocessing")
+        Path,
+        typer.Argument(
+            help="where to write the model file(s) of its format, manifest.json and preprocessing"
+        ),
     ],
 ) -> None:
     """Copy a stored model out so it can be used without leanserve."""

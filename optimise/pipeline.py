@@ -1,4 +1,4 @@
-"""Build one candidate from a recipe: torch passes, an export, ONNX passes.
+"""Build one candidate from a recipe: torch passes, an export, file passes (ONNX, OpenVINO IR).
 
 Intermediate artefacts are cached by the prefix of passes that made them, so
 ten recipes that share "prune 25% -> export" export once. Every pass runs in a
@@ -26,32 +26,36 @@ import torch
 from optimise.errors import ConfigError
 from optimise.passes import build_pass
 from optimise.passes.base import ExportPass, OnnxPass, PassContext, TorchPass
-from optimise.runtimes import ONNX_RUNTIME
+from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.source import ModelBundle
 from optimise.types import HardwareProfile, PassSpec, Precision, Variant
 
 logger = logging.getLogger(__name__)
 
-# The runtime that measures (and serves) each file format. ONNX files run on ONNX Runtime.
-FORMAT_RUNTIMES = {"onnx": ONNX_RUNTIME}
-# File passes that convert to another format (none yet: the OpenVINO conversion will be one).
-_FORMAT_OF_PASS: dict[str, str] = {}
+# The runtime that measures (and serves) each file format.
+FORMAT_RUNTIMES = {"onnx": ONNX_RUNTIME, "openvino": OPENVINO}
+# File passes that write another format than they read.
+FORMAT_OF_PASS: dict[str, str] = {"convert_openvino": "openvino", "quantise_nncf": "openvino"}
 
 _PRECISION_OF_PASS = {
     "quantise_dynamic": Precision.INT8_DYNAMIC,
     "quantise_static": Precision.INT8_STATIC,
+    "quantise_nncf": Precision.INT8_STATIC,
     "fp16": Precision.FP16,
 }
+PRECISION_HINT = "INFERENCE_PRECISION_HINT"  # OpenVINO's: the precision its CPU plugin computes in
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Which passes build a candidate, in order, and the threads it runs with."""
+    """Which passes build a candidate, in order, the threads it runs with, and the session settings
+    its runtime opens it with (sorted pairs; OpenVINO: CPU properties and `sequence_buckets`)."""
 
     torch_passes: tuple[PassSpec, ...]
     export: PassSpec
     onnx_passes: tuple[PassSpec, ...]
     threads: int
+    runtime_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def passes(self) -> tuple[PassSpec, ...]:
@@ -62,7 +66,7 @@ class Recipe:
         """The file format the recipe ends in: its export's, unless a later pass converts it."""
         export = build_pass(self.export)
         assert isinstance(export, ExportPass)
-        converted = [f for f in (_FORMAT_OF_PASS.get(p.name) for p in self.onnx_passes) if f is not None]
+        converted = [f for f in (FORMAT_OF_PASS.get(p.name) for p in self.onnx_passes) if f is not None]
         return converted[-1] if converted else export.output_format
 
     @property
@@ -78,12 +82,19 @@ class Recipe:
     @property
     def precision(self) -> Precision:
         found = [_PRECISION_OF_PASS[p.name] for p in self.onnx_passes if p.name in _PRECISION_OF_PASS]
-        return found[-1] if found else Precision.FP32
+        if found:
+            return found[-1]
+        return Precision.BF16 if dict(self.runtime_settings).get(PRECISION_HINT) == "bf16" else Precision.FP32
 
 
-def variant_id(passes: tuple[PassSpec, ...], threads: int | None = None) -> str:
+def variant_id(
+    passes: tuple[PassSpec, ...], threads: int | None = None, settings: tuple[tuple[str, str], ...] = ()
+) -> str:
     """A stable short id: the same passes and settings always get the same id."""
-    payload = json.dumps([[p.name, p.settings] for p in passes] + [threads], sort_keys=True, default=str)
+    parts: list[object] = [[p.name, p.settings] for p in passes] + [threads]
+    if settings:  # ids of variants without session settings stay as they were
+        parts.append([list(pair) for pair in settings])
+    payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -108,7 +119,7 @@ class CandidateBuilder:
             path = self._files.get(prefix) or self._run_file_pass(prefix, spec, path)
         parent = recipe.passes[:-1]
         variant = Variant(
-            id=variant_id(recipe.passes, recipe.threads),
+            id=variant_id(recipe.passes, recipe.threads, recipe.runtime_settings),
             parent_id=variant_id(parent, recipe.threads) if parent else None,
             passes=recipe.passes,
             artefact=path,
@@ -116,6 +127,7 @@ class CandidateBuilder:
             intra_op_threads=recipe.threads,
             format=recipe.format,
             runtime=recipe.runtime,
+            runtime_settings=recipe.runtime_settings,
         )
         return variant, self._seconds[recipe.passes]
 

@@ -1,13 +1,14 @@
 """Hardware profiles: deployment targets as values, selectable by name.
 
-The CPU profile reads the instruction set once and picks quantisation settings
-that are fast on it: VNNI/AMX run signed 8-bit weights at full speed, AVX2
+The CPU profile reads the instruction set once, searches OpenVINO beside ONNX
+Runtime on x86 with AVX2 or newer, and picks quantisation settings that are fast on it: VNNI/AMX run signed 8-bit weights at full speed, AVX2
 without VNNI needs 7-bit weights (reduce_range) to avoid saturation, ARM64
 takes signed per-channel weights.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from optimise.errors import ProfileError
+from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.types import HardwareProfile, Precision, QuantisationDefaults
 
 EDGE_SIZE_BUDGET_BYTES = 32 * 1024 * 1024
@@ -58,16 +60,42 @@ def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def has_bf16(flags: set[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512_BF16 or AMX_BF16)."""
+    flags = _cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def openvino_choice(isa: str, installed: bool | None = None) -> tuple[bool, str | None]:
+    """Whether to search OpenVINO candidates on this ISA, and why not when not.
+
+    OpenVINO's CPU plugin is Intel's x86 runtime: its int8 kernels need AVX2 at least and come
+    into their own with VNNI and AMX; on ARM ONNX Runtime's kernels are the better-kept path.
+    """
+    if isa not in {"avx2", "avx512", "avx512-vnni", "amx"}:
+        return False, f"openvino: not searched on {isa} (its CPU plugin targets x86 with AVX2 or newer)"
+    if installed is None:
+        installed = importlib.util.find_spec("openvino") is not None
+    if not installed:
+        return False, "openvino: not searched, the openvino package is not installed"
+    return True, None
+
+
 def _cpu() -> HardwareProfile:
     isa = detect_isa()
+    with_openvino, note = openvino_choice(isa)
+    runtimes = (ONNX_RUNTIME, OPENVINO) if with_openvino else (ONNX_RUNTIME,)
     return HardwareProfile(
         name="cpu",
-        description=f"server CPU ({isa}), ONNX Runtime CPU provider, all usable cores",
+        description=f"server CPU ({isa}), {' and '.join(runtimes)} on all usable cores",
         execution_providers=("CPUExecutionProvider",),
         precisions=(Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
         intra_op_threads=min(_usable_cores(), 8),
         isa=isa,
         quantisation=quantisation_defaults(isa),
+        runtimes=runtimes,
+        runtime_notes=(note,) if note else (),
+        bf16=has_bf16(),
     )
 
 

@@ -39,6 +39,7 @@ def candidate_rows(result: BuildResult) -> list[list[str]]:
         rows.append(
             [
                 v.id,
+                v.runtime,
                 v.describe(),
                 f"{m.latency_p50_ms:.2f}",
                 f"{m.latency_p95_ms:.2f}",
@@ -47,6 +48,8 @@ def candidate_rows(result: BuildResult) -> list[list[str]]:
                 f"{reference.latency_p50_ms / m.latency_p50_ms:.2f}x",
                 f"{reference.size_bytes / m.size_bytes:.2f}x",
                 _quality_text(v),
+                "-" if m.recall_at_10 is None else f"{m.recall_at_10:.3f}",
+                {True: "yes", False: "no", None: "-"}[v.batch_invariant],
                 f"{m.build_seconds:.1f}",
                 "yes" if v.id in result.selection.pareto_ids else "",
                 status,
@@ -56,8 +59,51 @@ def candidate_rows(result: BuildResult) -> list[list[str]]:
 
 
 HEADERS = [
-    "id", "passes", "p50 ms", "p95 ms", "items/s", "MB", "speed-up", "smaller", "quality", "build s", "Pareto", "verdict",
+    "id", "runtime", "passes", "p50 ms", "p95 ms", "items/s", "MB", "speed-up", "smaller", "quality",
+    "recall@10", "batchable", "build s", "Pareto", "verdict",
 ]  # fmt: skip
+
+
+def runtime_rows(result: BuildResult) -> list[list[str]]:
+    """Per runtime, its fastest variant inside the constraints: the runtimes side by side."""
+    reference = result.variants[0].metrics
+    assert reference is not None
+    rows = []
+    for runtime in dict.fromkeys(v.runtime for v in result.variants):
+        feasible = [
+            v
+            for v in result.variants
+            if v.runtime == runtime and v.metrics and result.selection.verdicts[v.id].feasible
+        ]
+        if not feasible:
+            rows.append([runtime, "none inside the constraints", "", "", "", "", ""])
+            continue
+        best = min(feasible, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)
+        m = best.metrics
+        assert m is not None
+        rows.append(
+            [
+                runtime,
+                f"{best.id} ({best.describe()})",
+                f"{m.latency_p50_ms:.2f}",
+                f"{reference.latency_p50_ms / m.latency_p50_ms:.2f}x",
+                f"{m.throughput_per_s:.0f}",
+                f"{m.size_bytes / 1e6:.2f}",
+                _quality_text(best),
+            ]
+        )
+    return rows
+
+
+RUNTIME_HEADERS = [
+    "runtime",
+    "fastest inside the constraints",
+    "p50 ms",
+    "speed-up",
+    "items/s",
+    "MB",
+    "quality",
+]
 
 
 def write_plot(result: BuildResult, target: Path) -> None:
@@ -99,9 +145,23 @@ def write_report(result: BuildResult, directory: Path) -> Path:
         f"Build took {result.seconds:.0f} s; speed-up and size ratios are against the FP32 ONNX export, "
         "all variants measured interleaved in one run.",
         "",
+        f"Why it won: {result.selection.reason}.",
+        "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
         *("| " + " | ".join(row) + " |" for row in candidate_rows(result)),
+        "",
+        "recall@10: share of each evaluation sample's 10 nearest neighbours (cosine) that FP32 also "
+        "finds; batchable: a row gets the same answer alone and in a padded batch (measured), so the "
+        "service may batch it.",
+        "",
+        "## Runtimes side by side",
+        "",
+        "| " + " | ".join(RUNTIME_HEADERS) + " |",
+        "|" + "---|" * len(RUNTIME_HEADERS),
+        *("| " + " | ".join(row) + " |" for row in runtime_rows(result)),
+        "",
+        *(f"- {note}" for note in result.profile.runtime_notes),
         "",
         f"![Pareto front]({PLOT_NAME})",
         "",

@@ -1,9 +1,14 @@
 """Pure choice of the winner, and the Pareto front. No I/O, no measuring.
 
 The winner is the fastest variant (p50 latency at batch 1) whose quality stays
-inside the budget and whose size fits the profile and the constraints; variants
-within `latency_tolerance` of the fastest count as tied and the smallest wins. Every
-other variant gets the list of constraints it failed, so a report can say why.
+inside the budget and whose size fits the profile and the constraints. A slower
+variant counts as tied with the fastest when its p50 is within the tie margin:
+the largest of `latency_tolerance` (a share of the fastest p50),
+`latency_tolerance_ms` (a gap no served request notices) and the run-to-run
+spread of either p50 (a gap the measurement cannot resolve). Among the tied the
+smallest wins; sizes within 1 % of the smallest count as equal, and then the faster wins. `Selection.reason` says in one sentence why the
+winner won; every other variant gets the list of constraints it failed, so a
+report can say why not.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from dataclasses import dataclass
 
 from optimise.errors import OptimiseError
 from optimise.types import Constraints, HardwareProfile, QualityMetric, Variant, VariantMetrics
+
+SIZE_TOLERANCE = 0.01
+"""Tied variants whose sizes differ by less than this share count as the same size."""
 
 
 class NoFeasibleVariant(OptimiseError):
@@ -34,6 +42,8 @@ class Selection:
     winner: Variant
     verdicts: dict[str, Verdict]
     pareto_ids: frozenset[str]
+    reason: str
+    """One sentence on why the winner won: fastest outright, or smallest within the tie margin."""
 
 
 def _mb(size: int) -> str:
@@ -84,16 +94,70 @@ def pareto_front(variants: Sequence[Variant]) -> frozenset[str]:
     return frozenset(front)
 
 
-def _fastest_then_smallest(feasible: Sequence[Variant], tolerance: float) -> Variant:
-    """Latency gaps under the tolerance are measurement noise, not speed: prefer the smaller file."""
+def _p50(v: Variant) -> float:
+    assert v.metrics is not None  # only measured variants reach the choice
+    return v.metrics.latency_p50_ms
 
-    def p50(v: Variant) -> float:
-        assert v.metrics is not None
-        return v.metrics.latency_p50_ms
 
-    best = min(p50(v) for v in feasible)
-    tied = [v for v in feasible if p50(v) <= best * (1 + tolerance)]
-    return min(tied, key=lambda v: (v.metrics.size_bytes if v.metrics else 0, p50(v)))
+def _spread(v: Variant) -> float:
+    assert v.metrics is not None
+    return v.metrics.latency_p50_spread_ms
+
+
+def _size(v: Variant) -> int:
+    assert v.metrics is not None
+    return v.metrics.size_bytes
+
+
+def _bytes(size: int) -> str:
+    return _mb(size) if size >= 1e6 else f"{size / 1e3:.1f} kB"
+
+
+def _tie_margin(v: Variant, fastest: Variant, constraints: Constraints) -> float:
+    """How far (ms) `v`'s p50 may sit above the fastest's and still count as equally fast."""
+    return max(
+        constraints.latency_tolerance * _p50(fastest),
+        constraints.latency_tolerance_ms,  # below this no served request notices the difference
+        _spread(fastest),  # a gap either p50 drifts by between rounds is not a measured difference
+        _spread(v),
+    )
+
+
+def _fastest_then_smallest(feasible: Sequence[Variant], constraints: Constraints) -> tuple[Variant, str]:
+    """The winner among `feasible` (non-empty, all measured) and the sentence saying why.
+
+    A latency gap inside the tie margin is noise or imperceptible, not speed: prefer the smaller file.
+    """
+    fastest = min(feasible, key=lambda v: (_p50(v), _size(v)))
+    tied = [v for v in feasible if _p50(v) - _p50(fastest) <= _tie_margin(v, fastest, constraints)]
+    smallest = min(_size(v) for v in tied)
+    # Sizes within SIZE_TOLERANCE are the same size (e.g. two int8 files differing by a few zero
+    # points): then the faster of them wins, not a few kilobytes.
+    as_small = [v for v in tied if _size(v) <= smallest * (1 + SIZE_TOLERANCE)]
+    winner = min(as_small, key=lambda v: (_p50(v), _size(v)))
+    return winner, _reason(winner, fastest, tied, constraints)
+
+
+def _reason(winner: Variant, fastest: Variant, tied: Sequence[Variant], constraints: Constraints) -> str:
+    best = _p50(fastest)
+    margin = (
+        f"{_tie_margin(winner, fastest, constraints):.3f} ms (the larger of "
+        f"{constraints.latency_tolerance * 100:g} % of {best:.3f} ms, {constraints.latency_tolerance_ms:.3f} ms "
+        f"and the run-to-run spread {max(_spread(fastest), _spread(winner)):.3f} ms)"
+    )
+    if len(tied) == 1:
+        return f"fastest feasible variant (p50 {best:.3f} ms); no other within the tie margin of {margin}"
+    if _p50(winner) == best:
+        return (
+            f"fastest feasible variant (p50 {best:.3f} ms) and as small as any ({_bytes(_size(winner))}, "
+            f"within {SIZE_TOLERANCE * 100:g} %) of the {len(tied)} within the tie margin of {margin}"
+        )
+    faster = sum(1 for v in tied if v is not winner and _p50(v) <= _p50(winner))
+    return (
+        f"tied with {faster} faster-or-equal variant{'s' if faster != 1 else ''} within {margin}; "
+        f"smallest of them ({_bytes(_size(winner))} vs {_bytes(_size(fastest))} for the fastest, "
+        f"p50 {_p50(winner):.3f} ms vs {best:.3f} ms)"
+    )
 
 
 def select(
@@ -108,5 +172,5 @@ def select(
     if not feasible:
         reasons = "; ".join(f"{v.describe()}: {', '.join(verdicts[v.id].failed)}" for v in measured[:3])
         raise NoFeasibleVariant(f"no variant meets the constraints ({reasons})")
-    winner = _fastest_then_smallest(feasible, constraints.latency_tolerance)
-    return Selection(winner=winner, verdicts=verdicts, pareto_ids=pareto_front(measured))
+    winner, reason = _fastest_then_smallest(feasible, constraints)
+    return Selection(winner=winner, verdicts=verdicts, pareto_ids=pareto_front(measured), reason=reason)

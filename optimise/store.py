@@ -1,7 +1,7 @@
 """Variants in and out of the BentoML model store.
 
 One saved version holds everything needed to serve and watch the model:
-`model.onnx`, `preprocessing/` (tokenizer), `reference.npz` (a sample of
+the model file(s) of its format (`model.onnx`, or OpenVINO IR `model.xml` + `model.bin`), `preprocessing/` (tokenizer), `reference.npz` (a sample of
 evaluation inputs and the selected model's outputs, for drift monitoring),
 `manifest.json` and `report/`; earlier versions are kept.
 
@@ -30,7 +30,6 @@ from bentoml.exceptions import BentoMLException
 from optimise import staging
 from optimise.artefact import (
     MANIFEST_FILE,
-    MODEL_FILE,
     PREPROCESSING_DIR,
     REFERENCE_FILE,
     REPORT_DIR,
@@ -38,6 +37,7 @@ from optimise.artefact import (
     Manifest,
     ReferenceData,
     StoredArtefact,
+    model_file_names,
     write_manifest,
 )
 from optimise.errors import StoreError, VersionNotFound
@@ -67,7 +67,10 @@ def _write_reference(result: BuildResult, target: Path, model: Path) -> None:
     from optimise.evaluate import predict_rows
 
     winner = result.winner
-    outputs = predict_rows(open_session(winner.runtime, model, winner.intra_op_threads), inputs)
+    session = open_session(
+        winner.runtime, model, winner.intra_op_threads, settings=dict(winner.runtime_settings)
+    )
+    outputs = predict_rows(session, inputs)
     labels = result.bundle.eval_labels
     ReferenceData(inputs, outputs, None if labels is None else labels[:REFERENCE_ROWS]).save(target)
 
@@ -83,11 +86,13 @@ def _copy_preprocessing(result: BuildResult, target: Path) -> None:
 
 
 def _fill(root: Path, result: BuildResult, source: str) -> None:
-    shutil.copy2(result.winner.artefact, root / MODEL_FILE)
+    names = model_file_names(result.winner.format)
+    for built, name in zip(result.winner.model_files, names, strict=True):
+        shutil.copy2(built, root / name)
     _copy_preprocessing(result, root / PREPROCESSING_DIR)
-    _write_reference(result, root / REFERENCE_FILE, root / MODEL_FILE)
+    _write_reference(result, root / REFERENCE_FILE, root / names[0])
     write_report(result, root / REPORT_DIR)
-    write_manifest(root, build_manifest(result, root, MODEL_FILE, source))
+    write_manifest(root, build_manifest(result, root, names[0], source))
 
 
 def _model_info(result: BuildResult, tag: Tag) -> ModelInfo:
@@ -249,8 +254,8 @@ def export(tag: str, directory: Path) -> list[Path]:
     root = stored.root
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in (stored.manifest.model_file, MANIFEST_FILE, REFERENCE_FILE):
-        written.append(Path(shutil.copy2(root / name, directory / name)))
+    for path in (*stored.model_files, root / MANIFEST_FILE, root / REFERENCE_FILE):
+        written.append(Path(shutil.copy2(path, directory / path.name)))
     if (root / PREPROCESSING_DIR).is_dir():
         for item in sorted((root / PREPROCESSING_DIR).iterdir()):
             written.append(Path(shutil.copy2(item, directory / item.name)))

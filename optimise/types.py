@@ -17,6 +17,13 @@ import numpy as np
 Batch = dict[str, np.ndarray]
 """One batch of named model inputs, as ONNX Runtime takes them."""
 
+FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "onnx": (".onnx",),
+    "openvino": (".xml", ".bin"),  # OpenVINO IR: the graph, then its weights
+}
+"""The file formats a variant can be written in, and the suffixes of the files that make one model
+(the first names the model; the others sit beside it with the same stem)."""
+
 
 class QualityMetric(StrEnum):
     """How a candidate's quality is scored against the reference model."""
@@ -28,6 +35,7 @@ class QualityMetric(StrEnum):
 class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"  # FP32 weights computed in bfloat16 by the runtime (OpenVINO's precision hint)
     INT8_DYNAMIC = "int8-dynamic"
     INT8_STATIC = "int8-static"
 
@@ -54,10 +62,18 @@ class HardwareProfile:
     max_size_bytes: int | None = None
     isa: str = "generic"
     quantisation: QuantisationDefaults = field(default_factory=QuantisationDefaults)
+    runtimes: tuple[str, ...] = ("onnxruntime",)
+    """The runtimes whose candidates the search builds and measures for this target."""
+    runtime_notes: tuple[str, ...] = ()
+    """Why a runtime is not searched here (e.g. 'openvino: not installed'), for the report."""
+    bf16: bool = False
+    """The CPU computes bf16 natively (AVX512_BF16 or AMX): OpenVINO may run FP32 graphs in bf16."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["precisions"] = [p.value for p in self.precisions]
+        data["runtimes"] = list(self.runtimes)
+        data["runtime_notes"] = list(self.runtime_notes)
         return data
 
 
@@ -71,10 +87,15 @@ class Constraints:
     latency_slo_ms: float | None = None
     latency_tolerance: float = 0.10
     """Variants within this share of the fastest p50 count as equally fast; the smallest of them wins."""
+    latency_tolerance_ms: float = 0.05
+    """Variants within this many milliseconds of the fastest p50 count as equally fast too: a gap a
+    served request cannot notice (the server's own overhead per request is several times larger)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.latency_tolerance < 1.0:
             raise ValueError(f"latency_tolerance must be in [0, 1), got {self.latency_tolerance}")
+        if self.latency_tolerance_ms < 0.0:
+            raise ValueError(f"latency_tolerance_ms must be >= 0, got {self.latency_tolerance_ms}")
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             raise ValueError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
         if not -1.0 <= self.min_cosine <= 1.0:
@@ -115,6 +136,12 @@ class VariantMetrics:
     quality_min: float | None  # minimum cosine (COSINE metric only)
     quality_metric: QualityMetric
     build_seconds: float
+    latency_p50_spread_ms: float = 0.0
+    """Run-to-run spread of the p50: interquartile range of the per-round p50s (0.0 in older manifests)."""
+    recall_at_10: float | None = None
+    """Neighbour agreement with the FP32 model on the evaluation set (embeddings only): for each
+    sample, the share of its 10 nearest neighbours (cosine) that are also its 10 nearest under FP32,
+    averaged. None for classifiers, sets too small, and older manifests."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -135,8 +162,22 @@ class Variant:
     metrics: VariantMetrics | None = None
     format: str = "onnx"  # of the artefact file
     runtime: str = "onnxruntime"  # that measures it, and serves it
+    runtime_settings: tuple[tuple[str, str], ...] = ()
+    """Session settings the runtime opens it with (OpenVINO: CPU properties), as sorted pairs."""
+    batch_invariant: bool | None = None
+    """Whether a row gets the same answer alone and in a padded batch (None: not measured)."""
+
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """Every file of the model: `artefact` and the files beside it its format needs."""
+        suffixes = FORMAT_SUFFIXES.get(self.format, (self.artefact.suffix,))
+        return (self.artefact, *(self.artefact.with_suffix(s) for s in suffixes[1:]))
 
     def describe(self) -> str:
-        """The passes after the export, e.g. 'graph_optimise -> quantise_dynamic(per_channel=True)'."""
+        """The passes after the export and the session settings, e.g. 'graph_optimise ->
+        quantise_dynamic(per_channel=True)' or 'convert_openvino [INFERENCE_PRECISION_HINT=bf16]'."""
         steps = [p.label() for p in self.passes if not p.name.startswith("export_")]
-        return " -> ".join(steps) or "fp32 export"
+        text = " -> ".join(steps) or "fp32 export"
+        if self.runtime_settings:
+            text += " [" + ", ".join(f"{k}={v}" for k, v in self.runtime_settings) + "]"
+        return text

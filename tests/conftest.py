@@ -26,6 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["BENTOML_HOME"] = str(root / "bentoml")
     os.environ.setdefault("LEANSERVE_CACHE_DIR", str(root / "cache"))
     os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+    # Tests import openvino and nncf directly too: no usage telemetry from the suite or its servers
+    # (see optimise.runtimes.telemetry for the switches).
+    os.environ["NNCF_CI"] = "1"
+    os.environ["CI"] = "true"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -15,6 +15,7 @@ from optimise.artefact.files import (
     TOKENIZER_FILE,
     ArtefactError,
     ModelKind,
+    model_file_names,
     sha256_of,
 )
 from optimise.artefact.manifest import (
@@ -54,6 +55,7 @@ __all__ = [
     "VariantRecord",
     "files_table",
     "manifest_name",
+    "model_file_names",
     "read_manifest",
     "read_manifest_data",
     "sha256_of",

@@ -7,13 +7,26 @@ from enum import StrEnum
 from pathlib import Path
 
 from optimise.errors import StoreError
+from optimise.types import FORMAT_SUFFIXES
 
 MANIFEST_FILE = "manifest.json"
-MODEL_FILE = "model.onnx"
+MODEL_STEM = "model"
+MODEL_FILE = f"{MODEL_STEM}.onnx"  # the model file of an ONNX variant
 REFERENCE_FILE = "reference.npz"
 PREPROCESSING_DIR = "preprocessing"
 TOKENIZER_FILE = f"{PREPROCESSING_DIR}/tokenizer.json"
 REPORT_DIR = "report"
+
+
+def model_file_names(file_format: str) -> tuple[str, ...]:
+    """The names a stored model of `file_format` takes in a version folder, the model file first
+    (ONNX: model.onnx; OpenVINO IR: model.xml, model.bin). Raises ArtefactError for an unknown format."""
+    try:
+        return tuple(MODEL_STEM + suffix for suffix in FORMAT_SUFFIXES[file_format])
+    except KeyError:
+        raise ArtefactError(
+            f"unknown model format {file_format!r}; known: {', '.join(FORMAT_SUFFIXES)}"
+        ) from None
 
 
 class ModelKind(StrEnum):

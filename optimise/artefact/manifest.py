@@ -67,12 +67,10 @@ class VariantRecord:
     runtime: str = ONNX_RUNTIME
     runtime_version: str = ""  # of the runtime that measured it ("" in manifests from before)
     runtime_settings: Mapping[str, str] = field(default_factory=dict)  # e.g. OpenVINO CPU properties
-
-    @property
-    def batch_invariant(self) -> bool:
-        """Whether it answers a row the same alone or in a batch. Dynamic int8 scales activations per
-        call: batched, each answer would depend on its neighbours."""
-        return self.precision is not Precision.INT8_DYNAMIC
+    batch_invariant: bool = False
+    """Whether it answered a row the same alone and in a padded batch when measured (only then may a
+    service batch it: dynamic int8 scales activations per call, so a row's answer would depend on its
+    neighbours). Manifests from before the measurement derive it from the precision."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +272,7 @@ def _variants_json(variants: tuple[VariantRecord, ...]) -> list[dict[str, Any]]:
             "runtime": v.runtime,
             "runtime_version": v.runtime_version,
             "runtime_settings": dict(v.runtime_settings),
+            "batch_invariant": v.batch_invariant,
             "metrics": v.metrics.to_dict() if v.metrics else None,
             "feasible": v.feasible,
             "failed_constraints": list(v.failed_constraints),
@@ -326,6 +325,12 @@ class _Fields:
             raise self._wrong(key, "a number")
         return float(value)
 
+    def optional_flag(self, key: str) -> bool | None:
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self._wrong(key, "true or false")
+        return value
+
     def optional_number(self, key: str) -> float | None:
         return None if self.data.get(key) is None else self.number(key)
 
@@ -375,11 +380,15 @@ def _signature(fields: _Fields) -> TensorSignature:
 
 def _variant(fields: _Fields) -> VariantRecord:
     metrics = fields.data.get("metrics")
+    precision = fields.enum("precision", Precision)
+    invariant = fields.optional_flag("batch_invariant")
+    if invariant is None:  # written before it was measured: dynamic int8 was the one kind that is not
+        invariant = precision is not Precision.INT8_DYNAMIC
     return VariantRecord(
         id=fields.text("id"),
         parent_id=fields.optional_text("parent_id"),
         passes=tuple(PassRecord(p.text("name"), p.mapping("settings", {})) for p in fields.items("passes")),
-        precision=fields.enum("precision", Precision),
+        precision=precision,
         intra_op_threads=fields.integer("intra_op_threads"),
         metrics=_metrics(fields.sub("metrics")) if metrics is not None else None,
         feasible=fields.data.get("feasible"),
@@ -389,6 +398,7 @@ def _variant(fields: _Fields) -> VariantRecord:
         runtime=fields.text("runtime", ONNX_RUNTIME),
         runtime_version=fields.text("runtime_version", ""),
         runtime_settings={str(k): str(v) for k, v in fields.mapping("runtime_settings", {}).items()},
+        batch_invariant=invariant,
     )
 
 
@@ -406,6 +416,8 @@ def _profile(fields: _Fields) -> HardwareProfile:
     try:
         data["execution_providers"] = tuple(fields.array("execution_providers"))
         data["precisions"] = tuple(Precision(p) for p in fields.array("precisions"))
+        data["runtimes"] = tuple(fields.array("runtimes", [ONNX_RUNTIME]))
+        data["runtime_notes"] = tuple(fields.array("runtime_notes", []))
         data["quantisation"] = QuantisationDefaults(**fields.mapping("quantisation", {}))
         return HardwareProfile(**data)
     except (TypeError, ValueError) as exc:

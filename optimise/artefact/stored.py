@@ -8,6 +8,7 @@ from pathlib import Path
 from optimise.artefact.files import REFERENCE_FILE, REPORT_DIR, ArtefactError, sha256_of
 from optimise.artefact.manifest import Manifest, read_manifest
 from optimise.artefact.reference import ReferenceData
+from optimise.types import FORMAT_SUFFIXES
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,6 +27,12 @@ class StoredArtefact:
     @property
     def model_path(self) -> Path:
         return self.root / self.manifest.model_file
+
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """Every file of the stored model, the model file first (OpenVINO IR: the .xml, then its .bin)."""
+        suffixes = FORMAT_SUFFIXES.get(self.manifest.selected.format, (self.model_path.suffix,))
+        return (self.model_path, *(self.model_path.with_suffix(s) for s in suffixes[1:]))
 
     @property
     def tokenizer_path(self) -> Path | None:

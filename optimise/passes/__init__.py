@@ -22,6 +22,8 @@ _REGISTRY: dict[str, str] = {
     "quantise_dynamic": "optimise.passes.quantise_dynamic:QuantiseDynamic",
     "quantise_static": "optimise.passes.quantise_static:QuantiseStatic",
     "fp16": "optimise.passes.fp16:Fp16",
+    "convert_openvino": "optimise.passes.convert_openvino:ConvertOpenVino",
+    "quantise_nncf": "optimise.passes.quantise_nncf:QuantiseNncf",
 }
 
 

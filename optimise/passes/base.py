@@ -93,7 +93,9 @@ class TorchPass(Pass[ConfigT]):
 
 
 class OnnxPass(Pass[ConfigT]):
-    """Reads an ONNX file and returns the path of a new one inside `ctx.workdir`."""
+    """Reads a model file (ONNX, or OpenVINO IR after `convert_openvino`) and returns the path of a
+    new one inside `ctx.workdir`; a pass that changes the format declares it in
+    `optimise.pipeline.FORMAT_OF_PASS`."""
 
     @final
     def apply(self, model: Path, ctx: PassContext) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,10 @@ from optimise.build import optimise
 from optimise.cli import app
 from optimise.evaluate import cosine_per_sample
 from optimise.profiles import get_profile
+from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.search import SearchSettings
 from optimise.sources import load_source
-from optimise.space import SearchSpace
+from optimise.space import SearchSpace, default_space
 from optimise.types import Constraints, Precision
 
 pytestmark = pytest.mark.slow
@@ -26,7 +29,10 @@ def test_minilm_int8_keeps_fidelity_and_shrinks_and_runs_from_an_export(tmp_path
     bundle = load_source("minilm")
     assert len(bundle.eval_labels or []) == 0 and len(bundle.eval_inputs["input_ids"]) >= 200
     space = SearchSpace(
-        graph_optimise=(True,), precisions=(Precision.FP32, Precision.INT8_DYNAMIC), per_channel=(True,)
+        graph_optimise=(True,),
+        precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
+        per_channel=(True,),
+        runtimes=(ONNX_RUNTIME,),
     )
     result = optimise(
         bundle, get_profile("cpu"), Constraints(), SearchSettings(sampler="grid"), tmp_path, space, rounds=2
@@ -44,23 +50,72 @@ def test_minilm_int8_keeps_fidelity_and_shrinks_and_runs_from_an_export(tmp_path
     _check_export_matches_sentence_transformers(out, bundle.module)
 
 
-def _check_export_matches_sentence_transformers(directory: Path, model: object) -> None:
-    """Only onnxruntime and tokenizers: what a user without leanserve has."""
+def test_minilm_on_openvino_with_nncf_int8_keeps_neighbours_batches_and_runs_from_an_export(
+    tmp_path: Path,
+) -> None:
+    bundle = load_source("minilm")
+    transformer_default = default_space(bundle)
+    space = SearchSpace(
+        runtimes=(OPENVINO,),
+        openvino_precisions=(Precision.INT8_STATIC,),
+        precision_hints=("f32",),
+        sequence_buckets=transformer_default.sequence_buckets,
+    )
+    result = optimise(
+        bundle, get_profile("cpu"), Constraints(), SearchSettings(sampler="grid"), tmp_path, space, rounds=2
+    )
+    int8 = next(v for v in result.variants if v.runtime == OPENVINO)
+    reference = result.variants[0].metrics
+    assert int8.metrics is not None and reference is not None
+    assert int8.metrics.quality >= 0.99  # mean cosine to FP32, measured through the bucketed session
+    assert int8.metrics.recall_at_10 is not None and int8.metrics.recall_at_10 >= 0.85
+    assert int8.batch_invariant is True  # static scales: the server may batch it
+    assert reference.size_bytes / int8.metrics.size_bytes >= 3.5
+    assert dict(int8.runtime_settings)["sequence_buckets"] == "16,32,64,128"
+
+    result.selection = replace(result.selection, winner=int8)
+    tag = store.save(result, "minilm")
+    out = tmp_path / "export"
+    store.export(tag, out)
+    assert (out / "model.xml").is_file() and (out / "model.bin").is_file()
+    _check_export_matches_sentence_transformers(out, bundle.module, _openvino_runner(out / "model.xml"))
+
+
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def _onnxruntime_runner(model: Path) -> Runner:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return lambda feeds: session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+
+def _openvino_runner(model: Path) -> Runner:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(model), "CPU")
+    names = {name for port in compiled.inputs for name in port.get_names()}
+    return lambda feeds: compiled({k: v for k, v in feeds.items() if k in names})[compiled.outputs[0]]
+
+
+def _check_export_matches_sentence_transformers(
+    directory: Path, model: object, runner: Runner | None = None
+) -> None:
+    """Only the runtime and tokenizers: what a user without leanserve has."""
     from tokenizers import Tokenizer
 
+    run = runner or _onnxruntime_runner(directory / "model.onnx")
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     tokenizer.enable_truncation(128)
     tokenizer.enable_padding()
     texts = ["A short sentence.", "Wie spät ist es?", "SELECT * FROM users WHERE id = 42;"]
     encodings = tokenizer.encode_batch(texts)
-    session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
     feeds = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
     }
-    names = {i.name for i in session.get_inputs()}
-    embeddings = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+    embeddings = run(feeds)
     expected = model.encode(texts)  # type: ignore[attr-defined]
     assert embeddings.shape == (3, 384)
     assert cosine_per_sample(embeddings, expected).min() >= 0.97

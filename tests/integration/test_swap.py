@@ -1,4 +1,5 @@
-"""Swapping the live model of a running server under load: no request fails, answers switch version."""
+"""Swapping the live model of a running server under load: no request fails, answers switch version
+(from an ONNX Runtime variant to an OpenVINO one, and back)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from builds import FP32_ONLY
+from builds import OPENVINO_INT8
 from servers import ADMIN_TOKEN, Server, build_demo, start_server, stop_server
+
+from optimise.runtimes import OPENVINO
 
 pytestmark = pytest.mark.integration
 BODY = {"inputs": [{"name": "pixels", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}
@@ -20,7 +23,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 def swap_server(
     demo_tags: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, str, str]]:
-    second = build_demo("digits", FP32_ONLY)  # a different variant: a new version of the same model
+    # A new version of the same model on the other runtime: NNCF int8 OpenVINO IR.
+    second = build_demo("digits", OPENVINO_INT8, runtime=OPENVINO)
     server = start_server(tmp_path_factory.mktemp("swap") / "bentoml", [demo_tags["digits"]])
     yield server, demo_tags["digits"].split(":")[1], second.split(":")[1]
     stop_server(server)

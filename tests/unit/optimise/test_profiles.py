@@ -10,7 +10,9 @@ from optimise.profiles import (
     EDGE_SIZE_BUDGET_BYTES,
     detect_isa,
     get_profile,
+    has_bf16,
     list_profiles,
+    openvino_choice,
     quantisation_defaults,
 )
 from optimise.types import Precision
@@ -115,3 +117,30 @@ def test_profile_to_dict_uses_plain_values() -> None:
     assert data["precisions"] == ["fp32", "fp16"]
     assert data["execution_providers"] == ("CUDAExecutionProvider",)
     assert data["quantisation"] == {"per_channel": True, "reduce_range": False, "signed_weights": True}
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512-vnni", "amx"])
+def test_openvino_is_searched_on_x86_with_avx2_or_newer(isa: str) -> None:
+    assert openvino_choice(isa, installed=True) == (True, None)
+
+
+@pytest.mark.parametrize("isa", ["arm64", "generic"])
+def test_openvino_is_skipped_elsewhere_and_the_reason_says_why(isa: str) -> None:
+    searched, note = openvino_choice(isa, installed=True)
+    assert not searched and note is not None and isa in note and "AVX2" in note
+
+
+def test_openvino_is_skipped_without_the_package_and_the_reason_names_it() -> None:
+    searched, note = openvino_choice("amx", installed=False)
+    assert not searched and note is not None and "openvino package is not installed" in note
+
+
+def test_bf16_needs_avx512_bf16_or_amx() -> None:
+    assert has_bf16({"avx512f", "avx512_bf16"}) and has_bf16({"amx_bf16"})
+    assert not has_bf16({"avx512f", "avx512_vnni", "avx2"})
+
+
+def test_the_cpu_profile_names_its_runtimes_and_why_any_is_missing() -> None:
+    profile = get_profile("cpu")
+    assert profile.runtimes[0] == "onnxruntime"
+    assert ("openvino" in profile.runtimes) != bool(profile.runtime_notes)

@@ -15,6 +15,7 @@ from optimise.passes.base import PassContext
 from optimise.passes.quantise_dynamic import QuantiseDynamic
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.profiles import get_profile
+from optimise.runtimes import ONNX_RUNTIME
 from optimise.search import GRID_LIMIT, Candidate, Search, SearchSettings, _sampler
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace
@@ -25,6 +26,7 @@ SMALL = SearchSpace(
     graph_optimise=(False,),
     precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
     per_channel=(True,),
+    runtimes=(ONNX_RUNTIME,),
 )
 GRID = SearchSettings(sampler="grid")
 
@@ -152,6 +154,7 @@ def test_a_failing_pass_is_recorded_and_the_study_goes_on(
         graph_optimise=(False, True),
         precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
         per_channel=(True,),
+        runtimes=(ONNX_RUNTIME,),
     )
     search, built = make_search(space)
     storage = f"sqlite:///{tmp_path / 'failures.sqlite3'}"
@@ -220,6 +223,7 @@ def test_a_resumed_study_still_puts_the_reference_first(
         graph_optimise=(False, True),
         precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
         per_channel=(True,),
+        runtimes=(ONNX_RUNTIME,),
     )
     storage = f"sqlite:///{tmp_path / 'resumed.sqlite3'}"
     first, _ = make_search(space)

@@ -34,6 +34,7 @@ def metrics(
     quality: float = REFERENCE,
     size: int = 4 * MB,
     metric: QualityMetric = QualityMetric.ACCURACY,
+    spread: float = 0.0,
 ) -> VariantMetrics:
     return VariantMetrics(
         latency_p50_ms=latency,
@@ -45,6 +46,7 @@ def metrics(
         quality_min=quality if metric is QualityMetric.COSINE else None,
         quality_metric=metric,
         build_seconds=0.1,
+        latency_p50_spread_ms=spread,
     )
 
 
@@ -195,11 +197,91 @@ def test_latency_within_the_tolerance_counts_as_a_tie_and_the_smaller_wins() -> 
     fast_big = variant("fast-big", metrics(latency=1.00, size=8 * MB))
     near_small = variant("near-small", metrics(latency=1.04, size=2 * MB))
     slow_small = variant("slow-small", metrics(latency=1.10, size=1 * MB))
-    tolerant = Constraints(latency_tolerance=0.05)
+    tolerant = Constraints(latency_tolerance=0.05, latency_tolerance_ms=0.0)
     assert select([fast_big, near_small], REFERENCE, tolerant, PROFILE).winner.id == "near-small"
     assert select([fast_big, slow_small], REFERENCE, tolerant, PROFILE).winner.id == "fast-big"
-    strict = Constraints(latency_tolerance=0.0)
+    strict = Constraints(latency_tolerance=0.0, latency_tolerance_ms=0.0)
     assert select([fast_big, near_small], REFERENCE, strict, PROFILE).winner.id == "fast-big"
+
+
+def test_digits_the_much_smaller_variant_wins_a_gap_of_a_hundredth_of_a_millisecond() -> None:
+    # A digits build once picked a 3.9x-smaller variant over a 12.4x-smaller one at equal accuracy
+    # because it measured 0.020 ms against 0.030 ms: 50 % slower, but 10 us no request notices.
+    fp32 = 1_240_000
+    variants = [
+        variant("fp32", metrics(latency=0.045, size=fp32, spread=0.002)),
+        variant("3.9x", metrics(latency=0.020, size=round(fp32 / 3.9), spread=0.001)),
+        variant("12.4x", metrics(latency=0.030, size=round(fp32 / 12.4), spread=0.002)),
+    ]
+    selection = select(variants, REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == "12.4x"
+    assert selection.reason == (
+        "tied with 1 faster-or-equal variant within 0.050 ms (the larger of 10 % of 0.020 ms, 0.050 ms "
+        "and the run-to-run spread 0.002 ms); smallest of them (100.0 kB vs 317.9 kB for the fastest, "
+        "p50 0.030 ms vs 0.020 ms)"
+    )
+    # The relative rule alone (what chose "3.9x" before) does not tie them.
+    relative_only = Constraints(latency_tolerance=0.10, latency_tolerance_ms=0.0)
+    assert select(variants, REFERENCE, relative_only, PROFILE).winner.id == "3.9x"
+
+
+def test_a_variant_30_percent_slower_and_beyond_the_spread_does_not_tie() -> None:
+    fast_big = variant("fast-big", metrics(latency=2.0, size=8 * MB, spread=0.1))
+    slow_small = variant("slow-small", metrics(latency=2.6, size=1 * MB, spread=0.2))
+    selection = select([fast_big, slow_small], REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == "fast-big"
+    assert selection.reason == (
+        "fastest feasible variant (p50 2.000 ms); no other within the tie margin of 0.200 ms "
+        "(the larger of 10 % of 2.000 ms, 0.050 ms and the run-to-run spread 0.100 ms)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fast_spread", "slow_spread", "winner"),
+    [(0.05, 0.05, "fast-big"), (0.05, 0.5, "slow-small"), (0.5, 0.05, "slow-small"), (0.39, 0.0, "fast-big")],
+    ids=["both-steady", "slow-one-noisy", "fast-one-noisy", "spread-just-short"],
+)
+def test_the_run_to_run_spread_of_either_variant_widens_the_margin(
+    fast_spread: float, slow_spread: float, winner: str
+) -> None:
+    # 20 % slower: outside the 10 % relative margin, inside a spread of 0.5 ms.
+    fast_big = variant("fast-big", metrics(latency=2.0, size=8 * MB, spread=fast_spread))
+    slow_small = variant("slow-small", metrics(latency=2.4, size=1 * MB, spread=slow_spread))
+    selection = select([fast_big, slow_small], REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == winner
+    if winner == "slow-small":
+        assert "within 0.500 ms" in selection.reason and "spread 0.500 ms" in selection.reason
+
+
+def test_the_absolute_margin_ties_sub_millisecond_gaps_the_relative_one_would_not() -> None:
+    fast_big = variant("fast-big", metrics(latency=0.100, size=4 * MB))
+    near_small = variant("near-small", metrics(latency=0.140, size=1 * MB))
+    assert select([fast_big, near_small], REFERENCE, Constraints(), PROFILE).winner.id == "near-small"
+    tight = Constraints(latency_tolerance_ms=0.03)
+    assert select([fast_big, near_small], REFERENCE, tight, PROFILE).winner.id == "fast-big"
+
+
+def test_among_the_tied_the_smallest_then_the_faster_wins_and_the_reason_counts_them() -> None:
+    variants = [
+        variant("fastest", metrics(latency=1.00, size=8 * MB)),
+        variant("second", metrics(latency=1.02, size=3 * MB)),
+        variant("third-slower", metrics(latency=1.06, size=2 * MB)),
+        variant("third-faster", metrics(latency=1.05, size=2 * MB)),
+        variant("too-slow", metrics(latency=1.20, size=1 * MB)),
+    ]
+    selection = select(variants, REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == "third-faster"
+    assert selection.reason.startswith("tied with 2 faster-or-equal variants within 0.100 ms")
+    assert "(2.00 MB vs 8.00 MB for the fastest, p50 1.050 ms vs 1.000 ms)" in selection.reason
+
+
+def test_the_fastest_wins_outright_when_it_is_also_the_smallest_of_the_tied() -> None:
+    fast_small = variant("fast-small", metrics(latency=1.00, size=1 * MB))
+    near_big = variant("near-big", metrics(latency=1.05, size=8 * MB))
+    selection = select([fast_small, near_big], REFERENCE, Constraints(), PROFILE)
+    assert selection.winner.id == "fast-small"
+    assert selection.reason.startswith("fastest feasible variant (p50 1.000 ms) and as small as any (1.00 MB")
+    assert "of the 2 within the tie margin of 0.100 ms" in selection.reason
 
 
 @pytest.mark.parametrize(
@@ -207,6 +289,7 @@ def test_latency_within_the_tolerance_counts_as_a_tie_and_the_smaller_wins() -> 
     [
         {"latency_tolerance": 1.0},
         {"latency_tolerance": -0.1},
+        {"latency_tolerance_ms": -0.01},
         {"max_accuracy_drop": 1.5},
         {"min_cosine": 1.1},
         {"max_size_bytes": 0},
@@ -285,3 +368,12 @@ def test_front_skips_unmeasured_and_select_reports_it() -> None:
     selection = select([a, b, c], 0.95, Constraints(), PROFILE)
     assert selection.pareto_ids == frozenset({"a", "b"})
     assert selection.winner.id == "b"  # "a" is faster but 5 pt below the reference
+
+
+def test_tied_variants_of_practically_the_same_size_are_decided_by_speed() -> None:
+    # Two int8 files 0.1 % apart in size (zero points), 20 % apart in p50 but within the noise margin.
+    fast = variant("fast", replace(metrics(latency=6.4, size=23_330_000), latency_p50_spread_ms=2.0))
+    slow = variant("slow", replace(metrics(latency=7.8, size=23_310_000), latency_p50_spread_ms=2.0))
+    chosen = select([slow, fast], REFERENCE, Constraints(), PROFILE)
+    assert chosen.winner.id == "fast"
+    assert "as small as any" in chosen.reason

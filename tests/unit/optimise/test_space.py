@@ -9,11 +9,14 @@ from tiny_models import make_tiny_bundle
 
 from optimise.pipeline import Recipe
 from optimise.profiles import get_profile
+from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.source import ModelBundle
 from optimise.space import (
+    ONNX_RUNTIME_PRECISIONS,
     QUANTISE_OP_SETS,
     SearchSpace,
     default_space,
+    length_buckets,
     reference_recipe,
     suggest_recipe,
 )
@@ -26,6 +29,9 @@ PROFILE = HardwareProfile(
     precisions=tuple(Precision),
     intra_op_threads=3,
 )
+
+
+OPENVINO_PROFILE = replace(PROFILE, runtimes=(ONNX_RUNTIME, OPENVINO), bf16=True)
 
 
 class Replay:
@@ -77,12 +83,21 @@ SPACES = {
     "static-only": SearchSpace(precisions=(Precision.INT8_STATIC,), graph_optimise=(True, False)),
     "fp16-and-fp32": SearchSpace(precisions=(Precision.FP32, Precision.FP16), prune=("none", "unstructured")),
     "single": SearchSpace(graph_optimise=(False,), precisions=(Precision.FP32,)),
+    "openvino-everything": SearchSpace(
+        runtimes=(OPENVINO,),
+        nncf_presets=("mixed", "performance"),
+        smooth_quant_alphas=(None, -1, 0.5),
+        fast_bias_correction=(True, False),
+        ignored_scopes=("none", "ffn-down"),
+        sequence_buckets=("", "16,32"),
+    ),
+    "both-runtimes": SearchSpace(runtimes=(ONNX_RUNTIME, OPENVINO), precisions=(Precision.FP32,)),
 }
 
 
 @pytest.mark.parametrize("name", list(SPACES))
 def test_size_counts_every_distinct_recipe(name: str, bundle: ModelBundle) -> None:
-    space = SPACES[name].for_profile(PROFILE)
+    space = SPACES[name].for_profile(OPENVINO_PROFILE)
     recipes = enumerate_recipes(space, bundle)
     distinct = {repr(r) for r in recipes}
     assert len(distinct) == len(recipes)  # no two walks give the same recipe
@@ -180,8 +195,9 @@ def test_for_profile_drops_precisions_the_profile_lacks() -> None:
 
 def test_for_profile_defaults_to_the_profiles_precisions_and_threads() -> None:
     bound = SearchSpace().for_profile(PROFILE)
-    assert bound.precisions == tuple(Precision)
+    assert bound.precisions == ONNX_RUNTIME_PRECISIONS  # bf16 is OpenVINO's precision hint, not a file
     assert bound.threads == (3,)
+    assert bound.runtimes == (ONNX_RUNTIME,)
     explicit = SearchSpace(threads=(1, 2)).for_profile(PROFILE)
     assert explicit.threads == (1, 2)
 
@@ -283,3 +299,59 @@ def test_default_space_for_a_transformer_differs() -> None:
     assert {"structured", "unstructured"} <= set(cnn_space.prune)
     assert "conv" in cnn_space.quantise_ops
     assert cnn_space.precisions is None  # every precision of the profile
+
+
+def test_openvino_recipes_convert_then_quantise_with_nncf_and_carry_session_settings(
+    bundle: ModelBundle,
+) -> None:
+    space = SearchSpace(
+        runtimes=(OPENVINO,), sequence_buckets=("16,32",), smooth_quant_alphas=(0.5,)
+    ).for_profile(OPENVINO_PROFILE)
+    recipes = enumerate_recipes(space, bundle)
+    assert {r.runtime for r in recipes} == {"openvino"} and {r.format for r in recipes} == {"openvino"}
+    by_precision = {(r.precision, dict(r.runtime_settings)["INFERENCE_PRECISION_HINT"]): r for r in recipes}
+    assert set(by_precision) == {
+        (Precision.FP32, "f32"), (Precision.BF16, "bf16"), (Precision.INT8_STATIC, "f32"), (Precision.INT8_STATIC, "bf16"),
+    }  # fmt: skip
+    int8 = by_precision[(Precision.INT8_STATIC, "f32")]
+    assert [p.name for p in int8.passes] == ["export_onnx", "convert_openvino", "quantise_nncf"]
+    assert int8.onnx_passes[1].settings == {
+        "preset": "mixed", "fast_bias_correction": True, "ignored_scope": "none", "smooth_quant_alpha": 0.5,
+    }  # fmt: skip
+    assert dict(int8.runtime_settings)["sequence_buckets"] == "16,32"
+
+
+def test_bf16_is_only_offered_where_the_cpu_has_it() -> None:
+    assert SearchSpace().for_profile(replace(OPENVINO_PROFILE, bf16=False)).precision_hints == ("f32",)
+    assert SearchSpace().for_profile(OPENVINO_PROFILE).precision_hints == ("f32", "bf16")
+
+
+def test_a_runtime_the_profile_does_not_search_is_dropped() -> None:
+    assert SearchSpace(runtimes=(OPENVINO,)).for_profile(PROFILE).runtimes == ()
+    assert SearchSpace().for_profile(OPENVINO_PROFILE).runtimes == (ONNX_RUNTIME, OPENVINO)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"runtimes": ("tensorrt",)}, "runtimes"),
+        ({"precision_hints": ("fp8",)}, "precision_hints"),
+        ({"nncf_presets": ("fastest",)}, "nncf_presets"),
+        ({"ignored_scopes": ("heads",)}, "ignored_scopes"),
+        ({"openvino_precisions": (Precision.INT8_DYNAMIC,)}, "openvino_precisions"),
+    ],
+)
+def test_unknown_openvino_choices_are_refused(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SearchSpace(**settings)  # type: ignore[arg-type]
+
+
+def test_the_transformer_default_searches_both_presets_with_length_buckets() -> None:
+    bert = make_tiny_bundle()
+    bert.transformer_type = "bert"
+    bert.extra["max_length"] = "128"
+    space = default_space(bert)
+    assert space.nncf_presets == ("mixed", "performance")
+    assert space.sequence_buckets == ("16,32,64,128",)
+    assert length_buckets(100) == "16,32,64,100"
+    assert length_buckets(16) == "16"

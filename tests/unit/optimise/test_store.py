@@ -9,11 +9,14 @@ from pathlib import Path
 import bentoml
 import numpy as np
 import pytest
+from builds import openvino_int8_build, with_more_calibration_rows
 from test_build import build_tiny
+from tiny_models import make_tiny_bundle
 
 from optimise import staging, store
 from optimise.build import BuildResult
 from optimise.errors import StoreError
+from optimise.runtimes.openvino_session import OpenVinoSession
 from optimise.runtimes.ort_session import OnnxSession
 
 
@@ -39,6 +42,42 @@ def test_saved_version_holds_model_manifest_reference_and_report(built: BuildRes
     assert store.verify(model) == []
     with np.load(root / "reference.npz") as reference:
         assert reference["input__features"].shape[0] == reference["output"].shape[0] == 64
+
+
+@pytest.fixture(scope="module")
+def built_openvino(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    bundle = with_more_calibration_rows(make_tiny_bundle())
+    bundle.name = f"tiny-ov-{uuid.uuid4().hex[:8]}"
+    return openvino_int8_build(bundle, tmp_path_factory.mktemp("build-ov"))
+
+
+def test_an_openvino_version_stores_and_exports_both_ir_files(
+    built_openvino: BuildResult, tmp_path: Path
+) -> None:
+    tag = store.save(built_openvino, "tiny_models:build")
+    stored = store.artefact(store.get_model(tag))
+    manifest = stored.manifest
+    assert manifest.model_file == "model.xml"
+    assert [p.name for p in stored.model_files] == ["model.xml", "model.bin"]
+    assert {"model.xml", "model.bin"} <= set(manifest.files)  # both hashed
+    assert (manifest.selected.format, manifest.selected.runtime) == ("openvino", "openvino")
+    assert manifest.selected.runtime_version and manifest.library_versions["nncf"]
+    assert manifest.selected.runtime_settings == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert manifest.selected.batch_invariant is True
+    assert manifest.inputs[0].name == "features"
+    assert store.verify(store.get_model(tag)) == []
+    written = store.export(tag, tmp_path / "out")
+    assert {p.name for p in written} == {"model.xml", "model.bin", "manifest.json", "reference.npz"}
+    exported = OpenVinoSession(tmp_path / "out" / "model.xml").run(built_openvino.bundle.latency_inputs)[0]
+    with np.load(stored.reference_path) as reference:
+        assert reference["output"].shape[1] == exported.shape[1] == 4
+
+
+def test_a_missing_weights_file_breaks_an_openvino_version(built_openvino: BuildResult) -> None:
+    tag = store.save(built_openvino, "tiny_models:build")
+    model = store.get_model(tag)
+    (Path(model.path) / "model.bin").unlink()
+    assert store.verify(model) == ["model.bin"]
 
 
 def test_versions_accumulate_and_are_listed(built: BuildResult) -> None:

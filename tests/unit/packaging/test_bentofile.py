@@ -31,3 +31,10 @@ def test_bento_builds_offline_and_serves_the_service_module() -> None:
     module, _, attribute = bentofile["service"].partition(":")
     assert (REPO / (module.replace(".", "/") + ".py")).is_file() and attribute
     assert {"minilm:latest", "digits:latest"} <= set(bentofile["models"])
+
+
+def test_the_bento_installs_every_runtime_and_no_build_only_package() -> None:
+    bentofile = yaml.safe_load((REPO / "bentofile.yaml").read_text())
+    packages = {Requirement(spec).name for spec in bentofile["python"]["packages"]}
+    assert {"onnxruntime", "openvino"} <= packages  # what a stored variant may need to run
+    assert not packages & {"torch", "nncf", "optimum", "optuna", "onnx", "transformers"}

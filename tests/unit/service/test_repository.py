@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelStore
-from builds import FP32_ONLY
+from builds import FP32_ONLY, openvino_int8_build, with_more_calibration_rows
 from tiny_models import make_tiny_bundle
 
 from optimise import store
@@ -36,16 +36,22 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
 
 
 @pytest.fixture
-def versions(built: BuildResult, tmp_path: Path) -> Iterator[list[str]]:
-    """Three stored versions of 'tiny', oldest first, in a store of this test's own (it breaks some)."""
+def private_service_store(tmp_path: Path) -> Iterator[Path]:
+    """A model store of this test's own (tests here break versions on purpose)."""
     shared = BentoMLContainer.model_store.get()
     models = tmp_path / "bentoml" / "models"
     models.mkdir(parents=True)
     BentoMLContainer.model_store.set(ModelStore(models))
     try:
-        yield [store.save(built, "tiny_models:build").split(":")[1] for _ in range(3)]
+        yield models
     finally:
         BentoMLContainer.model_store.set(shared)
+
+
+@pytest.fixture
+def versions(built: BuildResult, private_service_store: Path) -> list[str]:
+    """Three stored versions of 'tiny', oldest first, in a store of this test's own."""
+    return [store.save(built, "tiny_models:build").split(":")[1] for _ in range(3)]
 
 
 def break_yaml(version: str) -> None:
@@ -114,3 +120,32 @@ def test_a_variant_whose_runtime_is_missing_is_refused_naming_it(
         repository.load(f"tiny:{versions[0]}", SETTINGS)
     assert refused.value.http_status == 409
     assert repository.load(f"tiny:{versions[1]}", SETTINGS).version == versions[1]  # the rest load
+
+
+@pytest.fixture(scope="module")
+def built_openvino(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    return openvino_int8_build(with_more_calibration_rows(make_tiny_bundle()), tmp_path_factory.mktemp("ov"))
+
+
+@pytest.fixture
+def openvino_version(built_openvino: BuildResult, private_service_store: Path) -> str:
+    return store.save(built_openvino, "tiny_models:build").split(":")[1]
+
+
+def test_a_stored_openvino_ir_is_served_batched_and_answers_as_measured(openvino_version: str) -> None:
+    served = repository.load(f"tiny:{openvino_version}", SETTINGS)
+    assert served.session.runtime == "openvino"
+    assert served.batch_invariant  # measured at build time: static int8 scales
+    reference = served.artefact.reference()
+    rows = {name: array[:7] for name, array in reference.inputs.items()}
+    np.testing.assert_allclose(served.predict(rows)["logits"], reference.outputs[:7], rtol=1e-4, atol=1e-5)
+
+
+def test_a_stored_openvino_ir_without_the_runtime_is_refused_naming_the_package(
+    openvino_version: str, without_openvino: None
+) -> None:
+    with pytest.raises(
+        SwapRefused, match="runtime 'openvino' cannot run here: the openvino package"
+    ) as refused:
+        repository.load(f"tiny:{openvino_version}", SETTINGS)
+    assert refused.value.http_status == 409
