@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -61,3 +63,43 @@ def unexportable() -> ModelBundle:
     bundle.forward = None
     bundle.__post_init__()
     return bundle
+
+
+MASKED_VOCAB, MASKED_WIDTH = 32, 8
+
+
+class MaskedMeanPooling(torch.nn.Module):
+    """Token embeddings and their mean over the unmasked tokens: a sentence transformer's shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = torch.nn.Embedding(MASKED_VOCAB, MASKED_WIDTH)
+        self.project = torch.nn.Linear(MASKED_WIDTH, MASKED_WIDTH)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        tokens = torch.tanh(self.project(self.embedding(input_ids))) * mask
+        return tokens, tokens.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def export_masked_mean_pooling(path: Path) -> Path:
+    """`MaskedMeanPooling` as ONNX at `path` (inputs input_ids and attention_mask, int64 [batch,
+    sequence]; outputs token_embeddings and sentence_embedding), with dynamic batch and sequence."""
+    example = (torch.ones(1, 3, dtype=torch.int64), torch.ones(1, 3, dtype=torch.int64))
+    sequence = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        MaskedMeanPooling().eval(),
+        example,
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["token_embeddings", "sentence_embedding"],
+        dynamic_axes={
+            "input_ids": sequence,
+            "attention_mask": sequence,
+            "token_embeddings": sequence,
+            "sentence_embedding": {0: "batch"},
+        },
+        dynamo=False,
+    )
+    return path

@@ -19,7 +19,7 @@ from optimise.profiles import get_profile
 from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.search import SearchSettings
 from optimise.sources import load_source
-from optimise.space import SearchSpace, default_space
+from optimise.space import SearchSpace, length_buckets
 from optimise.types import Constraints, Precision
 
 pytestmark = pytest.mark.slow
@@ -54,24 +54,28 @@ def test_minilm_on_openvino_with_nncf_int8_keeps_neighbours_batches_and_runs_fro
     tmp_path: Path,
 ) -> None:
     bundle = load_source("minilm")
-    transformer_default = default_space(bundle)
+    buckets = length_buckets(int(bundle.extra["max_length"]))
     space = SearchSpace(
         runtimes=(OPENVINO,),
         openvino_precisions=(Precision.INT8_STATIC,),
         precision_hints=("f32",),
-        sequence_buckets=transformer_default.sequence_buckets,
+        sequence_buckets=("", buckets),
     )
     result = optimise(
         bundle, get_profile("cpu"), Constraints(), SearchSettings(sampler="grid"), tmp_path, space, rounds=2
     )
-    int8 = next(v for v in result.variants if v.runtime == OPENVINO)
+    on_openvino = {dict(v.runtime_settings).get("sequence_buckets", ""): v for v in result.variants[1:]}
+    int8, bucketed = on_openvino[""], on_openvino[buckets]
     reference = result.variants[0].metrics
-    assert int8.metrics is not None and reference is not None
-    assert int8.metrics.quality >= 0.99  # mean cosine to FP32, measured through the bucketed session
-    assert int8.metrics.recall_at_10 is not None and int8.metrics.recall_at_10 >= 0.85
+    for variant in (int8, bucketed):
+        assert variant.metrics is not None and reference is not None
+        assert variant.metrics.quality >= 0.99  # mean cosine to FP32, through the session it runs in
+        assert variant.metrics.recall_at_10 is not None and variant.metrics.recall_at_10 >= 0.85
+        assert reference.size_bytes / variant.metrics.size_bytes >= 3.5
     assert int8.batch_invariant is True  # static scales: the server may batch it
-    assert reference.size_bytes / int8.metrics.size_bytes >= 3.5
-    assert dict(int8.runtime_settings)["sequence_buckets"] == "16,32,64,128"
+    # A 128-token row on the static [1, 128] kernel answers up to ~2 % off the dynamic one that runs
+    # batches: measured, recorded, and such a variant is served row by row.
+    assert bucketed.batch_invariant is False
 
     result.selection = replace(result.selection, winner=int8)
     tag = store.save(result, "minilm")

@@ -346,12 +346,12 @@ def test_unknown_openvino_choices_are_refused(settings: dict[str, object], messa
         SearchSpace(**settings)  # type: ignore[arg-type]
 
 
-def test_the_transformer_default_searches_both_presets_with_length_buckets() -> None:
+def test_the_transformer_default_searches_both_presets_on_dynamic_shapes() -> None:
     bert = make_tiny_bundle()
     bert.transformer_type = "bert"
-    bert.extra["max_length"] = "128"
     space = default_space(bert)
     assert space.nncf_presets == ("mixed", "performance")
-    assert space.sequence_buckets == ("16,32,64,128",)
+    assert space.sequence_buckets == ("",)
+    assert length_buckets(128) == "16,32,64,128"
     assert length_buckets(100) == "16,32,64,100"
     assert length_buckets(16) == "16"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import export_masked_mean_pooling
 
+from optimise.runtimes.openvino_session import OpenVinoSession
 from optimise.runtimes.ort_session import OnnxSession
 from service.sessions import ServingSession
 
@@ -61,3 +63,13 @@ def test_run_many_keeps_the_order_of_its_runs(tiny_onnx: Path, rows: list[dict[s
     for answer, expected in zip(answers, _expected(tiny_onnx, rows), strict=True):
         np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
     assert session.run_many([]) == []
+
+
+def test_a_bucketed_openvino_session_and_its_twin_answer_alike(tmp_path: Path) -> None:
+    model = export_masked_mean_pooling(tmp_path / "masked.onnx")
+    session = ServingSession(model, 2, ("CPUExecutionProvider",), "openvino", {"sequence_buckets": "4,8"})
+    main, twin = session.main, session._single_thread
+    assert isinstance(main, OpenVinoSession) and isinstance(twin, OpenVinoSession)
+    assert main.buckets == twin.buckets == (4, 8)  # both run what the build measured
+    row = {"input_ids": np.array([[3, 5, 7]]), "attention_mask": np.ones((1, 3), np.int64)}
+    np.testing.assert_allclose(main.run(row)[1], twin.run(row)[1], rtol=1e-5, atol=1e-6)

@@ -10,50 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tiny_models import MASKED_VOCAB as VOCAB
+from tiny_models import MASKED_WIDTH, export_masked_mean_pooling
 
 from optimise.runtimes.openvino_session import OpenVinoSession, parse_sequence_buckets
 from optimise.runtimes.telemetry import telemetry_off
 
-VOCAB, WIDTH = 32, 8
+WIDTH = MASKED_WIDTH
 BUCKETS = {"sequence_buckets": "4,8,16"}
-
-
-class _MaskedMeanPooling(torch.nn.Module):
-    """Token embeddings and their mean over the unmasked tokens: a sentence transformer's shape."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embedding = torch.nn.Embedding(VOCAB, WIDTH)
-        self.project = torch.nn.Linear(WIDTH, WIDTH)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        mask = attention_mask.unsqueeze(-1).to(torch.float32)
-        tokens = torch.tanh(self.project(self.embedding(input_ids))) * mask
-        return tokens, tokens.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 @pytest.fixture(scope="module")
 def masked_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("masked") / "masked.onnx"
-    example = (torch.ones(1, 3, dtype=torch.int64), torch.ones(1, 3, dtype=torch.int64))
-    sequence = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        _MaskedMeanPooling().eval(),
-        example,
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["token_embeddings", "sentence_embedding"],
-        dynamic_axes={
-            "input_ids": sequence,
-            "attention_mask": sequence,
-            "token_embeddings": sequence,
-            "sentence_embedding": {0: "batch"},
-        },
-        dynamo=False,
-    )
-    return path
+    return export_masked_mean_pooling(tmp_path_factory.mktemp("masked") / "masked.onnx")
 
 
 @pytest.fixture(scope="module")
