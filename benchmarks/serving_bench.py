@@ -1,5 +1,6 @@
-"""Serving overhead: the raw ONNX Runtime session against leanserve's three protocols and a
-plain BentoML + PyTorch FP32 baseline, one ~20-token sentence per request.
+"""Serving overhead: the raw runtime session (the runtime the stored variant records) against
+leanserve's three protocols and a plain BentoML + PyTorch FP32 baseline, one ~20-token sentence
+per request.
 
 The minilm demo is built with the default search (as `leanserve optimise --model minilm`;
 `--space fp32-int8` for the integration tests' faster space) into --bentoml-home, or the
@@ -115,11 +116,16 @@ def bench_texts(artefact: StoredArtefact) -> list[str]:
 
 # -- the floor: tokenizer + session in this process ----------------------------------------
 def raw_session(artefact: StoredArtefact) -> CallFactory:
-    from optimise.runtimes.ort_session import OnnxSession
+    from optimise.runtimes import open_session
 
     manifest = artefact.manifest
-    session = OnnxSession(
-        artefact.model_path, manifest.selected.intra_op_threads, manifest.profile.execution_providers
+    selected = manifest.selected
+    session = open_session(
+        selected.runtime,
+        artefact.model_path,
+        selected.intra_op_threads,
+        manifest.profile.execution_providers,
+        selected.runtime_settings,
     )
 
     def factory() -> Callable[[str], object]:
@@ -216,11 +222,11 @@ def phases(artefact: StoredArtefact) -> list[Phase]:
         return str(s.http).removeprefix("http://")
 
     return [
-        Phase("raw ORT session (in-process)", None, lambda _: raw),
+        Phase("raw runtime session (in-process)", None, lambda _: raw),
         # A server's model call follows milliseconds of idle (protocol work, the client): the
         # same session after as long a pause shows what idling alone costs on this machine.
         Phase(
-            f"raw ORT session, {IDLE_S * 1e3:.0f} ms idle before each call",
+            f"raw runtime session, {IDLE_S * 1e3:.0f} ms idle before each call",
             None,
             lambda _: raw,
             pause_s=IDLE_S,

@@ -166,6 +166,7 @@ def _with_metrics(candidate: Candidate, timing: Timing) -> Variant:
         quality_metric=candidate.quality.metric,
         build_seconds=candidate.build_seconds,
         latency_p50_spread_ms=timing.latency_p50_spread_ms,
+        latency_p50_rounds_ms=timing.latency_p50_rounds_ms,
         recall_at_10=candidate.quality.recall_at_10,
     )
     return replace(candidate.variant, metrics=metrics)

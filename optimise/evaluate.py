@@ -49,6 +49,8 @@ class Timing:
     latency_p50_spread_ms: float
     """Interquartile range of the per-round p50s, in ms (0.0 with one round): the run-to-run noise.
     Not max - min: one disturbed round on a shared machine made that a third of the p50."""
+    latency_p50_rounds_ms: tuple[float, ...] = ()
+    """The p50 of each round, in ms, in round order."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ def _timing(rounds: list[list[float]], rates: list[float]) -> Timing:
         latency_p95_ms=float(np.percentile(pooled, 95) * 1e3),
         throughput_per_s=float(np.median(rates)),
         latency_p50_spread_ms=float(np.subtract(*np.percentile(per_round, [75, 25]))) * 1e3,
+        latency_p50_rounds_ms=tuple(p * 1e3 for p in per_round),
     )
 
 

@@ -5,7 +5,8 @@ inside the budget and whose size fits the profile and the constraints. A slower
 variant counts as tied with the fastest when its p50 is within the tie margin:
 the largest of `latency_tolerance` (a share of the fastest p50),
 `latency_tolerance_ms` (a gap no served request notices) and the run-to-run
-spread of either p50 (a gap the measurement cannot resolve). Among the tied the
+noise of the gap itself (the interquartile range of the two variants' round-by-round p50
+differences: a gap the measurement cannot resolve). Among the tied the
 smallest wins; sizes within 1 % of the smallest count as equal, and then the faster wins. `Selection.reason` says in one sentence why the
 winner won; every other variant gets the list of constraints it failed, so a
 report can say why not.
@@ -16,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from optimise.errors import OptimiseError
 from optimise.types import Constraints, HardwareProfile, QualityMetric, Variant, VariantMetrics
 
+MIN_PAIRED_ROUNDS = 3  # fewer rounds give no interquartile range worth the name
 SIZE_TOLERANCE = 0.01
 """Tied variants whose sizes differ by less than this share count as the same size."""
 
@@ -113,13 +117,28 @@ def _bytes(size: int) -> str:
     return _mb(size) if size >= 1e6 else f"{size / 1e3:.1f} kB"
 
 
+def _noise(v: Variant, fastest: Variant) -> float:
+    """How much the gap between `v`'s and the fastest's p50 moves from round to round (ms).
+
+    Measured in the same interleaved rounds, the two share the machine's noise: the interquartile
+    range of their round-by-round differences is what is left of it. A busy neighbour that slows a
+    whole round moves both p50s alike (a 3 ms spread of each on a 6 ms p50 was seen here) and is no
+    reason to call a consistently 50 % slower variant equally fast. Without shared rounds (older
+    manifests), the larger of the two spreads."""
+    assert v.metrics is not None and fastest.metrics is not None
+    mine, theirs = v.metrics.latency_p50_rounds_ms, fastest.metrics.latency_p50_rounds_ms
+    if len(mine) >= MIN_PAIRED_ROUNDS and len(mine) == len(theirs):
+        gaps = np.subtract(mine, theirs)
+        return float(np.subtract(*np.percentile(gaps, [75, 25])))
+    return max(_spread(v), _spread(fastest))
+
+
 def _tie_margin(v: Variant, fastest: Variant, constraints: Constraints) -> float:
     """How far (ms) `v`'s p50 may sit above the fastest's and still count as equally fast."""
     return max(
         constraints.latency_tolerance * _p50(fastest),
         constraints.latency_tolerance_ms,  # below this no served request notices the difference
-        _spread(fastest),  # a gap either p50 drifts by between rounds is not a measured difference
-        _spread(v),
+        _noise(v, fastest),  # a gap that moves this much between rounds is not a measured difference
     )
 
 
@@ -143,7 +162,7 @@ def _reason(winner: Variant, fastest: Variant, tied: Sequence[Variant], constrai
     margin = (
         f"{_tie_margin(winner, fastest, constraints):.3f} ms (the larger of "
         f"{constraints.latency_tolerance * 100:g} % of {best:.3f} ms, {constraints.latency_tolerance_ms:.3f} ms "
-        f"and the run-to-run spread {max(_spread(fastest), _spread(winner)):.3f} ms)"
+        f"and the run-to-run noise of the gap {_noise(winner, fastest):.3f} ms)"
     )
     if len(tied) == 1:
         return f"fastest feasible variant (p50 {best:.3f} ms); no other within the tie margin of {margin}"

@@ -138,6 +138,9 @@ class VariantMetrics:
     build_seconds: float
     latency_p50_spread_ms: float = 0.0
     """Run-to-run spread of the p50: interquartile range of the per-round p50s (0.0 in older manifests)."""
+    latency_p50_rounds_ms: tuple[float, ...] = ()
+    """The p50 of each measurement round, in ms, in round order (all variants of one build share the
+    rounds, so two variants' round-by-round differences cancel the machine's common noise)."""
     recall_at_10: float | None = None
     """Neighbour agreement with the FP32 model on the evaluation set (embeddings only): for each
     sample, the share of its 10 nearest neighbours (cosine) that are also its 10 nearest under FP32,

@@ -406,6 +406,7 @@ def _metrics(fields: _Fields) -> VariantMetrics:
     data = dict(fields.data)
     try:
         data["quality_metric"] = QualityMetric(str(data.get("quality_metric")))
+        data["latency_p50_rounds_ms"] = tuple(fields.array("latency_p50_rounds_ms", []))
         return VariantMetrics(**data)
     except (TypeError, ValueError) as exc:
         raise ArtefactError(f"{MANIFEST_FILE}: field {fields.path!r}: {one_line(exc)}") from None

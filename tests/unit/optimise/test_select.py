@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from optimise.errors import OptimiseError
@@ -217,7 +218,7 @@ def test_digits_the_much_smaller_variant_wins_a_gap_of_a_hundredth_of_a_millisec
     assert selection.winner.id == "12.4x"
     assert selection.reason == (
         "tied with 1 faster-or-equal variant within 0.050 ms (the larger of 10 % of 0.020 ms, 0.050 ms "
-        "and the run-to-run spread 0.002 ms); smallest of them (100.0 kB vs 317.9 kB for the fastest, "
+        "and the run-to-run noise of the gap 0.002 ms); smallest of them (100.0 kB vs 317.9 kB for the fastest, "
         "p50 0.030 ms vs 0.020 ms)"
     )
     # The relative rule alone (what chose "3.9x" before) does not tie them.
@@ -232,7 +233,7 @@ def test_a_variant_30_percent_slower_and_beyond_the_spread_does_not_tie() -> Non
     assert selection.winner.id == "fast-big"
     assert selection.reason == (
         "fastest feasible variant (p50 2.000 ms); no other within the tie margin of 0.200 ms "
-        "(the larger of 10 % of 2.000 ms, 0.050 ms and the run-to-run spread 0.100 ms)"
+        "(the larger of 10 % of 2.000 ms, 0.050 ms and the run-to-run noise of the gap 0.100 ms)"
     )
 
 
@@ -250,7 +251,7 @@ def test_the_run_to_run_spread_of_either_variant_widens_the_margin(
     selection = select([fast_big, slow_small], REFERENCE, Constraints(), PROFILE)
     assert selection.winner.id == winner
     if winner == "slow-small":
-        assert "within 0.500 ms" in selection.reason and "spread 0.500 ms" in selection.reason
+        assert "within 0.500 ms" in selection.reason and "noise of the gap 0.500 ms" in selection.reason
 
 
 def test_the_absolute_margin_ties_sub_millisecond_gaps_the_relative_one_would_not() -> None:
@@ -377,3 +378,27 @@ def test_tied_variants_of_practically_the_same_size_are_decided_by_speed() -> No
     chosen = select([slow, fast], REFERENCE, Constraints(), PROFILE)
     assert chosen.winner.id == "fast"
     assert "as small as any" in chosen.reason
+
+
+def with_rounds(m: VariantMetrics, rounds: list[float]) -> VariantMetrics:
+    spread = float(np.subtract(*np.percentile(rounds, [75, 25])))
+    return replace(m, latency_p50_ms=float(np.median(rounds)), latency_p50_rounds_ms=tuple(rounds),
+                   latency_p50_spread_ms=spread)  # fmt: skip
+
+
+def test_a_busy_machine_moving_both_p50s_alike_does_not_make_a_slower_variant_tie() -> None:
+    # Rounds swing by 3 ms for both (a busy neighbour), but the small one is 50 % slower in every round.
+    fast = variant("fast-big", with_rounds(metrics(size=90 * MB), [6.0, 9.0, 6.0, 9.0, 6.0]))
+    slow = variant("slow-small", with_rounds(metrics(size=23 * MB), [9.0, 12.0, 9.0, 12.0, 9.0]))
+    assert fast.metrics is not None and fast.metrics.latency_p50_spread_ms == 3.0  # the old margin
+    chosen = select([fast, slow], REFERENCE, Constraints(), PROFILE)
+    assert chosen.winner.id == "fast-big"
+    assert "noise of the gap 0.000 ms" in chosen.reason
+
+
+def test_a_gap_that_changes_sign_between_rounds_is_noise() -> None:
+    fast = variant("fast-big", with_rounds(metrics(size=90 * MB), [6.0, 9.0, 6.0, 9.0, 6.5]))
+    small = variant("small", with_rounds(metrics(size=23 * MB), [8.5, 6.5, 8.5, 7.0, 8.0]))
+    assert small.metrics is not None and fast.metrics is not None
+    assert small.metrics.latency_p50_ms - fast.metrics.latency_p50_ms > 0.1 * fast.metrics.latency_p50_ms
+    assert select([fast, small], REFERENCE, Constraints(), PROFILE).winner.id == "small"
