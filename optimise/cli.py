@@ -74,7 +74,7 @@ def optimise(
             help="record the stored version as the model's live one, what NAME serves from the next start",
         ),
     ] = True,
-    rounds: Annotated[int, typer.Option(help="interleaved measurement rounds")] = 5,
+    rounds: Annotated[int, typer.Option(help="interleaved measurement rounds", min=1)] = 5,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Search pass pipelines, measure every candidate on the profile, store the fastest that keeps quality."""

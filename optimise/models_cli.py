@@ -14,7 +14,18 @@ from optimise.errors import OptimiseError, StoreError
 if TYPE_CHECKING:
     from optimise.store_index import StoredVersion
 
-COLUMNS = ("tag", "state", "created", "profile", "variant", "precision", "quality", "p50 ms", "bytes")
+COLUMNS = (
+    "tag",
+    "state",
+    "created",
+    "profile",
+    "variant",
+    "runtime",
+    "precision",
+    "quality",
+    "p50 ms",
+    "bytes",
+)
 models_app = typer.Typer(
     help="Inspect, export and promote optimised models in the BentoML model store.", no_args_is_help=True
 )
@@ -44,7 +55,8 @@ def models_list(
         labels, meta = v.model.info.labels, v.model.info.metadata
         table.add_row(
             v.tag, states[v.tag], v.created.strftime("%Y-%m-%d %H:%M:%S"), labels.get("profile", ""),
-            labels.get("variant", ""), labels.get("precision", ""), number(meta.get("quality"), "{:.4f}"),
+            labels.get("variant", ""), labels.get("runtime", "onnxruntime"), labels.get("precision", ""),
+            number(meta.get("quality"), "{:.4f}"),
             number(meta.get("latency_p50_ms"), "{:.2f}"), number(meta.get("size_bytes"), "{:.0f}"),
         )  # fmt: skip
     console.print(table)

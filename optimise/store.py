@@ -105,6 +105,7 @@ def _model_info(result: BuildResult, tag: Tag) -> ModelInfo:
         "profile": result.profile.name,
         "variant": winner.id,
         "precision": winner.precision.value,
+        "runtime": winner.runtime,
     }
     metadata: dict[str, Any] = {
         "quality": metrics.quality,

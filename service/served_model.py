@@ -34,6 +34,10 @@ def _session_specs(infos: Any) -> tuple[TensorSpec, ...]:
     )
 
 
+# The OIP v2 / Triton platform name of each runtime ("<backend>_<format>" for ONNX Runtime).
+OIP_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
+
+
 class ServedModel(ABC):
     kind = ModelKind.TENSOR
 
@@ -78,7 +82,9 @@ class ServedModel(ABC):
         return VersionLabels(self.version, selected.id, selected.precision.value, self.manifest.profile.name)
 
     def metadata(self, versions: tuple[str, ...]) -> ModelMetadata:
-        return ModelMetadata(self.name, versions, "onnxruntime_onnx", self.inputs, self.outputs)
+        return ModelMetadata(
+            self.name, versions, OIP_PLATFORMS[self.session.runtime], self.inputs, self.outputs
+        )
 
     def run_onnx(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._named(self.session.run(feeds))

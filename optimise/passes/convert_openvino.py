@@ -58,6 +58,14 @@ class ConvertOpenVinoConfig(PassConfig):
             raise ValueError("atol must be positive")
 
 
+def _conversion_problem(exc: Exception) -> str:
+    """The line of a conversion error that names what failed (e.g. "No conversion rule found for
+    operations: Det"), else its first line."""
+    lines = [line.strip(" -[]") for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "conversion rule" in line or "not supported" in line.lower()]
+    return f"{type(exc).__name__}: {(named or lines or [''])[0]}"
+
+
 class ConvertOpenVino(OnnxPass[ConvertOpenVinoConfig]):
     name = "convert_openvino"
     config_type = ConvertOpenVinoConfig
@@ -67,7 +75,10 @@ class ConvertOpenVino(OnnxPass[ConvertOpenVinoConfig]):
         with self.failures("conversion failed"), _root_logger_kept(), telemetry_off():
             import openvino as ov
 
-            converted_model = ov.convert_model(str(model))
+            try:
+                converted_model = ov.convert_model(str(model))
+            except Exception as exc:  # its first line is a source location; the operators come later
+                raise PassFailed(self.name, f"conversion failed: {_conversion_problem(exc)}") from exc
             ov.save_model(converted_model, str(target), compress_to_fp16=self.config.compress_to_fp16)
         with self.failures("OpenVINO cannot run the converted model"):
             converted = OpenVinoSession(target, threads=1).run(ctx.bundle.latency_inputs)[0]

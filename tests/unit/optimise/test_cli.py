@@ -164,3 +164,11 @@ def test_listing_an_invalid_name_is_an_error(private_store: Path) -> None:
 def test_listing_a_name_never_stored_says_so(private_store: Path) -> None:
     code, output = invoke("models", "list", "nosuchmodel")
     assert code == 2 and "no versions of 'nosuchmodel'" in output
+
+
+@pytest.mark.parametrize("rounds", ["0", "-3"])
+def test_measurement_rounds_below_one_are_refused_before_any_work(rounds: str) -> None:
+    code, output = invoke("optimise", "--model", "tiny_models:build", "--rounds", rounds)
+    assert code == 2 and "--rounds" in output and "greater than or equal to 1" in " ".join(output.split()), (
+        output
+    )

@@ -135,6 +135,7 @@ def openvino_version(built_openvino: BuildResult, private_service_store: Path) -
 def test_a_stored_openvino_ir_is_served_batched_and_answers_as_measured(openvino_version: str) -> None:
     served = repository.load(f"tiny:{openvino_version}", SETTINGS)
     assert served.session.runtime == "openvino"
+    assert served.metadata((openvino_version,)).platform == "openvino"  # OIP v2 / Triton's name
     assert served.batch_invariant  # measured at build time: static int8 scales
     reference = served.artefact.reference()
     rows = {name: array[:7] for name, array in reference.inputs.items()}

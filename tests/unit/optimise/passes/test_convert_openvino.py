@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from optimise.errors import ConfigError, PassFailed
 from optimise.passes import build_pass
@@ -55,3 +56,18 @@ def test_the_converter_leaves_the_root_logger_as_it_was(tiny_onnx: Path, tiny_co
     before = (root.level, list(root.filters), list(root.handlers))
     ConvertOpenVino(ConvertOpenVinoConfig()).apply(tiny_onnx, tiny_context)
     assert (root.level, list(root.filters), list(root.handlers)) == before
+
+
+class _Determinant(torch.nn.Module):
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.det(features.reshape(-1, 4, 4)).reshape(-1, 1)
+
+
+def test_an_operator_openvino_cannot_convert_is_named_in_the_reason(
+    tmp_path: Path, tiny_context: PassContext
+) -> None:
+    model = tmp_path / "det.onnx"
+    example = (torch.randn(1, 16),)
+    torch.onnx.export(_Determinant(), example, str(model), input_names=["features"], dynamo=False)
+    with pytest.raises(PassFailed, match="No conversion rule found for operations: Det"):
+        ConvertOpenVino(ConvertOpenVinoConfig()).apply(model, tiny_context)
