@@ -96,6 +96,7 @@ class SearchSpace:
             for p in (self.precisions or profile.precisions)
             if p in profile.precisions and p in ONNX_RUNTIME_PRECISIONS
         )
+        # Without bf16 in the CPU, OpenVINO computes in f32 whatever the space asked for.
         hints = tuple(h for h in self.precision_hints if h != "bf16" or profile.bf16) or ("f32",)
         return replace(
             self,
@@ -161,6 +162,9 @@ def default_space(bundle: ModelBundle) -> SearchSpace:
             per_channel=(True,),  # per-tensor int8 kept only ~0.95 mean cosine on MiniLM
             quantise_ops=("all", "matmul"),
             nncf_presets=("mixed", "performance"),
+            # bf16 where the CPU has it (f32 elsewhere, see for_profile): int8 ran as fast with
+            # either hint at the same quality, and the FP32 IR runs 2x faster in bf16 at cosine 1.0000.
+            precision_hints=("bf16",),
         )
     return SearchSpace(
         prune=("none", "structured", "unstructured"),

@@ -352,6 +352,8 @@ def test_the_transformer_default_searches_both_presets_on_dynamic_shapes() -> No
     space = default_space(bert)
     assert space.nncf_presets == ("mixed", "performance")
     assert space.sequence_buckets == ("",)
+    assert space.precision_hints == ("bf16",)
+    assert space.for_profile(replace(OPENVINO_PROFILE, bf16=False)).precision_hints == ("f32",)
     assert length_buckets(128) == "16,32,64,128"
     assert length_buckets(100) == "16,32,64,100"
     assert length_buckets(16) == "16"
