@@ -15,7 +15,7 @@ from optimise.passes.base import PassContext
 from optimise.passes.quantise_dynamic import QuantiseDynamic
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.profiles import get_profile
-from optimise.runtimes import ONNX_RUNTIME
+from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.search import GRID_LIMIT, Candidate, Search, SearchSettings, _sampler
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace
@@ -232,3 +232,16 @@ def test_a_resumed_study_still_puts_the_reference_first(
     candidates = second.run(SearchSettings(sampler="grid", storage=storage, study_name="resumed"))
     assert candidates, "the resumed search built nothing"
     assert candidates[0].recipe == reference_recipe(get_profile("cpu").intra_op_threads)
+
+
+def test_the_openvino_int8_preset_is_tried_first_after_the_reference(
+    make_search: Callable[..., tuple[Search, list[Recipe]]],
+) -> None:
+    both = SearchSpace(prune=("none",), runtimes=(ONNX_RUNTIME, OPENVINO), precision_hints=("bf16",))
+    search, built = make_search(both)
+    search.run(SearchSettings(sampler="tpe", n_trials=1))
+    assert len(built) == 2  # the reference, then the first preset
+    assert built[1].runtime == OPENVINO
+    assert [p.name for p in built[1].onnx_passes] == ["convert_openvino", "quantise_nncf"]
+    expected_hint = "bf16" if get_profile("cpu").bf16 else "f32"
+    assert dict(built[1].runtime_settings)["INFERENCE_PRECISION_HINT"] == expected_hint
