@@ -5,7 +5,7 @@ inside the budget and whose size fits the profile and the constraints. A slower
 variant counts as tied with the fastest when its p50 is within the tie margin:
 the largest of `latency_tolerance` (a share of the fastest p50),
 `latency_tolerance_ms` (a gap no served request notices) and the run-to-run
-noise of the gap itself (the interquartile range of the two variants' round-by-round p50
+noise of the gap itself (the standard error of the two variants' round-by-round p50
 differences: a gap the measurement cannot resolve). Among the tied the
 smallest wins; sizes within 1 % of the smallest count as equal, and then the faster wins. `Selection.reason` says in one sentence why the
 winner won; every other variant gets the list of constraints it failed, so a
@@ -22,7 +22,7 @@ import numpy as np
 from optimise.errors import OptimiseError
 from optimise.types import Constraints, HardwareProfile, QualityMetric, Variant, VariantMetrics
 
-MIN_PAIRED_ROUNDS = 3  # fewer rounds give no interquartile range worth the name
+MIN_PAIRED_ROUNDS = 3  # fewer rounds give no standard error worth the name
 SIZE_TOLERANCE = 0.01
 """Tied variants whose sizes differ by less than this share count as the same size."""
 
@@ -118,18 +118,21 @@ def _bytes(size: int) -> str:
 
 
 def _noise(v: Variant, fastest: Variant) -> float:
-    """How much the gap between `v`'s and the fastest's p50 moves from round to round (ms).
+    """How uncertain the gap between `v`'s and the fastest's p50 is (ms): the standard error of
+    their round-by-round p50 differences.
 
-    Measured in the same interleaved rounds, the two share the machine's noise: the interquartile
-    range of their round-by-round differences is what is left of it. A busy neighbour that slows a
-    whole round moves both p50s alike (a 3 ms spread of each on a 6 ms p50 was seen here) and is no
-    reason to call a consistently 50 % slower variant equally fast. Without shared rounds (older
-    manifests), the larger of the two spreads."""
+    Measured in the same interleaved rounds, the two share the machine's noise, and the differences
+    cancel it: a busy neighbour that slows a whole round moves both p50s alike (a 3 ms spread of each
+    on a 6 ms p50 was seen here) and is no reason to call a consistently 50 % slower variant equally
+    fast. The question is whether the gap is measured, so the error of its estimate over n rounds
+    (standard deviation / sqrt(n)) counts, not how much single rounds vary (the interquartile range
+    of the differences tied a variant slower in every round on a busy machine). Without shared rounds
+    (older manifests), the larger of the two p50 spreads."""
     assert v.metrics is not None and fastest.metrics is not None
     mine, theirs = v.metrics.latency_p50_rounds_ms, fastest.metrics.latency_p50_rounds_ms
     if len(mine) >= MIN_PAIRED_ROUNDS and len(mine) == len(theirs):
         gaps = np.subtract(mine, theirs)
-        return float(np.subtract(*np.percentile(gaps, [75, 25])))
+        return float(np.std(gaps, ddof=1) / np.sqrt(len(gaps)))
     return max(_spread(v), _spread(fastest))
 
 
