@@ -25,7 +25,7 @@ from optimise.batches import tile_batch
 from optimise.build import optimise
 from optimise.evaluate import Runner, measure_interleaved
 from optimise.profiles import get_profile
-from optimise.runtimes import open_session
+from optimise.runtimes import open_variant
 from optimise.search import SearchSettings
 from optimise.source import ModelBundle
 from optimise.sources import load_source
@@ -62,13 +62,7 @@ def bench(demo: str, rounds: int) -> str:
         build_s = time.perf_counter() - start
         runners: dict[str, Runner] = {"pytorch-eager": TorchEager(bundle, profile.intra_op_threads)}
         for v in result.variants:
-            runners[v.id] = open_session(
-                v.runtime,
-                v.artefact,
-                v.intra_op_threads,
-                profile.execution_providers,
-                dict(v.runtime_settings),
-            )
+            runners[v.id] = open_variant(v, profile.execution_providers)
         batch = tile_batch(bundle.latency_inputs, 32)
         timings = measure_interleaved(
             runners, bundle.latency_inputs, batch, rounds=rounds, throughput_calls=1

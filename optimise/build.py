@@ -27,7 +27,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder
-from optimise.runtimes import open_session
+from optimise.runtimes import open_variant
 from optimise.runtimes.ort_session import available_providers
 from optimise.search import Candidate, Search, SearchSettings
 from optimise.select import Selection, select
@@ -63,15 +63,7 @@ class BuildResult:
         if inputs is None:
             return None
         reference = np.concatenate([self.bundle.run_torch(b)[0] for b in iter_batches(inputs, 32)])
-        winner = self.winner
-        session = open_session(
-            winner.runtime,
-            winner.artefact,
-            winner.intra_op_threads,
-            self.profile.execution_providers,
-            dict(winner.runtime_settings),
-        )
-        actual = predict_rows(session, inputs)
+        actual = predict_rows(open_variant(self.winner, self.profile.execution_providers), inputs)
         if self.bundle.eval_labels is not None:
             return float(np.mean(actual.argmax(axis=-1) == reference.argmax(axis=-1)))
         return float(cosine_per_sample(actual, reference).mean())
@@ -135,13 +127,7 @@ def measure_final(
 ) -> list[Variant]:
     """Measure the finalists side by side (interleaved rounds) and attach their metrics."""
     sessions = {
-        c.variant.id: open_session(
-            c.variant.runtime,
-            c.variant.artefact,
-            c.recipe.threads,
-            profile.execution_providers,
-            dict(c.variant.runtime_settings),
-        )
+        c.variant.id: open_variant(c.variant, profile.execution_providers)
         for c in candidates
         if c.variant is not None
     }

@@ -3,8 +3,8 @@
 Latency is measured interleaved: every round visits every candidate in turn,
 so a noisy neighbour slows all candidates alike instead of whichever one
 happened to run at that moment. Percentiles pool the calls of all rounds;
-throughput is the median over rounds; the spread of the per-round p50s says how
-far two p50s may differ by noise alone.
+throughput is the median over rounds. Each round's p50 is kept too: two variants'
+round-by-round differences cancel the noise common to a round (see `optimise.select`).
 
 Quality is accuracy against labels, or, for embeddings, cosine fidelity to the
 FP32 outputs plus neighbour agreement (recall@10). `batch_invariant` says
@@ -102,8 +102,8 @@ def measure_interleaved(
 
 def _timing(rounds: list[list[float]], rates: list[float]) -> Timing:
     pooled = [t for calls in rounds for t in calls]
-    # Two variants whose p50s differ by less than one variant's own round-to-round
-    # drift cannot be told apart; the selection widens its tie margin by this.
+    # Per-round p50s: the selection compares two variants round by round (and falls back to the
+    # spread where rounds are missing).
     per_round = [float(np.percentile(calls, 50)) for calls in rounds]
     return Timing(
         latency_p50_ms=float(np.percentile(pooled, 50) * 1e3),

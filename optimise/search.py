@@ -29,7 +29,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder, Recipe
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO, RuntimeUnavailable, open_session
+from optimise.runtimes import ONNX_RUNTIME, OPENVINO, RuntimeUnavailable, open_variant
 from optimise.source import ModelBundle
 from optimise.space import BUCKETS_KEY, SearchSpace, reference_recipe, suggest_recipe
 from optimise.types import HardwareProfile, Precision, Variant
@@ -168,13 +168,7 @@ class Search:
         try:
             candidate.variant, candidate.build_seconds = self.builder.build(recipe)
             variant = candidate.variant
-            session = open_session(
-                variant.runtime,
-                variant.artefact,
-                recipe.threads,
-                self.profile.execution_providers,
-                dict(variant.runtime_settings),
-            )
+            session = open_variant(variant, self.profile.execution_providers)
             outputs = predict_rows(session, self.bundle.eval_inputs)
             candidate.quality = score(outputs, self.bundle, self.reference_outputs)
             candidate.variant = replace(

@@ -25,6 +25,13 @@ FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
 (the first names the model; the others sit beside it with the same stem)."""
 
 
+def model_files(model: Path, file_format: str) -> tuple[Path, ...]:
+    """Every file of the model named by `model` in `file_format`: `model`, then the files its format
+    keeps beside it (OpenVINO IR: the .bin of the .xml). An unknown format is `model` alone."""
+    suffixes = FORMAT_SUFFIXES.get(file_format, (model.suffix,))
+    return (model, *(model.with_suffix(s) for s in suffixes[1:]))
+
+
 class QualityMetric(StrEnum):
     """How a candidate's quality is scored against the reference model."""
 
@@ -173,8 +180,7 @@ class Variant:
     @property
     def model_files(self) -> tuple[Path, ...]:
         """Every file of the model: `artefact` and the files beside it its format needs."""
-        suffixes = FORMAT_SUFFIXES.get(self.format, (self.artefact.suffix,))
-        return (self.artefact, *(self.artefact.with_suffix(s) for s in suffixes[1:]))
+        return model_files(self.artefact, self.format)
 
     def describe(self) -> str:
         """The passes after the export and the session settings, e.g. 'graph_optimise ->

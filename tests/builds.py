@@ -33,17 +33,22 @@ OPENVINO_INT8 = SearchSpace(
 """Only an NNCF int8 OpenVINO variant (next to the FP32 ONNX reference every search builds)."""
 
 
+def build(bundle: ModelBundle, space: SearchSpace, scratch: Path, runtime: str | None = None) -> BuildResult:
+    """Enumerate `space` for `bundle` on the cpu profile (one measuring round); with `runtime`, the
+    winner is the fastest variant on that runtime (which a tiny model may not pick by itself)."""
+    settings = SearchSettings(sampler="grid")
+    result = optimise(bundle, get_profile("cpu"), Constraints(), settings, scratch, space, rounds=1)
+    if runtime is not None:
+        on_runtime = [v for v in result.variants if v.runtime == runtime and v.metrics]
+        fastest = min(on_runtime, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)
+        result.selection = replace(result.selection, winner=fastest)
+    return result
+
+
 def build_and_save(bundle: ModelBundle, space: SearchSpace, source: str, runtime: str | None = None) -> str:
-    """Enumerate `space` for `bundle` on the cpu profile, store the winner (the fastest variant on
-    `runtime`, when given), return its tag."""
+    """`build` in a scratch folder of its own, the winner stored; returns its tag."""
     with tempfile.TemporaryDirectory() as scratch:
-        settings = SearchSettings(sampler="grid")
-        result = optimise(bundle, get_profile("cpu"), Constraints(), settings, Path(scratch), space, rounds=1)
-        if runtime is not None:
-            on_runtime = [v for v in result.variants if v.runtime == runtime and v.metrics]
-            fastest = min(on_runtime, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)
-            result.selection = replace(result.selection, winner=fastest)
-        return store.save(result, source)
+        return store.save(build(bundle, space, Path(scratch), runtime), source)
 
 
 def served_answer(model: ServedModel, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -66,15 +71,4 @@ def with_more_calibration_rows(bundle: ModelBundle, rows: int = 80) -> ModelBund
 def openvino_int8_build(bundle: ModelBundle, scratch: Path) -> BuildResult:
     """A real build of `OPENVINO_INT8` whose winner is the NNCF int8 OpenVINO IR (the FP32 ONNX
     reference, the only other candidate, may be faster on a tiny model: it is passed over)."""
-    result = optimise(
-        bundle,
-        get_profile("cpu"),
-        Constraints(),
-        SearchSettings(sampler="grid"),
-        scratch,
-        OPENVINO_INT8,
-        rounds=1,
-    )
-    int8 = next(v for v in result.variants if v.runtime == OPENVINO)
-    result.selection = replace(result.selection, winner=int8)
-    return result
+    return build(bundle, OPENVINO_INT8, scratch, OPENVINO)

@@ -8,7 +8,7 @@ from pathlib import Path
 from optimise.artefact.files import REFERENCE_FILE, REPORT_DIR, ArtefactError, sha256_of
 from optimise.artefact.manifest import Manifest, read_manifest
 from optimise.artefact.reference import ReferenceData
-from optimise.types import FORMAT_SUFFIXES
+from optimise.types import model_files
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,8 +31,7 @@ class StoredArtefact:
     @property
     def model_files(self) -> tuple[Path, ...]:
         """Every file of the stored model, the model file first (OpenVINO IR: the .xml, then its .bin)."""
-        suffixes = FORMAT_SUFFIXES.get(self.manifest.selected.format, (self.model_path.suffix,))
-        return (self.model_path, *(self.model_path.with_suffix(s) for s in suffixes[1:]))
+        return model_files(self.model_path, self.manifest.selected.format)
 
     @property
     def tokenizer_path(self) -> Path | None:

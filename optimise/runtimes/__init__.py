@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+from optimise.types import Variant
 
 ONNX_RUNTIME = "onnxruntime"
 OPENVINO = "openvino"
@@ -36,6 +37,14 @@ def open_session(
     raise RuntimeUnavailable(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
 
 
+def open_variant(variant: Variant, providers: Sequence[str] = ("CPUExecutionProvider",)) -> InferenceSession:
+    """A built variant's file opened as the build measures it: its runtime, threads and session
+    settings (ONNX Runtime on `providers`). Raises RuntimeUnavailable as `open_session` does."""
+    return open_session(
+        variant.runtime, variant.artefact, variant.intra_op_threads, providers, dict(variant.runtime_settings)
+    )
+
+
 __all__ = [
     "ONNX_RUNTIME",
     "OPENVINO",
@@ -44,4 +53,5 @@ __all__ = [
     "RuntimeUnavailable",
     "TensorInfo",
     "open_session",
+    "open_variant",
 ]
