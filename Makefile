@@ -29,10 +29,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Debian's Prometheus (promtool, and a real server for the scrape test); needs root and apt.
+# Debian's Prometheus (promtool, and a real server for the scrape test) and the text of the
+# distillation corpus (WordNet, fortunes); needs root and apt.
+TOOLS_PACKAGES := prometheus wordnet-base fortunes
 tools:
-	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v promtool >/dev/null && test -f /usr/share/wordnet/data.noun -a -d /usr/share/games/fortunes \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; }
 
 test: lint tools
 	$(BIN)/python -m pytest -q

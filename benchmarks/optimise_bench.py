@@ -7,6 +7,10 @@ latency at batch 1 (MiniLM at 128 tokens), throughput at batch 32, size,
 quality and the ratios against PyTorch. Medians over rounds; not a test.
 
     .venv/bin/python benchmarks/optimise_bench.py [--demo minilm] [--rounds 7]
+        [--distil --distil-time 3600 --min-cosine 0.95]
+
+With `--distil` the demo's students compete too (trained for `--distil-time` seconds
+in all, or taken from the cache that `distillation_curve.py` filled).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import torch
 
 from optimise.batches import tile_batch
 from optimise.build import optimise
+from optimise.distillation.policy import with_students
 from optimise.evaluate import Runner, measure_interleaved
 from optimise.profiles import get_profile
 from optimise.runtimes import open_variant
 from optimise.search import SearchSettings
 from optimise.source import ModelBundle
 from optimise.sources import load_source
+from optimise.space import default_space, default_students
 from optimise.types import Constraints, QualityMetric
 
 TIME_BUDGETS = {"minilm": None, "digits": 45.0}
@@ -51,14 +57,16 @@ def _state_dict_bytes(module: torch.nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def bench(demo: str, rounds: int) -> str:
+def bench(demo: str, rounds: int, constraints: Constraints, distil_time_s: float | None) -> str:
     profile = get_profile("cpu")
     bundle = load_source(demo)
+    space = default_space(bundle)
+    if distil_time_s is not None:
+        space = with_students(space, default_students(bundle), distil_time_s, None)
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        result = optimise(
-            bundle, profile, Constraints(), SearchSettings(time_budget_s=TIME_BUDGETS[demo]), Path(scratch)
-        )
+        settings = SearchSettings(time_budget_s=TIME_BUDGETS[demo])
+        result = optimise(bundle, profile, constraints, settings, Path(scratch), space)
         build_s = time.perf_counter() - start
         runners: dict[str, Runner] = {"pytorch-eager": TorchEager(bundle, profile.intra_op_threads)}
         for v in result.variants:
@@ -101,9 +109,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", choices=sorted(TIME_BUDGETS), action="append")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--distil", action="store_true", help="let distilled students compete")
+    parser.add_argument("--distil-time", type=float, default=1200.0, help="seconds for all students")
+    parser.add_argument("--min-cosine", type=float, default=Constraints().min_cosine)
     args = parser.parse_args()
+    constraints = Constraints(min_cosine=args.min_cosine)
     for demo in args.demo or ["minilm", "digits"]:
-        print(bench(demo, args.rounds), flush=True)
+        print(bench(demo, args.rounds, constraints, args.distil_time if args.distil else None), flush=True)
         print()
 
 

@@ -90,9 +90,12 @@ def optimise(
     check_profile_runs_here(profile)
     start = time.perf_counter()
     outputs = reference_outputs(bundle)
-    search = Search(
-        bundle, profile, space or default_space(bundle), CandidateBuilder(bundle, profile, scratch), outputs
-    )
+    builder = CandidateBuilder(bundle, profile, scratch)
+    search = Search(bundle, profile, space or default_space(bundle), builder, outputs)
+    for student in search.space.student_passes():  # trained on their own budget, before the search's
+        failure = builder.prepare((student,))
+        if failure is not None:
+            logger.warning("student dropped: %s", failure)
     candidates = search.run(settings, on_trial)
     built = [c for c in candidates if c.failure is None]
     failures = [c for c in candidates if c.failure is not None]

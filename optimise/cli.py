@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from optimise.cache import cache_root
 from optimise.console import console, fail
 from optimise.errors import OptimiseError
 from optimise.models_cli import models_app, promote_version
@@ -29,7 +32,7 @@ BUILD_KIND = "leanserve-build"  # the build's scratch folders in the system temp
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LEANSERVE_CACHE_DIR", Path.home() / ".cache" / "leanserve"))
+    return cache_root()
 
 
 @app.command()
@@ -75,15 +78,35 @@ def optimise(
         ),
     ] = True,
     rounds: Annotated[int, typer.Option(help="interleaved measurement rounds", min=1)] = 5,
+    distil: Annotated[
+        bool | None,
+        typer.Option(
+            "--distil/--no-distil",
+            help="train distilled students (default: when --min-cosine admits them, at most 0.97)",
+        ),
+    ] = None,
+    distil_time: Annotated[
+        float,
+        typer.Option(help="seconds of training for all students together, apart from --time-budget", min=1),
+    ] = 1200.0,
+    distil_steps: Annotated[
+        int | None, typer.Option(help="train each student exactly this many steps (repeatable)", min=1)
+    ] = None,
+    distil_data: Annotated[
+        Path | None,
+        typer.Option(help="unlabelled inputs for students: text, one per line, or .npz of model inputs"),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Search pass pipelines, measure every candidate on the profile, store the fastest that keeps quality."""
     _configure_logging(verbose)
     from optimise import build, store
+    from optimise.distillation import policy
     from optimise.profiles import get_profile
     from optimise.scratch import clean_stale, owned_dir
     from optimise.search import SearchSettings, default_storage
     from optimise.sources import load_source, replace_calibration
+    from optimise.space import default_space
 
     try:
         constraints = Constraints(
@@ -105,15 +128,20 @@ def optimise(
             bundle = load_source(model, example_inputs, eval_data, calibration_data)
             if calibration_inputs is not None:
                 replace_calibration(bundle, calibration_inputs)
+            if distil_data is not None:
+                user_data = policy.read_user_data(bundle, distil_data)
+                bundle.distillation_data = lambda: user_data
+        decision = policy.decide(bundle, constraints, distil)
+        space = policy.with_students(default_space(bundle), decision.students, distil_time, distil_steps)
         clean_stale(Path(tempfile.gettempdir()), BUILD_KIND)  # what killed builds left behind
-        with owned_dir(BUILD_KIND) as scratch, _trial_progress() as progress:
+        with owned_dir(BUILD_KIND) as scratch, _trial_progress() as progress, _distil_progress():
             task = progress.add_task(f"{bundle.name}: searching", total=None)
 
             def on_trial(candidate: object) -> None:
                 progress.advance(task)
 
             result = build.optimise(
-                bundle, target, constraints, settings, scratch, on_trial=on_trial, rounds=rounds
+                bundle, target, constraints, settings, scratch, space=space, on_trial=on_trial, rounds=rounds
             )
             progress.update(task, description=f"{bundle.name}: storing")
             tag = store.save(result, model)
@@ -122,6 +150,8 @@ def optimise(
     if tag_file is not None:
         tag_file.write_text(tag, encoding="utf-8")
     _print_summary(result, tag)
+    if decision.note is not None:
+        console.print(f"[yellow]skipped[/] {decision.note}", highlight=False)
     if promote:
         promote_version(tag)
 
@@ -139,6 +169,26 @@ def _configure_logging(verbose: bool) -> None:
         from optimum.utils import logging as optimum_logging
 
         optimum_logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def _distil_progress() -> Iterator[None]:
+    """Show the students' training progress (steps, loss, held-out quality) at any verbosity."""
+    progress_logger = logging.getLogger("optimise.distillation.progress")
+    handler = _ConsoleHandler()
+    progress_logger.addHandler(handler)
+    progress_logger.setLevel(logging.INFO)
+    progress_logger.propagate = False
+    try:
+        yield
+    finally:
+        progress_logger.removeHandler(handler)
+        progress_logger.propagate = True
+
+
+class _ConsoleHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(record.getMessage(), highlight=False)
 
 
 def _trial_progress() -> Progress:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from optimise.errors import ConfigError
+from optimise.errors import ConfigError, PassFailed
 from optimise.passes import build_pass
 from optimise.passes.base import ExportPass, OnnxPass, PassContext, TorchPass
 from optimise.runtimes import ONNX_RUNTIME, OPENVINO
@@ -108,6 +108,16 @@ class CandidateBuilder:
         self._modules: dict[tuple[PassSpec, ...], torch.nn.Module] = {(): bundle.module}
         self._files: dict[tuple[PassSpec, ...], Path] = {}
         self._seconds: dict[tuple[PassSpec, ...], float] = {(): 0.0}
+        self._failed: dict[tuple[PassSpec, ...], PassFailed] = {}
+
+    def prepare(self, torch_passes: tuple[PassSpec, ...]) -> str | None:
+        """Run the torch passes now (e.g. train a student before the search's clock starts) and keep
+        the module for the recipes that start with them; returns the failure reason, if any."""
+        try:
+            self._module_after(torch_passes)
+        except PassFailed as exc:
+            return str(exc)
+        return None
 
     def build(self, recipe: Recipe) -> tuple[Variant, float]:
         """Return the variant (unmeasured) and its build time, counting cached steps at their cost."""
@@ -134,14 +144,20 @@ class CandidateBuilder:
     def _module_after(self, torch_passes: tuple[PassSpec, ...]) -> torch.nn.Module:
         if torch_passes in self._modules:
             return self._modules[torch_passes]
+        if torch_passes in self._failed:  # a pass that failed (a student's training) is not rerun
+            raise self._failed[torch_passes]
         module = self._module_after(torch_passes[:-1])
         spec = torch_passes[-1]
         step = build_pass(spec)
         if not isinstance(step, TorchPass):
             raise TypeError(f"{spec.name} is not a torch pass")
         start = time.perf_counter()
-        with self._pass_dir(spec) as workdir:
-            result = step.apply(copy.deepcopy(module), self._context(workdir))
+        try:
+            with self._pass_dir(spec) as workdir:
+                result = step.apply(copy.deepcopy(module), self._context(workdir))
+        except PassFailed as exc:
+            self._failed[torch_passes] = exc
+            raise
         self._seconds[torch_passes] = self._seconds[torch_passes[:-1]] + time.perf_counter() - start
         self._modules[torch_passes] = result
         return result

@@ -238,7 +238,13 @@ class Search:
                 params["calibration"] = space.calibration[0]
             params["threads"] = threads
             presets.append(params)
-        return presets
+        students = [s for s in space.students if s != "none"]
+        if not students or not presets:
+            return presets
+        # Each student in the fastest kind measured for the model itself (the first preset), next.
+        own = [{**p, "student": "none"} for p in presets]
+        with_students = [{k: v for k, v in own[0].items() if k != "prune"} | {"student": s} for s in students]
+        return [own[0], *with_students, *own[1:]]
 
 
 def default_storage(cache_dir: Path) -> str:

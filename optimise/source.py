@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from optimise.types import Batch, QualityMetric
 
+if TYPE_CHECKING:
+    from optimise.distillation.data import DistillationData
+
 TorchForward = Callable[[torch.nn.Module, Batch], list[np.ndarray]]
 FineTune = Callable[[torch.nn.Module, int], None]
+DistillationSource = Callable[[], "DistillationData"]
 
 
 def default_forward(input_names: Sequence[str]) -> TorchForward:
@@ -63,6 +68,11 @@ class ModelBundle:
     """ORT transformer optimiser model type ('bert', ...); None for other models."""
     preprocessing_dir: Path | None = None
     """Files the artefact needs before inference (a tokenizer), copied into the store."""
+    tokenizer: Any = None
+    """Text models: the Hugging Face tokenizer that turns texts into `input_names` (distillation)."""
+    distillation_data: DistillationSource | None = None
+    """Unlabelled inputs a distilled student learns from, made on first call (a corpus may take
+    seconds to build); None: distillation needs the user's `--distil-data`."""
     opset: int = 17
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)

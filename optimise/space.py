@@ -67,6 +67,13 @@ class SearchSpace:
     sequence_buckets: tuple[str, ...] = ("",)
     """OpenVINO: '' runs every length on dynamic shapes; '16,32,64,128' also compiles one static
     shape per length for single rows, padded to the next (needs an attention mask)."""
+    students: tuple[str, ...] = ("none",)
+    """'none' (the model itself) or distilled students by name: 'layers=N' (transformers: N encoder
+    layers kept) or 'width=W' (classifiers: share W of the channels kept); see `student_pass`."""
+    distil_time_s: float = 600.0
+    """Training budget of each student, in seconds (apart from the search's time budget)."""
+    distil_steps: int | None = None
+    """Train each student exactly this many steps (deterministic under the seed; the budget still caps)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.quantise_ops) - set(QUANTISE_OP_SETS)
@@ -88,6 +95,11 @@ class SearchSpace:
             raise ValueError(f"prune choices must be none/structured/unstructured, got {self.prune}")
         if any(not 0 < r < 1 for r in self.prune_ratios):
             raise ValueError(f"prune ratios must lie in (0, 1), got {self.prune_ratios}")
+        for name in self.students:
+            if name != "none":
+                student_settings(name)  # raises ValueError naming the bad student
+        if self.distil_time_s <= 0:
+            raise ValueError(f"distil_time_s must be positive, got {self.distil_time_s}")
 
     def for_profile(self, profile: HardwareProfile) -> SearchSpace:
         """The space narrowed to what `profile` offers: its runtimes, precisions, threads, bf16."""
@@ -132,8 +144,42 @@ class SearchSpace:
             sessions = len(self.precision_hints) * len(self.sequence_buckets)
             per_runtime += sessions * sum(per_precision[p] for p in self.openvino_precisions)
         prune = sum(1 if p == "none" else len(self.prune_ratios) for p in self.prune)
+        models = prune + sum(1 for s in self.students if s != "none")  # a student is not pruned again
         threads = len(self.threads or (1,))
-        return prune * threads * per_runtime
+        return models * threads * per_runtime
+
+    def student_passes(self) -> list[PassSpec]:
+        """The distil pass of every student the space holds, with the space's training budget."""
+        return [student_pass(name, self) for name in self.students if name != "none"]
+
+
+def student_settings(name: str) -> dict[str, Any]:
+    """'layers=3' -> {'layers': 3}; 'width=0.5' -> {'width': 0.5}. Raises ValueError for other names."""
+    key, _, value = name.partition("=")
+    try:
+        if key == "layers":
+            return {"layers": int(value)}
+        if key == "width":
+            return {"width": float(value)}
+    except ValueError:
+        pass
+    raise ValueError(f"unknown student {name!r}: use 'layers=N' (transformers) or 'width=W' (classifiers)")
+
+
+def student_pass(name: str, space: SearchSpace) -> PassSpec:
+    settings: dict[str, Any] = {**student_settings(name), "time_s": space.distil_time_s}
+    if space.distil_steps is not None:
+        settings["max_steps"] = space.distil_steps
+    return PassSpec("distil", settings)
+
+
+def default_students(bundle: ModelBundle) -> tuple[str, ...]:
+    """Students worth distilling for this kind of model, from the larger to the smaller: transformers
+    keep 4 or 3 of MiniLM's 6 layers (measured: 5.7x and 7x the speed of PyTorch when quantised),
+    classifiers half their channels."""
+    if bundle.transformer_type is not None:
+        return ("layers=4", "layers=3")
+    return ("width=0.5",)
 
 
 def length_buckets(max_length: int, smallest: int = 16) -> str:
@@ -179,8 +225,14 @@ def default_space(bundle: ModelBundle) -> SearchSpace:
 def suggest_recipe(trial: Suggester, space: SearchSpace, bundle: ModelBundle) -> Recipe:
     """Draw one recipe from a profile-bound space (see `SearchSpace.for_profile`)."""
     torch_passes: tuple[PassSpec, ...] = ()
-    prune = trial.suggest_categorical("prune", list(space.prune))
-    if prune != "none":
+    # Asked only when there is a choice: spaces without students draw as they always did.
+    student = (
+        trial.suggest_categorical("student", list(space.students)) if space.students != ("none",) else "none"
+    )
+    prune = "none" if student != "none" else trial.suggest_categorical("prune", list(space.prune))
+    if student != "none":
+        torch_passes = (student_pass(student, space),)
+    elif prune != "none":
         ratio = trial.suggest_categorical("prune_ratio", list(space.prune_ratios))
         torch_passes = (_prune_pass(prune, ratio, space, bundle),)
     runtime = trial.suggest_categorical("runtime", list(space.runtimes or (ONNX_RUNTIME,)))

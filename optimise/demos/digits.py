@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import chain, islice, repeat
@@ -27,11 +26,12 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
 from optimise.atomic import replacing
+from optimise.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: tests set it)
+from optimise.distillation.data import tensor_data
 from optimise.source import ModelBundle
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "LEANSERVE_CACHE_DIR"
 # Everything that decides the weights goes into the cache key; bump on any other change.
 CACHE_FORMAT = 1
 CONV_CHANNELS = (32, 64)
@@ -154,7 +154,7 @@ def train_module(config: TrainConfig) -> DigitsCNN:
 
 
 def cache_path(config: TrainConfig) -> Path:
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "leanserve")
+    root = cache_root()
     spec = {
         "format": CACHE_FORMAT,
         "config": asdict(config),
@@ -209,6 +209,9 @@ def build(config: TrainConfig | None = None) -> ModelBundle:
         eval_labels=splits.evaluation.labels,
         calibration_inputs={"pixels": splits.calibration.pixels},
         fine_tune=functools.partial(fine_tune, config=config),
+        distillation_data=functools.partial(
+            tensor_data, {"pixels": splits.train.pixels}, splits.train.labels, "digits train split"
+        ),
         opset=17,
         description=(
             f"{n_params:,}-parameter CNN on scikit-learn's 8x8 handwritten digits "

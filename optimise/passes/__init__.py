@@ -16,6 +16,7 @@ from optimise.types import PassSpec
 _REGISTRY: dict[str, str] = {
     "prune_structured": "optimise.passes.prune_structured:PruneStructured",
     "prune_unstructured": "optimise.passes.prune_unstructured:PruneUnstructured",
+    "distil": "optimise.passes.distil:Distil",
     "export_onnx": "optimise.passes.export_onnx:ExportOnnx",
     "export_torchscript": "optimise.passes.export_torchscript:ExportTorchScript",
     "graph_optimise": "optimise.passes.graph_optimise:GraphOptimise",

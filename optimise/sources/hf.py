@@ -7,12 +7,14 @@ calibration batches are never ragged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from optimise.distillation.data import DistillationData, texts_data
 from optimise.errors import SourceError, one_line
 from optimise.source import ModelBundle, TorchForward
 from optimise.types import Batch
@@ -84,9 +86,22 @@ def load_hf_folder(
         hf_task="feature-extraction",
         transformer_type=_FUSABLE.get(config.model_type),
         preprocessing_dir=path,
+        tokenizer=tokenizer,
+        distillation_data=functools.partial(corpus_data, (*eval_texts, *calibration_texts)),
         description=f"{config.model_type} from {path}, fidelity on {len(eval_texts)} texts",
         extra={"max_length": str(max_length), "model_type": config.model_type},
     )
+
+
+def corpus_data(protected: Sequence[str]) -> DistillationData:
+    """The offline text corpus (see `optimise.distillation.corpus`), without the texts that judge or
+    calibrate the model."""
+    from optimise.cache import cache_root
+    from optimise.distillation.corpus import build_corpus
+
+    info = build_corpus(cache_root(), protected)
+    texts = info.path.read_text(encoding="utf-8").splitlines()
+    return texts_data(texts, f"offline corpus {info.path.name} ({', '.join(info.per_source)})")
 
 
 def _load_module(path: Path) -> tuple[torch.nn.Module, str, str, TorchForward]:

@@ -85,6 +85,45 @@ def test_minilm_on_openvino_with_nncf_int8_keeps_neighbours_batches_and_runs_fro
     _check_export_matches_sentence_transformers(out, bundle.module, _openvino_runner(out / "model.xml"))
 
 
+def test_a_distilled_minilm_student_is_built_stored_and_runs_from_an_export(tmp_path: Path) -> None:
+    bundle = load_source("minilm")
+    space = SearchSpace(
+        students=("none", "layers=3"),
+        distil_steps=40,  # a few seconds: this checks the path, the benchmark measures the quality
+        graph_optimise=(True,),
+        precisions=(Precision.INT8_DYNAMIC,),
+        per_channel=(True,),
+        runtimes=(ONNX_RUNTIME,),
+    )
+    constraints = Constraints(min_cosine=0.3)
+    result = optimise(
+        bundle, get_profile("cpu"), constraints, SearchSettings(sampler="grid"), tmp_path, space, rounds=1
+    )
+    students = [v for v in result.variants if v.passes[0].name == "distil"]
+    assert len(students) == 1 and students[0].metrics is not None
+    own = next(
+        v for v in result.variants if v.passes[0].name != "distil" and v.precision is Precision.INT8_DYNAMIC
+    )
+    assert own.metrics is not None
+    # 3 of 6 encoder layers: the encoder half the size (the embedding table stays)
+    assert students[0].metrics.size_bytes < own.metrics.size_bytes * 0.8
+    assert students[0].metrics.recall_at_10 is not None
+
+    result.selection = replace(result.selection, winner=students[0])
+    tag = store.save(result, "minilm")
+    manifest = store.read_manifest(store.get_model(tag))
+    assert (
+        manifest.selected.passes[0].name == "distil" and manifest.selected.passes[0].settings["layers"] == 3
+    )
+    out = tmp_path / "export"
+    store.export(tag, out)
+    texts = ["A short sentence.", "Wie spät ist es?", "SELECT * FROM users WHERE id = 42;"]
+    expected = bundle.module.encode(texts)  # type: ignore[operator]
+    embeddings = _onnxruntime_runner(out / "model.onnx")(_tokenise_like_a_user(out, texts))
+    assert embeddings.shape == (3, 384)
+    assert cosine_per_sample(embeddings, expected).mean() >= 0.3
+
+
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
@@ -102,24 +141,28 @@ def _openvino_runner(model: Path) -> Runner:
     return lambda feeds: compiled({k: v for k, v in feeds.items() if k in names})[compiled.outputs[0]]
 
 
-def _check_export_matches_sentence_transformers(
-    directory: Path, model: object, runner: Runner | None = None
-) -> None:
-    """Only the runtime and tokenizers: what a user without leanserve has."""
+def _tokenise_like_a_user(directory: Path, texts: list[str]) -> dict[str, np.ndarray]:
+    """The exported tokenizer.json through `tokenizers` alone: what a user without leanserve has."""
     from tokenizers import Tokenizer
 
-    run = runner or _onnxruntime_runner(directory / "model.onnx")
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     tokenizer.enable_truncation(128)
     tokenizer.enable_padding()
-    texts = ["A short sentence.", "Wie spät ist es?", "SELECT * FROM users WHERE id = 42;"]
     encodings = tokenizer.encode_batch(texts)
-    feeds = {
+    return {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
     }
-    embeddings = run(feeds)
+
+
+def _check_export_matches_sentence_transformers(
+    directory: Path, model: object, runner: Runner | None = None
+) -> None:
+    """Only the runtime and tokenizers: what a user without leanserve has."""
+    run = runner or _onnxruntime_runner(directory / "model.onnx")
+    texts = ["A short sentence.", "Wie spät ist es?", "SELECT * FROM users WHERE id = 42;"]
+    embeddings = run(_tokenise_like_a_user(directory, texts))
     expected = model.encode(texts)  # type: ignore[attr-defined]
     assert embeddings.shape == (3, 384)
     assert cosine_per_sample(embeddings, expected).min() >= 0.97

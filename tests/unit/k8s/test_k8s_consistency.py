@@ -31,6 +31,7 @@ from k8s_helpers import (
     system_routes,
 )
 
+import optimise.cache
 import optimise.cli
 from optimise.profiles import get_profile, list_profiles
 from service.grpc.server import HEALTH_SERVICES
@@ -43,7 +44,7 @@ PVC_COMPONENT = K8S / "components" / "model-store-pvc" / "deployment-pvc.yaml"
 GRPC_PORT = ServiceSettings.model_fields["grpc_port"].default
 SETTINGS_PREFIX = ServiceSettings.model_config["env_prefix"]
 # LEANSERVE_* variables that are not service settings, and the code that reads each.
-BUILD_VARIABLES = {"LEANSERVE_CACHE_DIR": inspect.getsource(optimise.cli.cache_dir)}
+BUILD_VARIABLES = {"LEANSERVE_CACHE_DIR": inspect.getsource(optimise.cache)}
 
 pytestmark = needs_kubectl
 

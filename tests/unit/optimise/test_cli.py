@@ -52,6 +52,9 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
         (["--model", "tiny_models:build", "--max-size-mb", "0.000001"], "no variant meets the constraints"),
         (["--model", "tiny_models:build", "--min-cosine", "2"], "min_cosine"),
         (["--model", "tiny_models:build", "--sampler", "random"], "unknown sampler"),
+        (["--model", "tiny_models:build", "--distil"], "needs unlabelled inputs: pass --distil-data FILE"),
+        (["--model", "tiny_models:build", "--distil-data", "no/such.npz"], "no/such.npz does not exist"),
+        (["--model", "tiny_models:build", "--distil-data", "pyproject.toml"], "not a readable .npz"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_leaves_the_store_unchanged(args: list[str], message: str) -> None:
@@ -172,3 +175,23 @@ def test_measurement_rounds_below_one_are_refused_before_any_work(rounds: str) -
     assert code == 2 and "--rounds" in output and "greater than or equal to 1" in " ".join(output.split()), (
         output
     )
+
+
+def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
+    import numpy as np
+
+    data = tmp_path / "traffic.npz"
+    np.savez(data, features=np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32))
+    args = ["--model", "tiny_models:build", "--distil-data", str(data), "--distil-steps", "20"]
+    code, output = invoke("optimise", *args, "--distil", "--trials", "10", "--rounds", "1", "--no-promote")
+    assert code == 0, output
+    assert "distil tiny (width 0.50) done: step 20" in output  # progress at the default verbosity
+    assert "distil(" in output and "skipped distillation" not in output
+
+
+def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
+    code, output = invoke(
+        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote"
+    )
+    assert code == 0, output
+    assert "skipped distillation:" in " ".join(output.split()) and "--distil-data" in output

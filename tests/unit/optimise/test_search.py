@@ -245,3 +245,20 @@ def test_the_openvino_int8_preset_is_tried_first_after_the_reference(
     assert [p.name for p in built[1].onnx_passes] == ["convert_openvino", "quantise_nncf"]
     expected_hint = "bf16" if get_profile("cpu").bf16 else "f32"
     assert dict(built[1].runtime_settings)["INFERENCE_PRECISION_HINT"] == expected_hint
+
+
+def test_students_are_tried_right_after_the_first_preset(
+    make_search: Callable[..., tuple[Search, list[Recipe]]], tiny_bundle: ModelBundle
+) -> None:
+    from optimise.distillation.data import tensor_data
+
+    data = tensor_data({"features": np.zeros((300, 16), np.float32)}, None, "zeros")
+    tiny_bundle.distillation_data = lambda: data
+    space = SearchSpace(
+        prune=("none",), students=("none", "width=0.5"), precisions=(Precision.INT8_DYNAMIC,), distil_steps=3
+    )
+    search, built = make_search(space)
+    search.run(SearchSettings(sampler="tpe", n_trials=2))
+    assert built[1].torch_passes == ()  # the preset on the model itself
+    assert [p.name for p in built[2].torch_passes] == ["distil"]
+    assert built[2].onnx_passes == built[1].onnx_passes  # the same preset on the student

@@ -92,6 +92,13 @@ SPACES = {
         sequence_buckets=("", "16,32"),
     ),
     "both-runtimes": SearchSpace(runtimes=(ONNX_RUNTIME, OPENVINO), precisions=(Precision.FP32,)),
+    "students": SearchSpace(
+        students=("none", "width=0.5", "width=0.25"),
+        prune=("none", "structured"),
+        prune_ratios=(0.25, 0.5),
+        runtimes=(ONNX_RUNTIME, OPENVINO),
+        precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
+    ),
 }
 
 
@@ -357,3 +364,29 @@ def test_the_transformer_default_searches_both_presets_on_dynamic_shapes() -> No
     assert length_buckets(128) == "16,32,64,128"
     assert length_buckets(100) == "16,32,64,100"
     assert length_buckets(16) == "16"
+
+
+def test_a_student_is_a_torch_pass_and_is_not_pruned_again(bundle: ModelBundle) -> None:
+    space = SearchSpace(students=("none", "width=0.5"), prune=("none", "structured"), distil_time_s=30)
+    recipes = enumerate_recipes(space.for_profile(PROFILE), bundle)
+    distilled = [r for r in recipes if r.torch_passes and r.torch_passes[0].name == "distil"]
+    assert distilled and all(len(r.torch_passes) == 1 for r in distilled)
+    assert distilled[0].torch_passes[0].settings == {"width": 0.5, "time_s": 30}
+    assert any(r.torch_passes and r.torch_passes[0].name == "prune_structured" for r in recipes)
+
+
+def test_a_space_without_students_asks_no_student_question(bundle: ModelBundle) -> None:
+    suggester = Replay([])
+    suggest_recipe(suggester, SearchSpace().for_profile(PROFILE), bundle)
+    assert "student" not in [name for name, _, _ in suggester.calls]
+
+
+@pytest.mark.parametrize("name", ["layers=x", "depth=3", "width=", "none=1"])
+def test_unknown_students_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown student"):
+        SearchSpace(students=("none", name))
+
+
+def test_steps_make_student_training_exact() -> None:
+    space = SearchSpace(students=("none", "layers=3"), distil_time_s=100, distil_steps=50)
+    assert space.student_passes() == [PassSpec("distil", {"layers": 3, "time_s": 100, "max_steps": 50})]

@@ -1,0 +1,126 @@
+"""What a student learns from: unlabelled inputs, read from a user's file or made from the bundle.
+
+Text models learn from texts (one per line), tensor models from a `.npz` of named
+inputs shaped like the model's (first axis: samples), with true labels under
+`labels` where the user has them. A file is checked before anything is built:
+missing, empty, binary or too small is a `ConfigError` naming the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optimise.errors import ConfigError
+from optimise.types import Batch
+
+MIN_TEXTS = 1_000
+"""Fewer texts than this cannot move a student past its layer-dropped start (measured on MiniLM)."""
+MIN_ROWS = 256
+"""Fewer tensor rows than a few batches overfit the student to them."""
+LABELS_KEY = "labels"
+_BINARY_PROBE = 8192
+
+
+@dataclass(frozen=True)
+class DistillationData:
+    """Unlabelled inputs for a student: texts (text models) or named arrays (tensor models).
+
+    Attributes:
+        texts: one input per item, for models the bundle tokenises; None for tensor models.
+        inputs: named arrays [N, ...] for tensor models; None for text models.
+        labels: true class labels [N] where present (classifiers), else None.
+        source: where the data came from, for the report (e.g. 'traffic.txt, 24,000 texts').
+        digest: sha256 of the content: part of the trained student's cache key.
+    """
+
+    texts: tuple[str, ...] | None
+    inputs: Batch | None
+    labels: np.ndarray | None
+    source: str
+    digest: str
+
+    @property
+    def size(self) -> int:
+        if self.texts is not None:
+            return len(self.texts)
+        assert self.inputs is not None
+        return len(next(iter(self.inputs.values())))
+
+
+def texts_data(texts: list[str], source: str) -> DistillationData:
+    """Texts as distillation data; the digest covers every line in order."""
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    return DistillationData(tuple(texts), None, None, f"{source}, {len(texts):,} texts", digest)
+
+
+def tensor_data(inputs: Batch, labels: np.ndarray | None, source: str) -> DistillationData:
+    """Named arrays (and labels) as distillation data; the digest covers names, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        array = np.ascontiguousarray(inputs[name])
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    if labels is not None:
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    rows = len(next(iter(inputs.values())))
+    return DistillationData(None, inputs, labels, f"{source}, {rows:,} rows", digest.hexdigest())
+
+
+def read_text_file(path: Path, minimum: int = MIN_TEXTS) -> DistillationData:
+    """One text per line (blank lines skipped). Raises ConfigError for a missing, binary, non-UTF-8,
+    empty or too-small file."""
+    raw = _read_bytes(path)
+    if b"\x00" in raw[:_BINARY_PROBE]:
+        raise ConfigError(f"distillation data {path} is binary, not text (one text per line)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"distillation data {path} is not UTF-8 text (byte {exc.start})") from None
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise ConfigError(f"distillation data {path} holds no text")
+    if len(texts) < minimum:
+        raise ConfigError(
+            f"distillation data {path} holds {len(texts):,} texts; distillation needs {minimum:,}"
+        )
+    return texts_data(texts, path.name)
+
+
+def read_npz_file(
+    path: Path, input_names: tuple[str, ...], dtypes: dict[str, np.dtype], minimum: int = MIN_ROWS
+) -> DistillationData:
+    """A `.npz` with one array per model input (and optionally `labels`). Raises ConfigError for a
+    missing or unreadable file, a missing input, ragged row counts or too few rows."""
+    _read_bytes(path)  # existence and emptiness, with the same messages as text
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as exc:  # zip / npy errors come in many types
+        raise ConfigError(f"distillation data {path} is not a readable .npz: {exc}") from None
+    missing = [name for name in input_names if name not in arrays]
+    if missing:
+        raise ConfigError(
+            f"distillation data {path} lacks input {missing[0]!r} (the model takes {list(input_names)})"
+        )
+    rows = {name: len(arrays[name]) for name in (*input_names, LABELS_KEY) if name in arrays}
+    if len(set(rows.values())) != 1:
+        raise ConfigError(f"distillation data {path} has different row counts per array: {rows}")
+    count = next(iter(rows.values()))
+    if count < minimum:
+        raise ConfigError(f"distillation data {path} holds {count:,} rows; distillation needs {minimum:,}")
+    inputs = {name: arrays[name].astype(dtypes[name], copy=False) for name in input_names}
+    labels = arrays[LABELS_KEY].astype(np.int64) if LABELS_KEY in arrays else None
+    return tensor_data(inputs, labels, path.name)
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise ConfigError(f"distillation data {path} does not exist")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ConfigError(f"distillation data {path} is empty")
+    return raw

@@ -1,0 +1,77 @@
+"""Whether a build distils, which students it trains, and on what data.
+
+Distillation costs minutes of training, so it runs when asked (`--distil`) or when
+the quality budget admits what a student reaches (a mean-cosine floor at or below
+`AUTO_MIN_COSINE`); otherwise the build says it was skipped and how to ask for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from optimise.distillation.data import DistillationData, read_npz_file, read_text_file
+from optimise.distillation.students import LossWeights, family_for
+from optimise.errors import ConfigError
+from optimise.source import ModelBundle
+from optimise.space import SearchSpace, default_students
+from optimise.types import Constraints, QualityMetric
+
+AUTO_MIN_COSINE = 0.97
+"""A floor at or below this admits distilled students (MiniLM's reached 0.95-0.97 here)."""
+
+
+@dataclass(frozen=True)
+class DistillationDecision:
+    students: tuple[str, ...]
+    note: str | None
+    """Why distillation was skipped and how to ask for it (None when it runs)."""
+
+
+def decide(bundle: ModelBundle, constraints: Constraints, forced: bool | None) -> DistillationDecision:
+    """Students to train: `forced` True/False decides; None leaves it to the quality budget.
+
+    Raises ConfigError when distillation is forced on a model without a recipe or without data.
+    """
+    if forced is False:
+        return DistillationDecision((), None)
+    try:
+        family_for(bundle, LossWeights())
+        if bundle.distillation_data is None:
+            raise ConfigError(f"distilling {bundle.name} needs unlabelled inputs: pass --distil-data FILE")
+    except ConfigError as exc:
+        if forced:
+            raise
+        return DistillationDecision((), f"distillation: {exc}")
+    cosine = bundle.quality_metric is QualityMetric.COSINE
+    if forced or (cosine and constraints.min_cosine <= AUTO_MIN_COSINE):
+        return DistillationDecision(default_students(bundle), None)
+    budget = f"--min-cosine {constraints.min_cosine}" if cosine else "the accuracy budget"
+    hint = f"--distil or --min-cosine {AUTO_MIN_COSINE}" if cosine else "--distil"
+    return DistillationDecision(
+        (), f"distillation: off under {budget} (it trains for minutes); ask for it with {hint}"
+    )
+
+
+def with_students(
+    space: SearchSpace, students: tuple[str, ...], time_s: float, steps: int | None
+) -> SearchSpace:
+    """`space` with the model itself and `students`, each trained for an equal share of `time_s`."""
+    if not students:
+        return space
+    return replace(
+        space, students=("none", *students), distil_time_s=time_s / len(students), distil_steps=steps
+    )
+
+
+def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
+    """`--distil-data`: texts for text models, an `.npz` of inputs (and `labels`) for tensor models.
+
+    Raises ConfigError for a file distillation cannot use.
+    """
+    if bundle.tokenizer is not None:
+        return read_text_file(path)
+    dtypes = {name: np.asarray(bundle.latency_inputs[name]).dtype for name in bundle.input_names}
+    return read_npz_file(path, bundle.input_names, dtypes)

@@ -1,0 +1,266 @@
+"""Student models and what they learn to match, per model family.
+
+A family knows how to make a smaller student from a teacher (initialised from the
+teacher's weights), how to run either on a training batch so that the student's
+outputs carry gradients, and the loss between the two:
+
+- `BertEncoderFamily` (BERT-style encoders, plain or inside a sentence-transformers
+  model): a subset of the teacher's layers, spread from the first to the last
+  (optionally with a share of each kept layer's heads and FFN neurons pruned).
+  Loss: the model's output (the pooled sentence embedding, or the token states) by
+  cosine and MSE, plus token-level MSE of each student layer against the teacher
+  layer it stands for (the layer mapping of TinyBERT-style distillation).
+- `ClassifierFamily` (any module that outputs class logits): a narrower copy made by
+  structured pruning, trained on the teacher's soft labels at a temperature plus
+  the true labels where the data has them (Hinton et al., 2015).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from optimise.distillation.data import DistillationData
+from optimise.errors import ConfigError
+from optimise.source import ModelBundle
+
+TensorBatch = dict[str, torch.Tensor]
+LABELS = "labels"
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    """The architecture a student takes (see `optimise.passes.distil.DistilConfig`)."""
+
+    layers: int | None = None
+    prune_ratio: float = 0.0
+    width: float | None = None
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    hidden: float = 1.0
+    temperature: float = 2.0
+    label_weight: float = 0.5
+
+
+class Family(Protocol):
+    name: str
+
+    def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module: ...
+
+    def batches(
+        self, data: DistillationData, batch_size: int, seed: int, epoch: int
+    ) -> list[TensorBatch]: ...
+
+    def loss(
+        self, student: torch.nn.Module, teacher: torch.nn.Module, batch: TensorBatch
+    ) -> torch.Tensor: ...
+
+    def outputs(self, module: torch.nn.Module, batch: TensorBatch) -> torch.Tensor: ...
+
+
+def family_for(bundle: ModelBundle, weights: LossWeights) -> Family:
+    """The family that can distil `bundle`'s model. Raises ConfigError naming what is unknown."""
+    if bundle.transformer_type == "bert":
+        if bundle.tokenizer is None:
+            raise ConfigError(f"{bundle.name}: distilling a transformer needs its tokenizer")
+        return BertEncoderFamily(bundle, weights)
+    if bundle.transformer_type is None and bundle.eval_labels is not None:
+        return ClassifierFamily(bundle, weights)
+    kind = bundle.extra.get("model_type") or bundle.transformer_type or type(bundle.module).__name__
+    raise ConfigError(
+        f"no distillation recipe for {bundle.name} (model family {kind!r}): "
+        "BERT-style encoders and classifiers are supported"
+    )
+
+
+def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """Teacher layers a student keeps: spread evenly, always the first and the last (6 -> 3: 0, 3, 5)."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise ConfigError(f"a student of {student_layers} layers: the teacher has {teacher_layers}")
+    if student_layers == 1:
+        return [teacher_layers - 1]
+    return sorted({int(i) for i in np.floor(np.linspace(0, teacher_layers - 1, student_layers) + 0.5)})
+
+
+def _encoder(module: torch.nn.Module) -> Any:
+    """The BertModel inside `module` (itself, or the first module of a sentence-transformers model)."""
+    inner = getattr(module[0], "auto_model", None) if isinstance(module, torch.nn.Sequential) else module
+    if inner is None or not hasattr(getattr(inner, "encoder", None), "layer"):
+        raise ConfigError(f"{type(module).__name__} has no BERT encoder (encoder.layer) to distil")
+    return inner
+
+
+class BertEncoderFamily:
+    name = "bert-encoder"
+
+    def __init__(self, bundle: ModelBundle, weights: LossWeights) -> None:
+        self.bundle = bundle
+        self.weights = weights
+        self.pooled = isinstance(bundle.module, torch.nn.Sequential)  # sentence-transformers: modules after
+        self.layer_map: list[int] = []
+        self._ids: tuple[str, list[list[int]]] | None = None
+
+    def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
+        student = copy.deepcopy(teacher)
+        encoder = _encoder(student)
+        total = len(encoder.encoder.layer)
+        keep = kept_layers(total, shape.layers or total)
+        encoder.encoder.layer = torch.nn.ModuleList([encoder.encoder.layer[i] for i in keep])
+        encoder.config.num_hidden_layers = len(keep)
+        self.layer_map = [i + 1 for i in keep]  # hidden_states[0] is the embedding output
+        if shape.prune_ratio:
+            self._prune(student, shape.prune_ratio, int(encoder.config.num_attention_heads))
+        return student.eval()
+
+    def _prune(self, student: torch.nn.Module, ratio: float, heads: int) -> None:
+        removed = ratio * heads
+        if abs(removed - round(removed)) > 1e-6 or round(removed) >= heads:
+            raise ConfigError(
+                f"prune_ratio {ratio} of {heads} attention heads is not a whole number of heads below {heads}"
+            )
+        from optimise.passes.prune_structured import PruneStructured, PruneStructuredConfig
+
+        pruner = PruneStructured(PruneStructuredConfig(ratio=ratio, fine_tune_steps=0))
+        with torch.enable_grad():
+            pruner._prune(student, self.bundle)
+
+    def batches(self, data: DistillationData, batch_size: int, seed: int, epoch: int) -> list[TensorBatch]:
+        """Texts in batches of similar length (less padding), in a seeded order per epoch."""
+        assert data.texts is not None
+        ids = self._token_ids(data)
+        order = np.random.default_rng([seed, epoch]).permutation(len(ids))
+        chunk = batch_size * 50
+        groups: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk].tolist(), key=lambda i: len(ids[i]))
+            groups.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
+        np.random.default_rng([seed, epoch, 1]).shuffle(groups)
+        return [self._pad([ids[i] for i in group]) for group in groups]
+
+    def _token_ids(self, data: DistillationData) -> list[list[int]]:
+        """Token ids of every text, truncated to the bundle's length; tokenised once per data set."""
+        if self._ids is None or self._ids[0] != data.digest:
+            max_length = int(self.bundle.extra.get("max_length", 128))
+            encoded = self.bundle.tokenizer(list(data.texts or ()), truncation=True, max_length=max_length)
+            self._ids = (data.digest, encoded["input_ids"])
+        return self._ids[1]
+
+    def _pad(self, rows: list[list[int]]) -> TensorBatch:
+        length = max(len(r) for r in rows)
+        input_ids = torch.zeros((len(rows), length), dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
+
+    def _run(
+        self, module: torch.nn.Module, batch: TensorBatch
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(the model's output, every layer's token states) for a batch."""
+        out = _encoder(module)(**batch, output_hidden_states=True)
+        if not self.pooled:
+            return out.last_hidden_state, out.hidden_states
+        features: dict[str, torch.Tensor] = {**batch, "token_embeddings": out.last_hidden_state}
+        for stage in list(module.children())[1:]:  # pooling, normalisation: the model's own
+            features = stage(features)
+        return features["sentence_embedding"], out.hidden_states
+
+    def outputs(self, module: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:
+        return self._run(module, batch)[0]
+
+    def loss(self, student: torch.nn.Module, teacher: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:
+        with torch.no_grad():
+            target, target_states = self._run(teacher, batch)
+        output, states = self._run(student, batch)
+        mask = batch["attention_mask"].unsqueeze(-1).to(output.dtype)
+        if output.dim() == 3:  # token states: compare real tokens only
+            cosine = (functional.cosine_similarity(output, target, dim=-1) * mask[..., 0]).sum() / mask.sum()
+            loss = 1 - cosine + _masked_mse(output, target, mask)
+        else:
+            loss = (1 - functional.cosine_similarity(output, target, dim=-1)).mean() + functional.mse_loss(
+                output, target
+            ) * output.shape[-1]
+        if self.weights.hidden:
+            for student_layer, teacher_layer in enumerate(self.layer_map, start=1):
+                loss = loss + self.weights.hidden * _masked_mse(
+                    states[student_layer], target_states[teacher_layer], mask
+                )
+        return loss
+
+
+def _masked_mse(actual: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (((actual - target) ** 2) * mask).sum() / (mask.sum() * actual.shape[-1])
+
+
+class ClassifierFamily:
+    name = "classifier"
+
+    def __init__(self, bundle: ModelBundle, weights: LossWeights) -> None:
+        self.bundle = bundle
+        self.weights = weights
+
+    def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
+        width = shape.width if shape.width is not None else 0.5
+        if shape.layers is not None:
+            raise ConfigError("a classifier student takes a width (share of channels kept), not layers")
+        from optimise.passes.prune_structured import PruneStructured, PruneStructuredConfig
+
+        pruner = PruneStructured(PruneStructuredConfig(ratio=1 - width, fine_tune_steps=0))
+        student = copy.deepcopy(teacher).eval()
+        with torch.enable_grad():
+            pruner._prune(student, self.bundle)
+        return student
+
+    def batches(self, data: DistillationData, batch_size: int, seed: int, epoch: int) -> list[TensorBatch]:
+        assert data.inputs is not None
+        rows = data.size
+        order = np.random.default_rng([seed, epoch]).permutation(rows)
+        out = []
+        for start in range(0, rows, batch_size):
+            index = order[start : start + batch_size]
+            batch = {
+                name: torch.from_numpy(np.ascontiguousarray(data.inputs[name][index]))
+                for name in self.bundle.input_names
+            }
+            if data.labels is not None:
+                batch[LABELS] = torch.from_numpy(data.labels[index])
+            out.append(batch)
+        return out
+
+    def outputs(self, module: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:
+        logits: torch.Tensor = module(*(batch[name] for name in self.bundle.input_names))
+        return logits
+
+    def loss(self, student: torch.nn.Module, teacher: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:
+        t = self.weights.temperature
+        with torch.no_grad():
+            soft = functional.softmax(self.outputs(teacher, batch) / t, dim=-1)
+        logits = self.outputs(student, batch)
+        loss = (
+            functional.kl_div(functional.log_softmax(logits / t, dim=-1), soft, reduction="batchmean") * t * t
+        )
+        if LABELS in batch:
+            alpha = self.weights.label_weight
+            loss = (1 - alpha) * loss + alpha * functional.cross_entropy(logits, batch[LABELS])
+        return loss
+
+
+def batches_forever(
+    family: Family, data: DistillationData, batch_size: int, seed: int, start_step: int
+) -> Iterator[TensorBatch]:
+    """The batch sequence of a seeded run from `start_step` on: a resumed run sees what it would have."""
+    epoch, seen = 0, 0
+    while True:
+        epoch_batches = family.batches(data, batch_size, seed, epoch)
+        yield from epoch_batches[max(0, start_step - seen) :]
+        seen += len(epoch_batches)
+        epoch += 1

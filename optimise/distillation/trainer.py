@@ -1,0 +1,201 @@
+"""The training loop of a student: bounded by time and steps, checkpointed, resumable, cached.
+
+A student is cached under a key made of everything that decides its weights (the
+teacher's weights, the data, the family and the student's settings, the seed and
+the torch release), so a second build or a re-optimisation reuses it. The loop
+writes a checkpoint (student, optimiser, step, seconds trained) every
+`CHECKPOINT_EVERY_S` and at its end; a run that was stopped resumes from the last
+one, and a longer budget continues a shorter run. Batches and initial weights
+come from the seed, so the same number of steps gives the same student; a time
+budget decides how many steps that is on a given machine. Runs on CUDA when the
+machine has it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optimise.atomic import replacing
+from optimise.distillation.data import DistillationData
+from optimise.distillation.students import Family, batches_forever
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+CHECKPOINT_EVERY_S = 60.0
+REPORT_EVERY_S = 30.0
+WARMUP_STEPS = 100
+Progress = Callable[["TrainingState"], None]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How long and how to train. `time_s` and `max_steps` both bound the run (None: unbounded)."""
+
+    time_s: float
+    max_steps: int | None
+    batch_size: int
+    lr: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Where a run stands: steps and seconds trained (across resumes), last loss, held-out quality."""
+
+    steps: int
+    seconds: float
+    loss: float
+    held_out: float | None
+    resumed_from: int
+
+
+def teacher_digest(module: torch.nn.Module) -> str:
+    """sha256 over the teacher's parameter names, shapes and values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def student_key(teacher: str, data: DistillationData, family: str, settings: dict[str, Any]) -> str:
+    """The cache key of a student: teacher digest, data digest, family and settings (no budget)."""
+    spec = {
+        "format": CACHE_FORMAT,
+        "teacher": teacher,
+        "data": data.digest,
+        "family": family,
+        "settings": settings,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class StudentTrainer:
+    """Trains one student against its teacher, resuming from and writing to `checkpoint`."""
+
+    def __init__(
+        self,
+        family: Family,
+        teacher: torch.nn.Module,
+        student: torch.nn.Module,
+        data: DistillationData,
+        plan: TrainingPlan,
+        checkpoint: Path,
+        held_out: Callable[[torch.nn.Module], float] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.family, self.data, self.plan = family, data, plan
+        self.checkpoint = checkpoint
+        self.held_out = held_out
+        self.progress = progress
+        self.device = device()
+        self.teacher = teacher.to(self.device).eval()
+        self.student = student.to(self.device)
+        self.optimiser = torch.optim.AdamW(self.student.parameters(), lr=plan.lr, weight_decay=0.01)
+        self.steps, self.seconds, self.loss = 0, 0.0, float("nan")
+        self.resumed_from = self._resume()
+
+    def done(self) -> bool:
+        bounded = self.plan.max_steps is not None and self.steps >= self.plan.max_steps
+        return bounded or self.seconds >= self.plan.time_s
+
+    def run(self) -> TrainingState:
+        """Train until the plan's time or steps are spent; returns the final state (student in eval mode,
+        on the CPU)."""
+        if not self.done():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.plan.seed)
+                self._loop()
+        self.student.cpu().eval()
+        self.teacher.cpu()
+        return self.state(self._held_out())
+
+    def state(self, held_out: float | None = None) -> TrainingState:
+        return TrainingState(self.steps, self.seconds, self.loss, held_out, self.resumed_from)
+
+    def _loop(self) -> None:
+        # Dropout off: the teacher's targets are exact, and a run is then a function of its batches.
+        self.student.eval()
+        started = time.perf_counter() - self.seconds
+        saved = reported = self.seconds
+        batches = batches_forever(self.family, self.data, self.plan.batch_size, self.plan.seed, self.steps)
+        for batch in batches:
+            batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
+            for group in self.optimiser.param_groups:
+                group["lr"] = self.plan.lr * min(1.0, (self.steps + 1) / WARMUP_STEPS)
+            self.optimiser.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                loss = self.family.loss(self.student, self.teacher, batch)
+                loss.backward()
+            self.optimiser.step()
+            self.steps += 1
+            self.loss = float(loss.detach())
+            self.seconds = time.perf_counter() - started
+            if self.done():
+                break
+            if self.seconds - saved >= CHECKPOINT_EVERY_S:
+                self._save()
+                saved = self.seconds
+            if self.progress is not None and self.seconds - reported >= REPORT_EVERY_S:
+                self.progress(self.state(self._held_out()))
+                reported = self.seconds
+        self._save()
+
+    def _held_out(self) -> float | None:
+        if self.held_out is None:
+            return None
+        with torch.inference_mode():
+            return self.held_out(self.student)
+
+    def _save(self) -> None:
+        payload = {
+            "student": self.student.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "loss": self.loss,
+        }
+        try:
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(self.checkpoint, "wb") as handle:
+                torch.save(payload, handle)
+        except OSError as exc:  # a cache is an optimisation: a read-only home must not fail the build
+            logger.warning("could not write the student checkpoint %s: %s", self.checkpoint, exc)
+
+    def _resume(self) -> int:
+        if not self.checkpoint.is_file():
+            return 0
+        try:
+            payload = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+            self.student.load_state_dict(payload["student"])
+            self.optimiser.load_state_dict(payload["optimiser"])
+        except Exception as exc:  # a torn or foreign file: training again is always possible
+            logger.warning("ignoring unreadable student checkpoint %s: %s", self.checkpoint, exc)
+            return 0
+        self.steps, self.seconds, self.loss = (
+            int(payload["steps"]),
+            float(payload["seconds"]),
+            float(payload["loss"]),
+        )
+        logger.info(
+            "resuming the student from %s at step %d (%.0f s trained)",
+            self.checkpoint,
+            self.steps,
+            self.seconds,
+        )
+        return self.steps

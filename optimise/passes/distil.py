@@ -1,0 +1,175 @@
+"""Distillation: a smaller student, initialised from the teacher, trained to reproduce it.
+
+Quantisation stops at a few times faster; a student with fewer layers (or
+narrower layers) is the larger lever, and distillation recovers its quality
+without labels: the student learns the teacher's outputs on unlabelled inputs
+(see `optimise.distillation`). The data comes from the bundle (a user's
+`--distil-data`, or the offline text corpus for text models); the trained student
+is cached, so a second build does not train it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from optimise.cache import cache_root
+from optimise.distillation.students import LossWeights, StudentShape, family_for
+from optimise.distillation.trainer import (
+    StudentTrainer,
+    TrainingPlan,
+    TrainingState,
+    student_key,
+    teacher_digest,
+)
+from optimise.errors import ConfigError
+from optimise.passes.base import PassConfig, PassContext, TorchPass
+from optimise.source import ModelBundle
+
+logger = logging.getLogger(__name__)
+progress_logger = logging.getLogger("optimise.distillation.progress")
+"""Training progress lines; the CLI shows them whatever its verbosity."""
+
+
+@dataclass(frozen=True)
+class DistilConfig(PassConfig):
+    """Settings of a distilled student.
+
+    Attributes:
+        layers: transformers: encoder layers the student keeps (1..the teacher's), spread from the
+            first to the last; None keeps them all.
+        prune_ratio: transformers: share of each kept layer's attention heads and FFN neurons removed
+            (0 keeps them; it must remove a whole number of heads).
+        width: classifiers: share of each layer's channels the student keeps, 0 < width < 1.
+        time_s: training budget in seconds (counted across resumes).
+        max_steps: stop after this many optimiser steps (None: the time budget decides).
+        batch_size: inputs per step.
+        lr: AdamW learning rate after a 100-step linear warm-up.
+        hidden_weight: transformers: weight of the token-level hidden-state loss per mapped layer.
+        temperature: classifiers: softmax temperature of the soft labels.
+        label_weight: classifiers: share of the loss on true labels, where the data has them.
+        seed: batch order (and so the trained weights, for a given number of steps).
+    """
+
+    layers: int | None = None
+    prune_ratio: float = 0.0
+    width: float | None = None
+    time_s: float = 600.0
+    max_steps: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-4
+    hidden_weight: float = 1.0
+    temperature: float = 2.0
+    label_weight: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and (not _is_int(self.layers) or self.layers < 1):
+            raise ValueError(f"layers must be an integer >= 1, got {self.layers!r}")
+        if not _is_number(self.prune_ratio) or not 0 <= self.prune_ratio < 1:
+            raise ValueError(f"prune_ratio must be a number with 0 <= ratio < 1, got {self.prune_ratio!r}")
+        if self.width is not None and (not _is_number(self.width) or not 0 < self.width < 1):
+            raise ValueError(f"width must be a number with 0 < width < 1, got {self.width!r}")
+        if not _is_number(self.time_s) or self.time_s <= 0:
+            raise ValueError(f"time_s must be a positive number of seconds, got {self.time_s!r}")
+        if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        for name in ("batch_size", "seed"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < (1 if name == "batch_size" else 0):
+                raise ValueError(f"{name} must be a non-negative integer (batch_size >= 1), got {value!r}")
+        for name in ("lr", "temperature"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not _is_number(self.hidden_weight) or self.hidden_weight < 0:
+            raise ValueError(f"hidden_weight must be a number >= 0, got {self.hidden_weight!r}")
+        if not _is_number(self.label_weight) or not 0 <= self.label_weight <= 1:
+            raise ValueError(f"label_weight must lie in [0, 1], got {self.label_weight!r}")
+
+    @property
+    def shape(self) -> StudentShape:
+        return StudentShape(layers=self.layers, prune_ratio=self.prune_ratio, width=self.width)
+
+    def cache_settings(self) -> dict[str, object]:
+        """What decides the weights besides the teacher and the data: everything but the budget."""
+        settings = asdict(self)
+        del settings["time_s"], settings["max_steps"]
+        return settings
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Distil(TorchPass[DistilConfig]):
+    name = "distil"
+    config_type = DistilConfig
+    state: TrainingState | None = None
+    """Where the last run's training ended (steps, seconds, loss, held-out quality)."""
+
+    def run(self, module: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
+        bundle = ctx.bundle
+        config = self.config
+        weights = LossWeights(config.hidden_weight, config.temperature, config.label_weight)
+        family = family_for(bundle, weights)  # ConfigError: a family without a recipe stops the run
+        if bundle.distillation_data is None:
+            raise ConfigError(f"{bundle.name} has no distillation data: pass --distil-data FILE")
+        data = bundle.distillation_data()
+        with self.failures("student"):
+            student = family.student(module, config.shape)
+        key = student_key(teacher_digest(module), data, family.name, config.cache_settings())
+        trainer = StudentTrainer(
+            family,
+            module,
+            student,
+            data,
+            TrainingPlan(config.time_s, config.max_steps, config.batch_size, config.lr, config.seed),
+            cache_root() / "students" / key / "checkpoint.pt",
+            held_out=lambda s: _held_out_quality(family, module, s, bundle),
+            progress=lambda state: _report(bundle.name, config, state),
+        )
+        with self.failures("training"):
+            self.state = trainer.run()
+        _report(bundle.name, config, self.state, final=True)
+        return trainer.student
+
+
+def _held_out_quality(
+    family: object, teacher: torch.nn.Module, student: torch.nn.Module, bundle: ModelBundle
+) -> float:
+    """Mean cosine (or argmax agreement for classifiers) of student to teacher on the evaluation set;
+    shown as progress only, never used to choose a checkpoint."""
+    from optimise.batches import iter_batches
+
+    agreement: list[np.ndarray] = []
+    for batch in iter_batches(bundle.eval_inputs, 64):
+        tensors = {
+            name: torch.from_numpy(array).to(next(student.parameters()).device)
+            for name, array in batch.items()
+        }
+        s = family.outputs(student, tensors)  # type: ignore[attr-defined]
+        t = family.outputs(teacher.to(s.device), tensors)  # type: ignore[attr-defined]
+        if bundle.eval_labels is not None:
+            agreement.append((s.argmax(-1) == t.argmax(-1)).float().cpu().numpy())
+        else:
+            agreement.append(
+                torch.nn.functional.cosine_similarity(s.flatten(1), t.flatten(1), dim=-1).cpu().numpy()
+            )
+    return float(np.concatenate(agreement).mean())
+
+
+def _report(model: str, config: DistilConfig, state: TrainingState, final: bool = False) -> None:
+    what = f"{config.layers} layers" if config.layers else f"width {config.width or 0.5:.2f}"
+    held_out = "" if state.held_out is None else f", held-out {state.held_out:.4f}"
+    progress_logger.info(
+        "distil %s (%s)%s: step %d, %.0f/%.0f s, loss %.4f%s%s",
+        model, what, " done" if final else "", state.steps, state.seconds, config.time_s, state.loss, held_out,
+        f" (resumed at step {state.resumed_from})" if state.resumed_from else "",
+    )  # fmt: skip

@@ -1,0 +1,63 @@
+"""When a build distils, which students it trains, and what `--distil-data` may be."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import make_tiny_bundle
+
+from optimise.distillation import policy
+from optimise.distillation.data import tensor_data
+from optimise.errors import ConfigError
+from optimise.source import ModelBundle
+from optimise.space import SearchSpace
+from optimise.types import Constraints
+
+
+def _with_data(bundle: ModelBundle) -> ModelBundle:
+    data = tensor_data({"features": np.zeros((300, 16), np.float32)}, None, "zeros")
+    return dataclasses.replace(bundle, distillation_data=lambda: data)
+
+
+def test_a_classifier_distils_only_when_asked() -> None:
+    bundle = _with_data(make_tiny_bundle())
+    auto = policy.decide(bundle, Constraints(), forced=None)
+    assert auto.students == () and auto.note is not None and "--distil" in auto.note
+    assert policy.decide(bundle, Constraints(), forced=True).students == ("width=0.5",)
+    assert policy.decide(bundle, Constraints(), forced=False) == policy.DistillationDecision((), None)
+
+
+def test_forcing_distillation_without_data_or_recipe_is_a_user_error() -> None:
+    with pytest.raises(ConfigError, match="--distil-data"):
+        policy.decide(make_tiny_bundle(), Constraints(), forced=True)
+    embedding = dataclasses.replace(_with_data(make_tiny_bundle()), eval_labels=None)
+    with pytest.raises(ConfigError, match="no distillation recipe"):
+        policy.decide(embedding, Constraints(), forced=True)
+    note = policy.decide(embedding, Constraints(), forced=None).note
+    assert note is not None and "no distillation recipe" in note  # auto: skipped with the reason
+
+
+def test_the_budget_split_goes_to_each_student() -> None:
+    space = policy.with_students(SearchSpace(), ("layers=4", "layers=3"), time_s=600, steps=None)
+    assert space.students == ("none", "layers=4", "layers=3") and space.distil_time_s == 300
+    assert [p.settings for p in space.student_passes()] == [
+        {"layers": 4, "time_s": 300},
+        {"layers": 3, "time_s": 300},
+    ]
+    assert policy.with_students(SearchSpace(), (), 600, None) == SearchSpace()
+
+
+def test_user_data_is_text_for_text_models_and_npz_for_tensor_models(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle()
+    np.savez(tmp_path / "x.npz", features=np.ones((300, 16)))
+    data = policy.read_user_data(bundle, tmp_path / "x.npz")
+    assert data.inputs is not None and data.inputs["features"].dtype == np.float32
+    (tmp_path / "x.txt").write_text("a text\n" * 10)
+    with pytest.raises(ConfigError, match=r"not a readable \.npz"):
+        policy.read_user_data(bundle, tmp_path / "x.txt")
+    text_model = dataclasses.replace(bundle, tokenizer=object())
+    with pytest.raises(ConfigError, match="holds 10 texts"):
+        policy.read_user_data(text_model, tmp_path / "x.txt")

@@ -1,0 +1,94 @@
+"""The training loop: bounded, deterministic for a step count, resumable, keyed for the cache."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import make_tiny_bundle
+
+from optimise.distillation.data import tensor_data
+from optimise.distillation.students import ClassifierFamily, LossWeights, StudentShape
+from optimise.distillation.trainer import (
+    StudentTrainer,
+    TrainingPlan,
+    student_key,
+    teacher_digest,
+)
+
+FEATURES = np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32)
+DATA = tensor_data({"features": FEATURES}, None, "random rows")
+
+
+def _trainer(checkpoint: Path, steps: int, time_s: float = 600.0) -> StudentTrainer:
+    bundle = make_tiny_bundle()
+    family = ClassifierFamily(bundle, LossWeights())
+    student = family.student(bundle.module, StudentShape(width=0.5))
+    plan = TrainingPlan(time_s=time_s, max_steps=steps, batch_size=32, lr=1e-2, seed=0)
+    return StudentTrainer(family, bundle.module, student, DATA, plan, checkpoint)
+
+
+def _weights(trainer: StudentTrainer) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in trainer.student.state_dict().items()}
+
+
+def test_training_lowers_the_loss_and_stops_at_the_step_bound(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path / "a.pt", steps=60)
+    first = _trainer(tmp_path / "b.pt", steps=1).run()
+    state = trainer.run()
+    assert state.steps == 60 and state.loss < first.loss
+    assert not trainer.student.training and next(trainer.student.parameters()).device.type == "cpu"
+
+
+def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    straight = _trainer(tmp_path / "straight.pt", steps=40)
+    straight.run()
+    _trainer(tmp_path / "resumed.pt", steps=15).run()
+    resumed = _trainer(tmp_path / "resumed.pt", steps=40)
+    assert resumed.resumed_from == 15
+    state = resumed.run()
+    assert state.steps == 40 and state.resumed_from == 15
+    for name, tensor in _weights(straight).items():
+        assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+
+
+def test_a_finished_student_is_loaded_not_trained_again(tmp_path: Path) -> None:
+    _trainer(tmp_path / "done.pt", steps=20).run()
+    again = _trainer(tmp_path / "done.pt", steps=20)
+    assert again.done()
+    state = again.run()
+    assert state.steps == 20 and state.resumed_from == 20
+
+
+def test_the_time_budget_bounds_the_run(tmp_path: Path) -> None:
+    state = _trainer(tmp_path / "t.pt", steps=10**9, time_s=0.5).run()
+    assert 0.5 <= state.seconds < 5 and state.steps >= 1
+
+
+def test_an_unreadable_checkpoint_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoint = tmp_path / "torn.pt"
+    checkpoint.write_bytes(b"half a checkpoint")
+    with caplog.at_level(logging.WARNING, logger="optimise.distillation.trainer"):
+        trainer = _trainer(checkpoint, steps=5)
+    assert trainer.resumed_from == 0 and "ignoring unreadable student checkpoint" in caplog.text
+    assert trainer.run().steps == 5
+
+
+def test_the_cache_key_follows_teacher_data_and_settings_but_not_the_budget() -> None:
+    bundle = make_tiny_bundle()
+    teacher = teacher_digest(bundle.module)
+    key = student_key(teacher, DATA, "classifier", {"width": 0.5, "seed": 0})
+    assert key == student_key(
+        teacher_digest(make_tiny_bundle().module), DATA, "classifier", {"width": 0.5, "seed": 0}
+    )
+    other_data = tensor_data({"features": FEATURES[:-1]}, None, "fewer rows")
+    assert key != student_key(teacher, other_data, "classifier", {"width": 0.5, "seed": 0})
+    assert key != student_key(teacher, DATA, "classifier", {"width": 0.25, "seed": 0})
+    assert key != student_key(
+        teacher_digest(make_tiny_bundle(seed=1).module), DATA, "classifier", {"width": 0.5, "seed": 0}
+    )
