@@ -94,7 +94,7 @@ def optimise(
     ] = None,
     distil_data: Annotated[
         Path | None,
-        typer.Option(help="unlabelled inputs for students: text, one per line, or .npz of model inputs"),
+        typer.Option(help="unlabelled inputs for students (implies --distil): text, one per line, or .npz"),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -131,7 +131,12 @@ def optimise(
             if distil_data is not None:
                 user_data = policy.read_user_data(bundle, distil_data)
                 bundle.distillation_data = lambda: user_data
-        decision = policy.decide(bundle, constraints, distil)
+        # Data of the user's own is a request to distil, unless --no-distil says otherwise.
+        forced = distil if distil is not None else (True if distil_data is not None else None)
+        decision = policy.decide(bundle, constraints, forced)
+        if decision.students:
+            with console.status("reading the distillation data"):
+                policy.resolve_data(bundle)
         space = policy.with_students(default_space(bundle), decision.students, distil_time, distil_steps)
         clean_stale(Path(tempfile.gettempdir()), BUILD_KIND)  # what killed builds left behind
         with owned_dir(BUILD_KIND) as scratch, _trial_progress() as progress, _distil_progress():

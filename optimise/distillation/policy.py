@@ -66,6 +66,16 @@ def with_students(
     )
 
 
+def resolve_data(bundle: ModelBundle) -> DistillationData:
+    """Read (or build) the bundle's distillation data now, so that a missing corpus source stops the
+    run before anything is built, and every student shares one copy. Raises ConfigError."""
+    if bundle.distillation_data is None:
+        raise ConfigError(f"distilling {bundle.name} needs unlabelled inputs: pass --distil-data FILE")
+    data = bundle.distillation_data()
+    bundle.distillation_data = lambda: data
+    return data
+
+
 def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
     """`--distil-data`: texts for text models, an `.npz` of inputs (and `labels`) for tensor models.
 

@@ -183,7 +183,9 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
     data = tmp_path / "traffic.npz"
     np.savez(data, features=np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32))
     args = ["--model", "tiny_models:build", "--distil-data", str(data), "--distil-steps", "20"]
-    code, output = invoke("optimise", *args, "--distil", "--trials", "10", "--rounds", "1", "--no-promote")
+    code, output = invoke(
+        "optimise", *args, "--trials", "10", "--rounds", "1", "--no-promote"
+    )  # data implies --distil
     assert code == 0, output
     assert "distil tiny (width 0.50) done: step 20" in output  # progress at the default verbosity
     assert "distil(" in output and "skipped distillation" not in output

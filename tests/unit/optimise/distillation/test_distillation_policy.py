@@ -61,3 +61,18 @@ def test_user_data_is_text_for_text_models_and_npz_for_tensor_models(tmp_path: P
     text_model = dataclasses.replace(bundle, tokenizer=object())
     with pytest.raises(ConfigError, match="holds 10 texts"):
         policy.read_user_data(text_model, tmp_path / "x.txt")
+
+
+def test_resolving_reads_the_data_once_and_names_what_is_missing() -> None:
+    calls: list[int] = []
+    data = tensor_data({"features": np.zeros((300, 16), np.float32)}, None, "zeros")
+
+    def read() -> object:
+        calls.append(1)
+        return data
+
+    bundle = dataclasses.replace(make_tiny_bundle(), distillation_data=read)
+    assert policy.resolve_data(bundle) is data
+    assert bundle.distillation_data is not None and bundle.distillation_data() is data and calls == [1]
+    with pytest.raises(ConfigError, match="--distil-data"):
+        policy.resolve_data(make_tiny_bundle())
