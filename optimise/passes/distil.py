@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from optimise.cache import cache_root
-from optimise.distillation.students import LossWeights, StudentShape, family_for
+from optimise.distillation.students import Family, LossWeights, StudentShape, family_for
 from optimise.distillation.trainer import (
     StudentTrainer,
     TrainingPlan,
@@ -142,7 +142,7 @@ class Distil(TorchPass[DistilConfig]):
 
 
 def _held_out_quality(
-    family: object, teacher: torch.nn.Module, student: torch.nn.Module, bundle: ModelBundle
+    family: Family, teacher: torch.nn.Module, student: torch.nn.Module, bundle: ModelBundle
 ) -> float:
     """Mean cosine (or argmax agreement for classifiers) of student to teacher on the evaluation set;
     shown as progress only, never used to choose a checkpoint."""
@@ -154,8 +154,8 @@ def _held_out_quality(
             name: torch.from_numpy(array).to(next(student.parameters()).device)
             for name, array in batch.items()
         }
-        s = family.outputs(student, tensors)  # type: ignore[attr-defined]
-        t = family.outputs(teacher.to(s.device), tensors)  # type: ignore[attr-defined]
+        s = family.outputs(student, tensors)
+        t = family.outputs(teacher.to(s.device), tensors)
         if bundle.eval_labels is not None:
             agreement.append((s.argmax(-1) == t.argmax(-1)).float().cpu().numpy())
         else:
