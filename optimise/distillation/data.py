@@ -91,10 +91,15 @@ def read_text_file(path: Path, minimum: int = MIN_TEXTS) -> DistillationData:
 
 
 def read_npz_file(
-    path: Path, input_names: tuple[str, ...], dtypes: dict[str, np.dtype], minimum: int = MIN_ROWS
+    path: Path,
+    input_names: tuple[str, ...],
+    dtypes: dict[str, np.dtype],
+    minimum: int = MIN_ROWS,
+    row_shapes: dict[str, tuple[int | None, ...]] | None = None,
 ) -> DistillationData:
     """A `.npz` with one array per model input (and optionally `labels`). Raises ConfigError for a
-    missing or unreadable file, a missing input, ragged row counts or too few rows."""
+    missing or unreadable file, a missing input, a row shape other than `row_shapes[name]` (None:
+    any size on that axis), ragged row counts or too few rows."""
     _read_bytes(path)  # existence and emptiness, with the same messages as text
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -106,6 +111,16 @@ def read_npz_file(
         raise ConfigError(
             f"distillation data {path} lacks input {missing[0]!r} (the model takes {list(input_names)})"
         )
+    for name, expected in (row_shapes or {}).items():
+        actual = arrays[name].shape[1:]
+        fits = len(actual) == len(expected) and all(
+            e is None or e == a for e, a in zip(expected, actual, strict=False)
+        )
+        if not fits:
+            shown = tuple("any" if e is None else e for e in expected)
+            raise ConfigError(
+                f"distillation data {path}: rows of {name!r} have shape {actual}, the model takes {shown}"
+            )
     rows = {name: len(arrays[name]) for name in (*input_names, LABELS_KEY) if name in arrays}
     if len(set(rows.values())) != 1:
         raise ConfigError(f"distillation data {path} has different row counts per array: {rows}")
@@ -118,6 +133,8 @@ def read_npz_file(
 
 
 def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise ConfigError(f"distillation data {path} is a folder, not a file")
     if not path.is_file():
         raise ConfigError(f"distillation data {path} does not exist")
     raw = path.read_bytes()

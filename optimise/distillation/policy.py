@@ -84,4 +84,11 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
     if bundle.tokenizer is not None:
         return read_text_file(path)
     dtypes = {name: np.asarray(bundle.latency_inputs[name]).dtype for name in bundle.input_names}
-    return read_npz_file(path, bundle.input_names, dtypes)
+    shapes = {
+        name: tuple(
+            None if axis + 1 in bundle.dynamic_axes.get(name, {}) else size
+            for axis, size in enumerate(np.shape(bundle.latency_inputs[name])[1:])
+        )
+        for name in bundle.input_names
+    }
+    return read_npz_file(path, bundle.input_names, dtypes, row_shapes=shapes)

@@ -76,3 +76,11 @@ def test_resolving_reads_the_data_once_and_names_what_is_missing() -> None:
     assert bundle.distillation_data is not None and bundle.distillation_data() is data and calls == [1]
     with pytest.raises(ConfigError, match="--distil-data"):
         policy.resolve_data(make_tiny_bundle())
+
+
+def test_user_rows_must_have_the_model_input_shape(tmp_path: Path) -> None:
+    np.savez(tmp_path / "x.npz", features=np.ones((300, 15)))
+    with pytest.raises(ConfigError, match=r"rows of 'features' have shape \(15,\), the model takes \(16,\)"):
+        policy.read_user_data(make_tiny_bundle(), tmp_path / "x.npz")
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        policy.read_user_data(make_tiny_bundle(), tmp_path)
