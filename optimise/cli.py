@@ -90,7 +90,11 @@ def optimise(
         typer.Option(help="seconds of training for all students together, apart from --time-budget", min=1),
     ] = 1200.0,
     distil_steps: Annotated[
-        int | None, typer.Option(help="train each student exactly this many steps (repeatable)", min=1)
+        int | None,
+        typer.Option(
+            help="train each student this many steps (deterministic; a longer-trained cached one is reused)",
+            min=1,
+        ),
     ] = None,
     distil_data: Annotated[
         Path | None,

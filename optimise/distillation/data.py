@@ -111,6 +111,20 @@ def read_npz_file(
         raise ConfigError(
             f"distillation data {path} lacks input {missing[0]!r} (the model takes {list(input_names)})"
         )
+    scalars = [name for name in (*input_names, LABELS_KEY) if name in arrays and arrays[name].ndim == 0]
+    if scalars:
+        raise ConfigError(f"distillation data {path}: {scalars[0]!r} is a single value, not rows")
+    for name in input_names:
+        if arrays[name].dtype.kind not in "biuf":
+            raise ConfigError(f"distillation data {path}: {name!r} holds {arrays[name].dtype}, not numbers")
+        if arrays[name].dtype.kind == "f" and not np.isfinite(arrays[name]).all():
+            raise ConfigError(f"distillation data {path}: {name!r} holds NaN or infinite values")
+    if LABELS_KEY in arrays:
+        labels = arrays[LABELS_KEY]
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels < 0).any():
+            raise ConfigError(
+                f"distillation data {path}: 'labels' must be one non-negative integer class per row"
+            )
     for name, expected in (row_shapes or {}).items():
         actual = arrays[name].shape[1:]
         fits = len(actual) == len(expected) and all(

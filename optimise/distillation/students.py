@@ -72,6 +72,10 @@ def family_for(bundle: ModelBundle, weights: LossWeights) -> Family:
         if bundle.tokenizer is None:
             raise ConfigError(f"{bundle.name}: distilling a transformer needs its tokenizer")
         return BertEncoderFamily(bundle, weights)
+    if isinstance(bundle.module, torch.jit.ScriptModule):
+        raise ConfigError(
+            f"no distillation recipe for {bundle.name}: a TorchScript module cannot be made smaller"
+        )
     if bundle.transformer_type is None and bundle.eval_labels is not None:
         return ClassifierFamily(bundle, weights)
     kind = bundle.extra.get("model_type") or bundle.transformer_type or type(bundle.module).__name__

@@ -11,6 +11,7 @@ is cached, so a second build does not train it again.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -73,8 +74,8 @@ class DistilConfig(PassConfig):
             raise ValueError(f"prune_ratio must be a number with 0 <= ratio < 1, got {self.prune_ratio!r}")
         if self.width is not None and (not _is_number(self.width) or not 0 < self.width < 1):
             raise ValueError(f"width must be a number with 0 < width < 1, got {self.width!r}")
-        if not _is_number(self.time_s) or self.time_s <= 0:
-            raise ValueError(f"time_s must be a positive number of seconds, got {self.time_s!r}")
+        if not _is_number(self.time_s) or not 0 < self.time_s < math.inf:
+            raise ValueError(f"time_s must be a positive, finite number of seconds, got {self.time_s!r}")
         if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
         for name in ("batch_size", "seed"):
@@ -165,11 +166,19 @@ def _held_out_quality(
     return float(np.concatenate(agreement).mean())
 
 
+def _origin(state: TrainingState) -> str:
+    if not state.resumed_from:
+        return ""
+    if state.resumed_from == state.steps:
+        return " (from the cache)"
+    return f" (resumed at step {state.resumed_from})"
+
+
 def _report(model: str, config: DistilConfig, state: TrainingState, final: bool = False) -> None:
     what = f"{config.layers} layers" if config.layers else f"width {config.width or 0.5:.2f}"
     held_out = "" if state.held_out is None else f", held-out {state.held_out:.4f}"
     progress_logger.info(
         "distil %s (%s)%s: step %d, %.0f/%.0f s, loss %.4f%s%s",
         model, what, " done" if final else "", state.steps, state.seconds, config.time_s, state.loss, held_out,
-        f" (resumed at step {state.resumed_from})" if state.resumed_from else "",
+        _origin(state),
     )  # fmt: skip

@@ -50,7 +50,7 @@ def test_an_npz_is_checked_against_the_model_inputs(tmp_path: Path) -> None:
     np.savez(path, other=np.zeros((300, 4)))
     with pytest.raises(ConfigError, match="lacks input 'pixels'"):
         read_npz_file(path, ("pixels",), DTYPES)
-    np.savez(path, pixels=np.zeros((300, 64)), labels=np.zeros(299))
+    np.savez(path, pixels=np.zeros((300, 64)), labels=np.zeros(299, np.int64))
     with pytest.raises(ConfigError, match="different row counts"):
         read_npz_file(path, ("pixels",), DTYPES)
     np.savez(path, pixels=np.zeros((10, 64)))
@@ -68,3 +68,26 @@ def test_an_npz_with_labels_keeps_them_and_casts_inputs(tmp_path: Path) -> None:
     assert data.inputs is not None and data.inputs["pixels"].dtype == np.float32
     assert data.labels is not None and data.labels.dtype == np.int64 and data.size == 300
     assert data.digest == tensor_data(data.inputs, data.labels, "again").digest
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"pixels": np.float32(1)}, "is a single value"),
+        ({"pixels": np.full((300, 64), np.nan, np.float32)}, "NaN or infinite"),
+        ({"pixels": np.array([["abc"] * 64] * 300)}, "not numbers"),
+        ({"pixels": np.zeros((300, 64)), "labels": np.full(300, -1)}, "one non-negative integer class"),
+        (
+            {"pixels": np.zeros((300, 64)), "labels": np.zeros((300, 2), np.int64)},
+            "one non-negative integer class",
+        ),
+        ({"pixels": np.zeros((300, 64)), "labels": np.zeros(300)}, "one non-negative integer class"),
+    ],
+)
+def test_npz_values_the_model_cannot_learn_from_are_user_errors(
+    tmp_path: Path, arrays: dict[str, np.ndarray], message: str
+) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ConfigError, match=message):
+        read_npz_file(path, ("pixels",), DTYPES)

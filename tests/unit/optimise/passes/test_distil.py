@@ -24,6 +24,7 @@ from optimise.types import PassSpec
         ({"prune_ratio": 1.0}, "prune_ratio must be"),
         ({"width": 1.5}, "width must be"),
         ({"time_s": 0}, "time_s must be a positive"),
+        ({"time_s": float("inf")}, "finite"),
         ({"max_steps": 0}, "max_steps must be an integer >= 1"),
         ({"batch_size": 0}, "batch_size"),
         ({"lr": -1}, "lr must be a positive"),
