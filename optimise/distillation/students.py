@@ -94,6 +94,16 @@ def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
     return sorted({int(i) for i in np.floor(np.linspace(0, teacher_layers - 1, student_layers) + 0.5)})
 
 
+def prune_in_place(student: torch.nn.Module, bundle: ModelBundle, ratio: float) -> None:
+    """Structured pruning of `ratio` of the student's channels (heads and FFN neurons for BERT), with the
+    recipe of the `prune_structured` pass and no recovery: distillation is the recovery."""
+    from optimise.passes.prune_structured import PruneStructured, PruneStructuredConfig
+
+    pruner = PruneStructured(PruneStructuredConfig(ratio=ratio, fine_tune_steps=0))
+    with torch.enable_grad():  # Torch-Pruning traces the autograd graph
+        pruner._prune(student, bundle)
+
+
 def _encoder(module: torch.nn.Module) -> Any:
     """The BertModel inside `module` (itself, or the first module of a sentence-transformers model)."""
     inner = getattr(module[0], "auto_model", None) if isinstance(module, torch.nn.Sequential) else module
@@ -130,11 +140,7 @@ class BertEncoderFamily:
             raise ConfigError(
                 f"prune_ratio {ratio} of {heads} attention heads is not a whole number of heads below {heads}"
             )
-        from optimise.passes.prune_structured import PruneStructured, PruneStructuredConfig
-
-        pruner = PruneStructured(PruneStructuredConfig(ratio=ratio, fine_tune_steps=0))
-        with torch.enable_grad():
-            pruner._prune(student, self.bundle)
+        prune_in_place(student, self.bundle, ratio)
 
     def batches(self, data: DistillationData, batch_size: int, seed: int, epoch: int) -> list[TensorBatch]:
         """Texts in batches of similar length (less padding), in a seeded order per epoch."""
@@ -216,12 +222,8 @@ class ClassifierFamily:
         width = shape.width if shape.width is not None else 0.5
         if shape.layers is not None:
             raise ConfigError("a classifier student takes a width (share of channels kept), not layers")
-        from optimise.passes.prune_structured import PruneStructured, PruneStructuredConfig
-
-        pruner = PruneStructured(PruneStructuredConfig(ratio=1 - width, fine_tune_steps=0))
         student = copy.deepcopy(teacher).eval()
-        with torch.enable_grad():
-            pruner._prune(student, self.bundle)
+        prune_in_place(student, self.bundle, 1 - width)
         return student
 
     def batches(self, data: DistillationData, batch_size: int, seed: int, epoch: int) -> list[TensorBatch]:
