@@ -118,11 +118,19 @@ def optimise(
 
 
 def _finalists(built: list[Candidate]) -> list[Candidate]:
-    """The reference plus the candidates with the best quick latency, best quality first on ties."""
+    """The reference, the quickest candidate of each runtime (so the report compares the runtimes
+    side by side), then the rest by quick latency, best quality first on ties."""
     ranked = sorted(
         built[1:], key=lambda c: (c.quick_latency_ms or float("inf"), -(c.quality.value if c.quality else 0))
     )
-    return [built[0], *ranked[: MAX_FINAL_CANDIDATES - 1]]
+    quickest: dict[str, Candidate] = {}
+    for candidate in ranked:
+        quickest.setdefault(candidate.recipe.runtime, candidate)
+    picked = {id(c) for c in quickest.values()}
+    rest = [c for c in ranked if id(c) not in picked]
+    chosen = [*quickest.values(), *rest][: MAX_FINAL_CANDIDATES - 1]
+    order = {id(c): i for i, c in enumerate(ranked)}
+    return [built[0], *sorted(chosen, key=lambda c: order[id(c)])]
 
 
 def measure_final(

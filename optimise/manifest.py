@@ -31,8 +31,12 @@ from optimise.types import Variant
 if TYPE_CHECKING:
     from optimise.build import BuildResult
 
+# The package whose version is a runtime's version, where the two names differ.
+RUNTIME_PACKAGES = {"torchscript": "torch", "litert": "ai-edge-litert"}
+
 _LIBRARIES = (
     "torch",
+    "ai-edge-litert",
     "onnx",
     "onnxruntime",
     "openvino",
@@ -73,7 +77,7 @@ def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:
         pareto=variant.id in result.selection.pareto_ids,
         format=variant.format,
         runtime=variant.runtime,
-        runtime_version=_package_version(variant.runtime),
+        runtime_version=_package_version(RUNTIME_PACKAGES.get(variant.runtime, variant.runtime)),
         runtime_settings=dict(variant.runtime_settings),
         batch_invariant=bool(variant.batch_invariant),
     )

@@ -26,14 +26,14 @@ import torch
 from optimise.errors import ConfigError, PassFailed
 from optimise.passes import build_pass
 from optimise.passes.base import ExportPass, OnnxPass, PassContext, TorchPass
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT
 from optimise.source import ModelBundle
 from optimise.types import HardwareProfile, PassSpec, Precision, Variant
 
 logger = logging.getLogger(__name__)
 
 # The runtime that measures (and serves) each file format.
-FORMAT_RUNTIMES = {"onnx": ONNX_RUNTIME, "openvino": OPENVINO}
+FORMAT_RUNTIMES = {"onnx": ONNX_RUNTIME, "openvino": OPENVINO, "torchscript": TORCHSCRIPT, "tflite": LITERT}
 # File passes that write another format than they read.
 FORMAT_OF_PASS: dict[str, str] = {"convert_openvino": "openvino", "quantise_nncf": "openvino"}
 
@@ -43,7 +43,14 @@ _PRECISION_OF_PASS = {
     "quantise_nncf": Precision.INT8_STATIC,
     "fp16": Precision.FP16,
 }
-PRECISION_HINT = "INFERENCE_PRECISION_HINT"  # OpenVINO's: the precision its CPU plugin computes in
+PRECISION_HINT = "INFERENCE_PRECISION_HINT"
+
+
+def _precision_of(spec: PassSpec) -> Precision | None:
+    """The precision a file pass leaves, None for passes that keep it."""
+    if spec.name == "quantise_litert":  # one pass, two kinds of int8
+        return Precision.INT8_STATIC if spec.settings.get("mode") == "static" else Precision.INT8_DYNAMIC
+    return _PRECISION_OF_PASS.get(spec.name)  # OpenVINO's: the precision its CPU plugin computes in
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,9 @@ class Recipe:
 
     @property
     def precision(self) -> Precision:
-        found = [_PRECISION_OF_PASS[p.name] for p in self.onnx_passes if p.name in _PRECISION_OF_PASS]
+        if self.export.settings.get("int8_dynamic"):  # an export that quantises (TorchScript)
+            return Precision.INT8_DYNAMIC
+        found = [precision for p in self.onnx_passes if (precision := _precision_of(p)) is not None]
         if found:
             return found[-1]
         return Precision.BF16 if dict(self.runtime_settings).get(PRECISION_HINT) == "bf16" else Precision.FP32

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from optimise.errors import ProfileError
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT
 from optimise.types import HardwareProfile, Precision, QuantisationDefaults
 
 EDGE_SIZE_BUDGET_BYTES = 32 * 1024 * 1024
@@ -81,10 +81,21 @@ def openvino_choice(isa: str, installed: bool | None = None) -> tuple[bool, str 
     return True, None
 
 
+def litert_choice(installed: bool | None = None) -> tuple[bool, str | None]:
+    """Whether to search TFLite candidates (LiteRT runs them; litert-torch converts them in its own
+    environment, made on first use), and why not when not."""
+    if installed is None:
+        installed = importlib.util.find_spec("ai_edge_litert") is not None
+    if not installed:
+        return False, "litert: not searched, the ai-edge-litert package is not installed"
+    return True, None
+
+
 def _cpu() -> HardwareProfile:
     isa = detect_isa()
     with_openvino, note = openvino_choice(isa)
-    runtimes = (ONNX_RUNTIME, OPENVINO) if with_openvino else (ONNX_RUNTIME,)
+    # TorchScript (PyTorch's own runtime) is searched for the comparison: what a PyTorch server runs.
+    runtimes = (ONNX_RUNTIME, OPENVINO, TORCHSCRIPT) if with_openvino else (ONNX_RUNTIME, TORCHSCRIPT)
     return HardwareProfile(
         name="cpu",
         description=f"server CPU ({isa}), {' and '.join(runtimes)} on all usable cores",
@@ -113,9 +124,12 @@ def _gpu() -> HardwareProfile:
 
 def _edge() -> HardwareProfile:
     isa = detect_isa()
+    with_litert, note = litert_choice()
+    runtimes = (ONNX_RUNTIME, LITERT) if with_litert else (ONNX_RUNTIME,)
     return HardwareProfile(
         name="edge",
-        description=f"small device: one thread, int8, at most {EDGE_SIZE_BUDGET_BYTES // 2**20} MiB",
+        description=f"small device: one thread, int8, at most {EDGE_SIZE_BUDGET_BYTES // 2**20} MiB, "
+        f"{' and '.join(runtimes)}",
         execution_providers=("CPUExecutionProvider",),
         precisions=(Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
         intra_op_threads=1,
@@ -123,6 +137,8 @@ def _edge() -> HardwareProfile:
         max_size_bytes=EDGE_SIZE_BUDGET_BYTES,
         isa=isa,
         quantisation=quantisation_defaults(isa),
+        runtimes=runtimes,
+        runtime_notes=(note,) if note else (),
     )
 
 

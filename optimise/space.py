@@ -12,13 +12,15 @@ from typing import Any, Protocol
 
 from optimise.passes.quantise_nncf import IGNORED_SCOPES, PRESETS
 from optimise.pipeline import PRECISION_HINT, Recipe
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO, RUNTIMES
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, RUNTIMES, TORCHSCRIPT
 from optimise.source import ModelBundle
 from optimise.types import HardwareProfile, PassSpec, Precision
 
 # What each runtime's candidates can be (OpenVINO's bf16 is a precision hint on an FP32 file).
 ONNX_RUNTIME_PRECISIONS = (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC)
 OPENVINO_PRECISIONS = (Precision.FP32, Precision.INT8_STATIC)
+TORCHSCRIPT_PRECISIONS = (Precision.FP32, Precision.INT8_DYNAMIC)  # PyTorch's dynamic int8 on Linear
+LITERT_PRECISIONS = (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC)  # ai-edge-quantizer
 PRECISION_HINTS = ("f32", "bf16")
 BUCKETS_KEY = "sequence_buckets"  # see optimise.runtimes.openvino_session
 
@@ -57,6 +59,10 @@ class SearchSpace:
     openvino_precisions: tuple[Precision, ...] = OPENVINO_PRECISIONS
     """OpenVINO candidates: FP32 IR, or NNCF static int8."""
     precision_hints: tuple[str, ...] = PRECISION_HINTS
+    torchscript_precisions: tuple[Precision, ...] = TORCHSCRIPT_PRECISIONS
+    """TorchScript candidates: the FP32 trace, or the trace of PyTorch's dynamic int8 module."""
+    litert_precisions: tuple[Precision, ...] = LITERT_PRECISIONS
+    """TFLite candidates: FP32, int8 weights (dynamic), or int8 weights and activations (static)."""
     """OpenVINO inference precision: 'f32', or 'bf16' (kept only where the CPU has bf16)."""
     nncf_presets: tuple[str, ...] = ("mixed",)
     smooth_quant_alphas: tuple[float | None, ...] = (None,)
@@ -85,6 +91,8 @@ class SearchSpace:
             (self.nncf_presets, PRESETS, "nncf_presets"),
             (self.ignored_scopes, tuple(IGNORED_SCOPES), "ignored_scopes"),
             (self.openvino_precisions, OPENVINO_PRECISIONS, "openvino_precisions"),
+            (self.torchscript_precisions, TORCHSCRIPT_PRECISIONS, "torchscript_precisions"),
+            (self.litert_precisions, LITERT_PRECISIONS, "litert_precisions"),
         )
         for chosen, known, what in checks:
             if set(chosen) - set(known):
@@ -116,6 +124,8 @@ class SearchSpace:
             threads=self.threads or (profile.intra_op_threads,),
             runtimes=tuple(r for r in (self.runtimes or profile.runtimes) if r in profile.runtimes),
             openvino_precisions=tuple(p for p in self.openvino_precisions if p in profile.precisions),
+            torchscript_precisions=tuple(p for p in self.torchscript_precisions if p in profile.precisions),
+            litert_precisions=tuple(p for p in self.litert_precisions if p in profile.precisions),
             precision_hints=hints,
         )
 
@@ -143,6 +153,10 @@ class SearchSpace:
             per_precision = {Precision.FP32: 1, Precision.INT8_STATIC: nncf}
             sessions = len(self.precision_hints) * len(self.sequence_buckets)
             per_runtime += sessions * sum(per_precision[p] for p in self.openvino_precisions)
+        if TORCHSCRIPT in runtimes:
+            per_runtime += len(self.torchscript_precisions)
+        if LITERT in runtimes:
+            per_runtime += len(self.litert_precisions)
         prune = sum(1 if p == "none" else len(self.prune_ratios) for p in self.prune)
         models = prune + sum(1 for s in self.students if s != "none")  # a student is not pruned again
         threads = len(self.threads or (1,))
@@ -211,6 +225,8 @@ def default_space(bundle: ModelBundle) -> SearchSpace:
             # bf16 where the CPU has it (f32 elsewhere, see for_profile): int8 ran as fast with
             # either hint at the same quality, and the FP32 IR runs 2x faster in bf16 at cosine 1.0000.
             precision_hints=("bf16",),
+            # Static int8 TFLite kept MiniLM at mean cosine 0.55: not worth its 35 s of calibration.
+            litert_precisions=(Precision.FP32, Precision.INT8_DYNAMIC),
         )
     return SearchSpace(
         prune=("none", "structured", "unstructured"),
@@ -238,6 +254,10 @@ def suggest_recipe(trial: Suggester, space: SearchSpace, bundle: ModelBundle) ->
     runtime = trial.suggest_categorical("runtime", list(space.runtimes or (ONNX_RUNTIME,)))
     if runtime == OPENVINO:
         return _openvino_recipe(trial, space, torch_passes)
+    if runtime == TORCHSCRIPT:
+        return _torchscript_recipe(trial, space, torch_passes)
+    if runtime == LITERT:
+        return _litert_recipe(trial, space, torch_passes)
     onnx_passes: list[PassSpec] = []
     precision = Precision(trial.suggest_categorical("precision", [p.value for p in space.precisions or ()]))
     # Static quantisation pre-processes the graph itself and cannot read ORT's fused contrib ops.
@@ -301,6 +321,31 @@ def _openvino_recipe(trial: Suggester, space: SearchSpace, torch_passes: tuple[P
     return Recipe(
         torch_passes, PassSpec("export_onnx"), tuple(passes), threads, tuple(sorted(runtime_settings.items()))
     )
+
+
+def _torchscript_recipe(trial: Suggester, space: SearchSpace, torch_passes: tuple[PassSpec, ...]) -> Recipe:
+    """A traced TorchScript file, FP32 or with PyTorch's dynamic int8 Linear layers."""
+    precision = Precision(
+        trial.suggest_categorical("ts_precision", [p.value for p in space.torchscript_precisions])
+    )
+    settings = {"int8_dynamic": True} if precision is Precision.INT8_DYNAMIC else {}
+    threads = trial.suggest_categorical("threads", list(space.threads or (1,)))
+    return Recipe(torch_passes, PassSpec("export_torchscript", settings), (), threads)
+
+
+LITERT_MODES = {Precision.INT8_DYNAMIC: "dynamic", Precision.INT8_STATIC: "static"}
+
+
+def _litert_recipe(trial: Suggester, space: SearchSpace, torch_passes: tuple[PassSpec, ...]) -> Recipe:
+    """A .tflite file from litert-torch, FP32 or quantised by ai-edge-quantizer."""
+    precision = Precision(
+        trial.suggest_categorical("tflite_precision", [p.value for p in space.litert_precisions])
+    )
+    passes = (
+        (PassSpec("quantise_litert", {"mode": LITERT_MODES[precision]}),) if precision in LITERT_MODES else ()
+    )
+    threads = trial.suggest_categorical("threads", list(space.threads or (1,)))
+    return Recipe(torch_passes, PassSpec("export_tflite"), passes, threads)
 
 
 def reference_recipe(space: SearchSpace) -> Recipe:

@@ -40,6 +40,7 @@ from optimise.artefact import (
     model_file_names,
     write_manifest,
 )
+from optimise.artefact.usage import USAGE_FILE, usage_note
 from optimise.errors import StoreError, VersionNotFound
 from optimise.live import read_record, write_live
 from optimise.manifest import build_manifest
@@ -244,7 +245,8 @@ def verify(model: bentoml.Model) -> list[str]:
 
 
 def export(tag: str, directory: Path) -> list[Path]:
-    """Copy the model, manifest and preprocessing files out, for use without leanserve.
+    """Copy the model, manifest and preprocessing files out, for use without leanserve, with a usage
+    note (USAGE.md) that shows how to run the model with its runtime alone.
 
     Raises StoreError for an unknown or broken version or files that differ from their hashes.
     """
@@ -260,7 +262,9 @@ def export(tag: str, directory: Path) -> list[Path]:
     if (root / PREPROCESSING_DIR).is_dir():
         for item in sorted((root / PREPROCESSING_DIR).iterdir()):
             written.append(Path(shutil.copy2(item, directory / item.name)))
-    return written
+    note = directory / USAGE_FILE
+    note.write_text(usage_note(stored.manifest, stored.model_path.name), encoding="utf-8")
+    return [*written, note]
 
 
 def record_live(name: str, version: str) -> str:

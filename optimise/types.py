@@ -20,6 +20,8 @@ Batch = dict[str, np.ndarray]
 FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "onnx": (".onnx",),
     "openvino": (".xml", ".bin"),  # OpenVINO IR: the graph, then its weights
+    "torchscript": (".pt",),
+    "tflite": (".tflite", ".io.json"),  # LiteRT: the model, then its tensors' names (see litert_session)
 }
 """The file formats a variant can be written in, and the suffixes of the files that make one model
 (the first names the model; the others sit beside it with the same stem)."""

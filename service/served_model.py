@@ -35,7 +35,12 @@ def _session_specs(infos: Any) -> tuple[TensorSpec, ...]:
 
 
 # The OIP v2 / Triton platform name of each runtime ("<backend>_<format>" for ONNX Runtime).
-OIP_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
+OIP_PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx",
+    "openvino": "openvino",
+    "torchscript": "pytorch_libtorch",
+    "litert": "litert_tflite",
+}
 
 
 class ServedModel(ABC):

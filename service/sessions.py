@@ -37,8 +37,9 @@ class ServingSession:
         self.main: InferenceSession = open_session(runtime, model, threads, providers, settings)
         self.runtime = runtime
         self.threads = threads
-        # Threads only matter on the CPU; elsewhere one session does everything.
-        self.parallel = threads > 1 and self.main.on_cpu_only
+        # Threads only matter on the CPU; elsewhere, or where the runtime has one thread count for
+        # the whole process (PyTorch), one session does everything.
+        self.parallel = threads > 1 and self.main.on_cpu_only and self.main.threads_per_session
         self._single_thread = open_session(runtime, model, 1, providers, settings) if self.parallel else None
         self._multi_thread_free = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="row") if self.parallel else None

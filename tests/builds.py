@@ -33,11 +33,13 @@ OPENVINO_INT8 = SearchSpace(
 """Only an NNCF int8 OpenVINO variant (next to the FP32 ONNX reference every search builds)."""
 
 
-def build(bundle: ModelBundle, space: SearchSpace, scratch: Path, runtime: str | None = None) -> BuildResult:
-    """Enumerate `space` for `bundle` on the cpu profile (one measuring round); with `runtime`, the
-    winner is the fastest variant on that runtime (which a tiny model may not pick by itself)."""
+def build(
+    bundle: ModelBundle, space: SearchSpace, scratch: Path, runtime: str | None = None, profile: str = "cpu"
+) -> BuildResult:
+    """Enumerate `space` for `bundle` on `profile` (one measuring round); with `runtime`, the winner is
+    the fastest variant on that runtime (which a tiny model may not pick by itself)."""
     settings = SearchSettings(sampler="grid")
-    result = optimise(bundle, get_profile("cpu"), Constraints(), settings, scratch, space, rounds=1)
+    result = optimise(bundle, get_profile(profile), Constraints(), settings, scratch, space, rounds=1)
     if runtime is not None:
         on_runtime = [v for v in result.variants if v.runtime == runtime and v.metrics]
         fastest = min(on_runtime, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)
@@ -45,10 +47,12 @@ def build(bundle: ModelBundle, space: SearchSpace, scratch: Path, runtime: str |
     return result
 
 
-def build_and_save(bundle: ModelBundle, space: SearchSpace, source: str, runtime: str | None = None) -> str:
+def build_and_save(
+    bundle: ModelBundle, space: SearchSpace, source: str, runtime: str | None = None, profile: str = "cpu"
+) -> str:
     """`build` in a scratch folder of its own, the winner stored; returns its tag."""
     with tempfile.TemporaryDirectory() as scratch:
-        return store.save(build(bundle, space, Path(scratch), runtime), source)
+        return store.save(build(bundle, space, Path(scratch), runtime, profile), source)
 
 
 def served_answer(model: ServedModel, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -103,3 +103,26 @@ def export_masked_mean_pooling(path: Path) -> Path:
         dynamo=False,
     )
     return path
+
+
+def make_tiny_text_bundle(rows: int = 48, width: int = 12) -> ModelBundle:
+    """`MaskedMeanPooling` as a text model: int64 ids and attention mask [batch, width], rows of
+    random lengths padded with zeros; outputs per-token embeddings and their masked mean."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, width + 1, size=rows)
+    lengths[0] = width  # the latency row is the longest, as a text source picks it
+    ids = rng.integers(1, MASKED_VOCAB, size=(rows, width)).astype(np.int64)
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    ids *= mask
+    sequence = {0: "batch", 1: "sequence"}
+    return ModelBundle(
+        name="tinytext",
+        module=MaskedMeanPooling().eval(),
+        input_names=("input_ids", "attention_mask"),
+        output_names=("token_embeddings", "sentence_embedding"),
+        dynamic_axes={"input_ids": sequence, "attention_mask": sequence, "token_embeddings": sequence},
+        latency_inputs={"input_ids": ids[:1], "attention_mask": mask[:1]},
+        eval_inputs={"input_ids": ids, "attention_mask": mask},
+        calibration_inputs={"input_ids": ids, "attention_mask": mask},
+        extra={"max_length": str(width)},
+    )

@@ -19,12 +19,14 @@ _REGISTRY: dict[str, str] = {
     "distil": "optimise.passes.distil:Distil",
     "export_onnx": "optimise.passes.export_onnx:ExportOnnx",
     "export_torchscript": "optimise.passes.export_torchscript:ExportTorchScript",
+    "export_tflite": "optimise.passes.export_tflite:ExportTflite",
     "graph_optimise": "optimise.passes.graph_optimise:GraphOptimise",
     "quantise_dynamic": "optimise.passes.quantise_dynamic:QuantiseDynamic",
     "quantise_static": "optimise.passes.quantise_static:QuantiseStatic",
     "fp16": "optimise.passes.fp16:Fp16",
     "convert_openvino": "optimise.passes.convert_openvino:ConvertOpenVino",
     "quantise_nncf": "optimise.passes.quantise_nncf:QuantiseNncf",
+    "quantise_litert": "optimise.passes.quantise_litert:QuantiseLiteRt",
 }
 
 

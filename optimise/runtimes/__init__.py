@@ -14,7 +14,9 @@ from optimise.types import Variant
 
 ONNX_RUNTIME = "onnxruntime"
 OPENVINO = "openvino"
-RUNTIMES = (ONNX_RUNTIME, OPENVINO)
+TORCHSCRIPT = "torchscript"
+LITERT = "litert"
+RUNTIMES = (ONNX_RUNTIME, OPENVINO, TORCHSCRIPT, LITERT)
 
 
 def open_session(
@@ -25,7 +27,7 @@ def open_session(
     settings: Mapping[str, str] | None = None,
 ) -> InferenceSession:
     """`model` loaded by `runtime` with `threads` threads (ONNX Runtime: on `providers`; OpenVINO: on
-    the CPU with `settings`). Raises RuntimeUnavailable for an unknown runtime or a missing package."""
+    the CPU with `settings`; TorchScript: PyTorch on the CPU; LiteRT: its interpreter with XNNPACK). Raises RuntimeUnavailable for an unknown runtime or a missing package."""
     if runtime == ONNX_RUNTIME:
         from optimise.runtimes.ort_session import OnnxSession
 
@@ -34,6 +36,14 @@ def open_session(
         from optimise.runtimes.openvino_session import OpenVinoSession
 
         return OpenVinoSession(model, threads, settings)
+    if runtime == TORCHSCRIPT:
+        from optimise.runtimes.torchscript_session import TorchScriptSession
+
+        return TorchScriptSession(model, threads)
+    if runtime == LITERT:
+        from optimise.runtimes.litert_session import LiteRtSession
+
+        return LiteRtSession(model, threads)
     raise RuntimeUnavailable(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
 
 
@@ -46,9 +56,11 @@ def open_variant(variant: Variant, providers: Sequence[str] = ("CPUExecutionProv
 
 
 __all__ = [
+    "LITERT",
     "ONNX_RUNTIME",
     "OPENVINO",
     "RUNTIMES",
+    "TORCHSCRIPT",
     "InferenceSession",
     "RuntimeUnavailable",
     "TensorInfo",

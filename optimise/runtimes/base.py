@@ -32,7 +32,10 @@ class TensorInfo:
 class InferenceSession(ABC):
     """A loaded model on one runtime. `run` may be called from several threads at once."""
 
-    runtime: ClassVar[str]  # the name a manifest records: "onnxruntime", "openvino"
+    runtime: ClassVar[str]  # the name a manifest records: "onnxruntime", "openvino", "torchscript", "litert"
+    threads_per_session: ClassVar[bool] = True
+    """Whether two sessions in one process can run with different thread counts (False for PyTorch,
+    whose intra-op thread count is process-wide)."""
 
     def __init__(self, model: Path, threads: int) -> None:
         self.path = model

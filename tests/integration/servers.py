@@ -33,8 +33,8 @@ FAST_CLOSED_LOOP = {
 }
 
 
-def build_demo(name: str, space: SearchSpace, runtime: str | None = None) -> str:
-    return build_and_save(load_source(name), space, name, runtime)
+def build_demo(name: str, space: SearchSpace, runtime: str | None = None, profile: str = "cpu") -> str:
+    return build_and_save(load_source(name), space, name, runtime, profile)
 
 
 def free_port() -> int:

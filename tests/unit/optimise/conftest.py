@@ -10,6 +10,7 @@ import pytest
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions, ModelStore
 from bentoml._internal.tag import Tag
+from tiny_models import make_tiny_bundle, make_tiny_text_bundle
 
 from optimise.artefact import (
     Manifest,
@@ -21,9 +22,12 @@ from optimise.artefact import (
     sha256_of,
     write_manifest,
 )
+from optimise.passes import build_pass
+from optimise.passes.base import PassContext
 from optimise.profiles import get_profile
+from optimise.source import ModelBundle
 from optimise.store_index import OWNER_LABEL
-from optimise.types import Constraints, Precision, QualityMetric
+from optimise.types import Constraints, PassSpec, Precision, QualityMetric
 
 
 @pytest.fixture
@@ -84,3 +88,24 @@ def make_version(private_store: Path) -> Callable[..., Path]:
         return folder
 
     return make
+
+
+# --- converted TFLite files, shared: each conversion runs the converter environment for seconds ---
+
+
+def convert(bundle: ModelBundle, workdir: Path, **settings: object) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    context = PassContext(bundle=bundle, profile=get_profile("edge"), workdir=workdir)
+    return build_pass(PassSpec("export_tflite", dict(settings))).apply(bundle.module, context)
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier as an FP32 .tflite (one batch-1 signature)."""
+    return convert(make_tiny_bundle(), tmp_path_factory.mktemp("tflite"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny text model as an FP32 .tflite with signatures for 4, 8 and 12 tokens."""
+    return convert(make_tiny_text_bundle(), tmp_path_factory.mktemp("tflite-text"), lengths="4,8,12")

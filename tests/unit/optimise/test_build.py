@@ -4,15 +4,16 @@ import pytest
 from builds import with_more_calibration_rows
 from tiny_models import make_tiny_bundle, unexportable
 
-from optimise.build import BuildResult, check_profile_runs_here, optimise
+from optimise.build import MAX_FINAL_CANDIDATES, BuildResult, _finalists, check_profile_runs_here, optimise
 from optimise.errors import OptimiseError, ProfileError
+from optimise.pipeline import Recipe
 from optimise.profiles import get_profile
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO
-from optimise.search import SearchSettings
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT
+from optimise.search import Candidate, SearchSettings
 from optimise.select import NoFeasibleVariant
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace
-from optimise.types import Constraints, Precision, QualityMetric
+from optimise.types import Constraints, PassSpec, Precision, QualityMetric
 
 SMALL_SPACE = SearchSpace(
     graph_optimise=(False, True),
@@ -120,3 +121,62 @@ def test_a_calibration_set_too_small_for_nncf_drops_those_candidates_with_the_mi
     )  # fmt: skip
     assert [v.precision for v in result.variants if v.runtime == OPENVINO] == [Precision.FP32]
     assert any("at least 64" in (c.failure or "") for c in result.failures)
+
+
+def test_torchscript_candidates_are_traced_and_measured_on_pytorch(tmp_path: Path) -> None:
+    space = SearchSpace(runtimes=(TORCHSCRIPT,))
+    result = optimise(
+        make_tiny_bundle(),
+        get_profile("cpu"),
+        Constraints(),
+        SearchSettings(sampler="grid"),
+        tmp_path,
+        space,
+        rounds=2,
+    )
+    torchscript = {v.precision: v for v in result.variants if v.runtime == TORCHSCRIPT}
+    assert set(torchscript) == {Precision.FP32, Precision.INT8_DYNAMIC}
+    int8 = torchscript[Precision.INT8_DYNAMIC]
+    assert int8.format == "torchscript" and int8.artefact.name == "model.pt"
+    assert int8.passes == (PassSpec("export_torchscript", {"int8_dynamic": True}),)
+    assert int8.metrics is not None and int8.metrics.size_bytes == int8.artefact.stat().st_size
+    assert int8.metrics.size_bytes < torchscript[Precision.FP32].artefact.stat().st_size
+    assert int8.batch_invariant is not None
+
+
+def _candidate(runtime: str, quick_ms: float) -> Candidate:
+    return Candidate(
+        recipe=Recipe((), PassSpec("export_torchscript" if runtime == TORCHSCRIPT else "export_onnx"), (), 1),
+        quick_latency_ms=quick_ms,
+    )
+
+
+def test_the_quickest_candidate_of_every_runtime_reaches_the_final_measurement() -> None:
+    reference = _candidate(ONNX_RUNTIME, 1.0)
+    onnx = [_candidate(ONNX_RUNTIME, 0.1 + i / 100) for i in range(MAX_FINAL_CANDIDATES + 3)]
+    slow_torchscript = _candidate(TORCHSCRIPT, 5.0)
+    finalists = _finalists([reference, slow_torchscript, *onnx])
+    assert len(finalists) == MAX_FINAL_CANDIDATES and finalists[0] is reference
+    assert slow_torchscript in finalists  # not quick enough to rank, kept for the comparison
+    assert finalists[1:-1] == onnx[: MAX_FINAL_CANDIDATES - 2]  # the rest by quick latency
+
+
+def test_tflite_candidates_are_converted_and_measured_on_litert_for_the_edge(tmp_path: Path) -> None:
+    edge = get_profile("edge")
+    assert LITERT in edge.runtimes
+    bundle = with_more_calibration_rows(make_tiny_bundle())
+    space = SearchSpace(runtimes=(LITERT,))
+    result = optimise(bundle, edge, Constraints(), SearchSettings(sampler="grid"), tmp_path, space, rounds=2)
+    tflite = {v.precision: v for v in result.variants if v.runtime == LITERT}
+    assert set(tflite) == {Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC}
+    static = tflite[Precision.INT8_STATIC]
+    assert [p.name for p in static.passes] == ["export_tflite", "quantise_litert"]
+    assert static.format == "tflite" and [f.name for f in static.model_files] == [
+        "model.tflite",
+        "model.io.json",
+    ]
+    assert static.metrics is not None and static.metrics.size_bytes == sum(
+        f.stat().st_size for f in static.model_files
+    )
+    assert static.batch_invariant is True  # rows run one at a time
+    assert result.winner.intra_op_threads == 1  # the edge profile's one thread

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 import torch
 
+from optimise import pipeline
 from optimise.errors import ConfigError, PassFailed
 from optimise.passes.base import PassContext
 from optimise.passes.export_onnx import ExportOnnx
@@ -69,10 +70,14 @@ def test_recipe_precision_and_passes() -> None:
     assert Recipe((), torchscript, (), 1).passes == (torchscript,)
 
 
-def test_a_recipe_names_its_file_format_and_the_runtime_that_measures_it() -> None:
+def test_a_recipe_names_its_file_format_and_the_runtime_that_measures_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert (recipe(GRAPH, QUANTISE).format, recipe(GRAPH, QUANTISE).runtime) == ("onnx", "onnxruntime")
-    torchscript = Recipe((), PassSpec("export_torchscript"), (), 1)
-    assert torchscript.format == "torchscript"
+    torchscript = Recipe((), PassSpec("export_torchscript", {"int8_dynamic": True}), (), 1)
+    assert (torchscript.format, torchscript.runtime) == ("torchscript", "torchscript")
+    assert torchscript.precision is Precision.INT8_DYNAMIC
+    monkeypatch.setattr(pipeline, "FORMAT_RUNTIMES", {"onnx": "onnxruntime"})
     with pytest.raises(ConfigError, match="no runtime measures torchscript files yet"):
         _ = torchscript.runtime
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import bentoml
 import numpy as np
 import pytest
-from builds import openvino_int8_build, with_more_calibration_rows
+from builds import build, openvino_int8_build, with_more_calibration_rows
 from test_build import build_tiny
 from tiny_models import make_tiny_bundle
 
@@ -18,6 +18,7 @@ from optimise.build import BuildResult
 from optimise.errors import StoreError
 from optimise.runtimes.openvino_session import OpenVinoSession
 from optimise.runtimes.ort_session import OnnxSession
+from optimise.space import SearchSpace
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,13 @@ def test_an_openvino_version_stores_and_exports_both_ir_files(
     assert manifest.inputs[0].name == "features"
     assert store.verify(store.get_model(tag)) == []
     written = store.export(tag, tmp_path / "out")
-    assert {p.name for p in written} == {"model.xml", "model.bin", "manifest.json", "reference.npz"}
+    assert {p.name for p in written} == {
+        "model.xml",
+        "model.bin",
+        "manifest.json",
+        "reference.npz",
+        "USAGE.md",
+    }
     exported = OpenVinoSession(tmp_path / "out" / "model.xml").run(built_openvino.bundle.latency_inputs)[0]
     with np.load(stored.reference_path) as reference:
         assert reference["output"].shape[1] == exported.shape[1] == 4
@@ -95,7 +102,8 @@ def test_a_name_never_stored_lists_nothing(built: BuildResult) -> None:
 def test_export_writes_a_self_contained_copy(built: BuildResult, tmp_path: Path) -> None:
     tag = store.save(built, "tiny_models:build")
     written = store.export(tag, tmp_path / "out")
-    assert {p.name for p in written} == {"model.onnx", "manifest.json", "reference.npz"}
+    assert {p.name for p in written} == {"model.onnx", "manifest.json", "reference.npz", "USAGE.md"}
+    assert "ort.InferenceSession('model.onnx')" in (tmp_path / "out" / "USAGE.md").read_text()
     session = OnnxSession(tmp_path / "out" / "model.onnx")
     outputs = session.run(built.bundle.latency_inputs)[0]
     assert outputs.shape == (1, 4)
@@ -271,3 +279,52 @@ def test_only_a_usable_stored_version_can_be_recorded_as_live(three: list[str]) 
     with pytest.raises(StoreError, match="invalid model tag"):
         store.record_live(name, "")
     assert store.live_version(name) is None
+
+
+def _run_plain(script: str, cwd: Path) -> str:
+    """`script` in a fresh interpreter that imports no leanserve module: what a user would run."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "litert"])
+def test_torchscript_and_tflite_versions_export_files_their_runtime_loads(
+    runtime: str, tmp_path: Path
+) -> None:
+    bundle = with_more_calibration_rows(make_tiny_bundle())
+    bundle.name = f"tiny-{runtime}-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "build").mkdir()
+    result = build(
+        bundle,
+        SearchSpace(runtimes=(runtime,)),
+        tmp_path / "build",
+        runtime,
+        profile="edge" if runtime == "litert" else "cpu",
+    )
+    tag = store.save(result, "tiny_models:build")
+    stored = store.artefact(store.get_model(tag))
+    assert stored.manifest.selected.runtime == runtime and stored.manifest.selected.runtime_version
+    written = {p.name for p in store.export(tag, tmp_path / "out")}
+    np.save(tmp_path / "out" / "features.npy", bundle.eval_inputs["features"][:3])
+    if runtime == "torchscript":
+        assert written == {"model.pt", "manifest.json", "reference.npz", "USAGE.md"}
+        script = (
+            "import numpy as np, torch\n"
+            "m = torch.jit.load('model.pt')\n"
+            "print(m(torch.from_numpy(np.load('features.npy'))).argmax(1).tolist())"
+        )
+    else:
+        assert written == {"model.tflite", "model.io.json", "manifest.json", "reference.npz", "USAGE.md"}
+        script = (
+            "import numpy as np\n"
+            "from ai_edge_litert.interpreter import Interpreter\n"
+            "run = Interpreter(model_path='model.tflite').get_signature_runner('serving_default')\n"
+            "rows = np.load('features.npy')\n"
+            "print([int(run(args_0=rows[i : i + 1])['output_0'].argmax()) for i in range(3)])"
+        )
+    assert "import" in (tmp_path / "out" / "USAGE.md").read_text()
+    expected = bundle.run_torch({"features": bundle.eval_inputs["features"][:3]})[0].argmax(1).tolist()
+    assert _run_plain(script, tmp_path / "out").strip() == str(expected)

@@ -1,0 +1,162 @@
+"""LiteRT (TensorFlow Lite) behind the session contract: `ai-edge-litert`'s interpreter with XNNPACK.
+
+litert-torch converts only fixed shapes (a dynamic batch or sequence axis fails inside its lowering,
+and `resize_tensor_input` fails on the converted files), so a `.tflite` here holds one signature per
+fixed shape: batch 1, and for text models one per sequence length ("length buckets", e.g. 16, 32,
+64, 128), the weights shared between them. A batch runs row by row; a text row is cut to its own
+length (the last 1 of its attention mask) and zero-padded to the smallest bucket that holds it, which
+the mask hides. Per-token outputs come back at the batch's width. Rows run alone, so a row's answer
+does not depend on its batch.
+
+The file's own signature names its tensors `args_0`, `output_0`, ...; the export writes the model's
+names, dtypes and shapes and each signature's mapping beside it (`IO_SUFFIX`, JSON).
+
+An interpreter is not safe to share between threads: each calling thread gets its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+
+IO_SUFFIX = ".io.json"  # model.tflite -> model.io.json
+ATTENTION_MASK = "attention_mask"
+
+
+def interpreter_class() -> Any:
+    """LiteRT's `Interpreter`, imported quietly. Raises RuntimeUnavailable without ai-edge-litert."""
+    # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." at INFO on the first interpreter
+    # of a process; level 1 keeps its warnings and errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"the ai-edge-litert package is not installed ({exc})") from None
+    return Interpreter
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One fixed-shape entry point of the file: its name, the sequence length it takes (None for
+    models without one), and the file's tensor names for the model's inputs and outputs."""
+
+    name: str
+    length: int | None
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length": self.length, "inputs": self.inputs, "outputs": self.outputs}
+
+
+def io_json(inputs: list[TensorInfo], outputs: list[TensorInfo], signatures: list[Signature]) -> str:
+    """The JSON the export writes beside a `.tflite` (see `IO_SUFFIX`)."""
+
+    def encode(infos: list[TensorInfo]) -> list[dict[str, Any]]:
+        return [{"name": i.name, "dtype": np.dtype(i.dtype).name, "shape": list(i.shape)} for i in infos]
+
+    return json.dumps(
+        {
+            "inputs": encode(inputs),
+            "outputs": encode(outputs),
+            "signatures": {s.name: s.to_dict() for s in signatures},
+        },
+        indent=1,
+    )
+
+
+def _decode(entries: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(e["name"], np.dtype(e["dtype"]).type, tuple(e["shape"])) for e in entries)
+
+
+class LiteRtSession(InferenceSession):
+    """A `.tflite` file on LiteRT's interpreter (XNNPACK) with `threads` threads. Raises
+    RuntimeUnavailable without ai-edge-litert, ValueError for a file without its `.io.json`."""
+
+    runtime: ClassVar[str] = "litert"
+
+    def __init__(self, model: Path, threads: int = 1) -> None:
+        self._interpreter = interpreter_class()
+        super().__init__(model, threads)
+        io_file = model.with_suffix(IO_SUFFIX)
+        if not io_file.is_file():
+            raise ValueError(f"{model} has no {io_file.name}: it was not written by leanserve's export")
+        io = json.loads(io_file.read_text(encoding="utf-8"))
+        self.inputs = _decode(io["inputs"])
+        self.outputs = _decode(io["outputs"])
+        self.signatures = sorted(
+            (Signature(name, s["length"], s["inputs"], s["outputs"]) for name, s in io["signatures"].items()),
+            key=lambda s: s.length or 0,
+        )
+        self._local = threading.local()
+        self._runners()  # load once here, so a broken file fails now and not at the first request
+
+    @property
+    def on_cpu_only(self) -> bool:
+        return True
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The sequence lengths the file has signatures for (empty for models without one)."""
+        return tuple(s.length for s in self.signatures if s.length is not None)
+
+    def _runners(self) -> dict[str, Any]:
+        runners: dict[str, Any] | None = getattr(self._local, "runners", None)
+        if runners is None:
+            interpreter = self._interpreter(model_path=str(self.path), num_threads=self.threads)
+            runners = {s.name: interpreter.get_signature_runner(s.name) for s in self.signatures}
+            self._local.runners = runners
+        return runners
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run every row alone on the signature that fits it; outputs stacked in row order."""
+        prepared = self._prepared(feeds)
+        rows = len(next(iter(prepared.values())))
+        answers = [self._run_row({n: a[i : i + 1] for n, a in prepared.items()}) for i in range(rows)]
+        return [np.concatenate([answer[k] for answer in answers]) for k in range(len(self.outputs))]
+
+    def _run_row(self, row: dict[str, np.ndarray]) -> list[np.ndarray]:
+        signature, width = self._signature_for(row)
+        if signature.length is not None:
+            row = {n: _fit(a, signature.length) if a.ndim == 2 else a for n, a in row.items()}
+        answer = self._runners()[signature.name](**{signature.inputs[n]: a for n, a in row.items()})
+        outputs = [answer[signature.outputs[o.name]] for o in self.outputs]
+        if signature.length is None:
+            return outputs
+        # Per-token outputs (a dynamic axis 1) go back to the batch's width.
+        return [
+            _fit(o, width) if _per_token(info) else o for o, info in zip(outputs, self.outputs, strict=True)
+        ]
+
+    def _signature_for(self, row: dict[str, np.ndarray]) -> tuple[Signature, int]:
+        if not self.lengths:
+            return self.signatures[0], 0
+        width = max(a.shape[1] for a in row.values() if a.ndim == 2)
+        mask = row.get(ATTENTION_MASK)
+        used = width if mask is None else int(np.flatnonzero(mask[0]).max(initial=-1)) + 1
+        for signature in self.signatures:
+            if signature.length is not None and signature.length >= used:
+                return signature, width
+        raise ValueError(f"a row of {used} tokens is longer than the longest signature ({self.lengths[-1]})")
+
+
+def _per_token(info: TensorInfo) -> bool:
+    return len(info.shape) >= 2 and not isinstance(info.shape[1], int)
+
+
+def _fit(array: np.ndarray, length: int) -> np.ndarray:
+    """`array` cut or zero-padded along axis 1 to `length`."""
+    if array.shape[1] >= length:
+        return array[:, :length]
+    pad = [(0, 0)] * array.ndim
+    pad[1] = (0, length - array.shape[1])
+    return np.pad(array, pad)
