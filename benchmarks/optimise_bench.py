@@ -1,12 +1,12 @@
 """Every candidate of each demo against PyTorch eager FP32, measured side by side.
 
-Runs the build step for `minilm` and `digits` on the cpu profile, then times
+Runs the build step for `minilm` and `digits` on a profile (cpu by default; edge for TFLite), then times
 every measured variant and the PyTorch eager model in one interleaved run
 (same process, same rounds, so machine noise hits all alike) and prints p50
 latency at batch 1 (MiniLM at 128 tokens), throughput at batch 32, size,
 quality and the ratios against PyTorch. Medians over rounds; not a test.
 
-    .venv/bin/python benchmarks/optimise_bench.py [--demo minilm] [--rounds 7]
+    .venv/bin/python benchmarks/optimise_bench.py [--demo minilm] [--rounds 7] [--profile edge]
         [--distil --distil-time 3600 --min-cosine 0.95]
 
 With `--distil` the demo's students compete too (trained for `--distil-time` seconds
@@ -57,8 +57,10 @@ def _state_dict_bytes(module: torch.nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def bench(demo: str, rounds: int, constraints: Constraints, distil_time_s: float | None) -> str:
-    profile = get_profile("cpu")
+def bench(
+    demo: str, rounds: int, constraints: Constraints, distil_time_s: float | None, profile_name: str = "cpu"
+) -> str:
+    profile = get_profile(profile_name)
     bundle = load_source(demo)
     space = default_space(bundle)
     if distil_time_s is not None:
@@ -79,12 +81,14 @@ def bench(demo: str, rounds: int, constraints: Constraints, distil_time_s: float
     torch_size = _state_dict_bytes(bundle.module)
     metric = result.reference.metric
     lines = [
-        f"## {demo} (cpu profile, {profile.isa}, {profile.intra_op_threads} threads; build {build_s:.0f} s)",
+        f"## {demo} ({profile.name} profile, {profile.isa}, {profile.intra_op_threads} threads"
+        + (f", size budget {profile.max_size_bytes / 2**20:.0f} MiB" if profile.max_size_bytes else "")
+        + f"; build {build_s:.0f} s)",
         "",
-        "| variant | runtime | passes | p50 ms (b=1) | p50 vs PyTorch | items/s (b=32) | vs PyTorch | MB | smaller "
-        "| quality | recall@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| pytorch-eager | torch | FP32 eager | {base.latency_p50_ms:.2f} | 1.00x | {base.throughput_per_s:.0f} "
+        "| variant | format | runtime | passes | p50 ms (b=1) | p50 vs PyTorch | items/s (b=32) | vs PyTorch | MB "
+        "| smaller | quality | recall@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| pytorch-eager | - | torch | FP32 eager | {base.latency_p50_ms:.2f} | 1.00x | {base.throughput_per_s:.0f} "
         f"| 1.00x | {torch_size / 1e6:.2f} | 1.00x | {result.reference.value:.4f} | 1.000 |",
     ]
     for v in sorted(result.variants, key=lambda v: timings[v.id].latency_p50_ms):
@@ -96,7 +100,7 @@ def bench(demo: str, rounds: int, constraints: Constraints, distil_time_s: float
         mark = " **selected**" if v.id == result.winner.id else ""
         recall = "-" if m.recall_at_10 is None else f"{m.recall_at_10:.3f}"
         lines.append(
-            f"| {v.id}{mark} | {v.runtime} | {v.describe()} | {t.latency_p50_ms:.2f} "
+            f"| {v.id}{mark} | {v.format} | {v.runtime} | {v.describe()} | {t.latency_p50_ms:.2f} "
             f"| {base.latency_p50_ms / t.latency_p50_ms:.2f}x | {t.throughput_per_s:.0f} "
             f"| {t.throughput_per_s / base.throughput_per_s:.2f}x | {m.size_bytes / 1e6:.2f} "
             f"| {torch_size / m.size_bytes:.2f}x | {quality} | {recall} |"
@@ -109,13 +113,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", choices=sorted(TIME_BUDGETS), action="append")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--profile", choices=["cpu", "edge"], default="cpu")
     parser.add_argument("--distil", action="store_true", help="let distilled students compete")
     parser.add_argument("--distil-time", type=float, default=1200.0, help="seconds for all students")
     parser.add_argument("--min-cosine", type=float, default=Constraints().min_cosine)
     args = parser.parse_args()
     constraints = Constraints(min_cosine=args.min_cosine)
     for demo in args.demo or ["minilm", "digits"]:
-        print(bench(demo, args.rounds, constraints, args.distil_time if args.distil else None), flush=True)
+        distil_time = args.distil_time if args.distil else None
+        print(bench(demo, args.rounds, constraints, distil_time, args.profile), flush=True)
         print()
 
 

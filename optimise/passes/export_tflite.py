@@ -29,7 +29,7 @@ from optimise.litert.converter import ConversionFailed, run_converter
 from optimise.passes.base import ExportPass, PassConfig, PassContext
 from optimise.passes.positional import positional_module
 from optimise.runtimes.base import TensorInfo
-from optimise.runtimes.litert_session import IO_SUFFIX, LiteRtSession, Signature, interpreter_class, io_json
+from optimise.runtimes.litert_session import IO_SUFFIX, LiteRtSession, Signature, io_json, new_interpreter
 from optimise.runtimes.torchscript_session import flatten_outputs
 from optimise.source import ModelBundle
 from optimise.types import Batch
@@ -136,7 +136,7 @@ class ExportTflite(ExportPass[ExportTfliteConfig]):
 def write_io(target: Path, bundle: ModelBundle, module: torch.nn.Module) -> None:
     """Write `model.io.json` for `target`: the model's tensors by the bundle's names, with the dtypes
     the file takes, and each signature's mapping to the file's own tensor names."""
-    interpreter = interpreter_class()(model_path=str(target))
+    interpreter = new_interpreter(target, threads=1)
     signatures = []
     dtypes: dict[str, type[np.generic]] = {}
     for name, listed in interpreter.get_signature_list().items():

@@ -16,10 +16,13 @@ An interpreter is not safe to share between threads: each calling thread gets it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,15 +36,52 @@ ATTENTION_MASK = "attention_mask"
 
 
 def interpreter_class() -> Any:
-    """LiteRT's `Interpreter`, imported quietly. Raises RuntimeUnavailable without ai-edge-litert."""
-    # LiteRT logs "Created TensorFlow Lite XNNPACK delegate for CPU." at INFO on the first interpreter
-    # of a process; level 1 keeps its warnings and errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    """LiteRT's `Interpreter`. Raises RuntimeUnavailable without ai-edge-litert."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as exc:
         raise RuntimeUnavailable(f"the ai-edge-litert package is not installed ({exc})") from None
     return Interpreter
+
+
+# LiteRT prints this at INFO on the first interpreter of a process, to the native stderr, whatever
+# TF_CPP_MIN_LOG_LEVEL says once the process runs: a line a user can do nothing about.
+_DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_first_interpreter = threading.Lock()
+_notice_seen = False
+
+
+def new_interpreter(model: Path, threads: int) -> Any:
+    """An interpreter for `model` with `threads` threads (XNNPACK applies by default). The first in a
+    process runs with the native stderr captured, and everything but the delegate notice is passed on."""
+    interpreter = interpreter_class()
+    global _notice_seen
+    if _notice_seen:
+        return interpreter(model_path=str(model), num_threads=threads)
+    with _first_interpreter:
+        if _notice_seen:
+            return interpreter(model_path=str(model), num_threads=threads)
+        with _native_stderr_without(_DELEGATE_NOTICE):
+            created = interpreter(model_path=str(model), num_threads=threads)
+        _notice_seen = True
+        return created
+
+
+@contextlib.contextmanager
+def _native_stderr_without(notice: bytes) -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured:
+                if not line.startswith(notice):
+                    os.write(2, line)
 
 
 @dataclass(frozen=True)
@@ -85,7 +125,7 @@ class LiteRtSession(InferenceSession):
     runtime: ClassVar[str] = "litert"
 
     def __init__(self, model: Path, threads: int = 1) -> None:
-        self._interpreter = interpreter_class()
+        interpreter_class()  # a missing package fails here, before any file is read
         super().__init__(model, threads)
         io_file = model.with_suffix(IO_SUFFIX)
         if not io_file.is_file():
@@ -112,7 +152,7 @@ class LiteRtSession(InferenceSession):
     def _runners(self) -> dict[str, Any]:
         runners: dict[str, Any] | None = getattr(self._local, "runners", None)
         if runners is None:
-            interpreter = self._interpreter(model_path=str(self.path), num_threads=self.threads)
+            interpreter = new_interpreter(self.path, self.threads)
             runners = {s.name: interpreter.get_signature_runner(s.name) for s in self.signatures}
             self._local.runners = runners
         return runners

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def test_a_file_litert_cannot_read_fails_when_opened(tiny_tflite: Path, tmp_path
     shutil.copy(tiny_tflite.with_suffix(".io.json"), tmp_path / "model.io.json")
     with pytest.raises(ValueError):
         LiteRtSession(broken)
+
+
+def test_opening_a_session_writes_nothing_to_stderr(tiny_tflite: Path) -> None:
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom optimise.runtimes.litert_session import LiteRtSession\n"
+        "LiteRtSession(Path(sys.argv[1]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_tflite)], capture_output=True, text=True, check=True
+    )
+    assert done.stderr == ""  # LiteRT's delegate notice is dropped, nothing else was said
