@@ -39,7 +39,7 @@ def candidate_rows(result: BuildResult) -> list[list[str]]:
         rows.append(
             [
                 v.id,
-                v.runtime,
+                format_and_runtime(v),
                 v.describe(),
                 f"{m.latency_p50_ms:.2f}",
                 f"{m.latency_p95_ms:.2f}",
@@ -58,8 +58,15 @@ def candidate_rows(result: BuildResult) -> list[list[str]]:
     return rows
 
 
+def format_and_runtime(variant: Variant) -> str:
+    """'tflite on litert', 'onnx on onnxruntime'; one word where the two are named alike (openvino)."""
+    if variant.format == variant.runtime:
+        return variant.runtime
+    return f"{variant.format} on {variant.runtime}"
+
+
 HEADERS = [
-    "id", "runtime", "passes", "p50 ms", "p95 ms", "items/s", "MB", "speed-up", "smaller", "quality",
+    "id", "format, runtime", "passes", "p50 ms", "p95 ms", "items/s", "MB", "speed-up", "smaller", "quality",
     "recall@10", "batchable", "build s", "Pareto", "verdict",
 ]  # fmt: skip
 
@@ -83,7 +90,7 @@ def runtime_rows(result: BuildResult) -> list[list[str]]:
         assert m is not None
         rows.append(
             [
-                runtime,
+                format_and_runtime(best),
                 f"{best.id} ({best.describe()})",
                 f"{m.latency_p50_ms:.2f}",
                 f"{reference.latency_p50_ms / m.latency_p50_ms:.2f}x",
@@ -96,7 +103,7 @@ def runtime_rows(result: BuildResult) -> list[list[str]]:
 
 
 RUNTIME_HEADERS = [
-    "runtime",
+    "format, runtime",
     "fastest inside the constraints",
     "p50 ms",
     "speed-up",

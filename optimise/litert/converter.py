@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from optimise.errors import ConfigError
 from optimise.litert.environment import CONVERT_SCRIPT, converter_python
 
 TIMEOUT_S = 1800.0  # MiniLM with four signatures took ~20 s here; a stuck converter must not hang a build
@@ -24,8 +25,12 @@ class ConversionFailed(RuntimeError):
 def run_converter(request: dict[str, Any], workdir: Path, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     """Run one converter task (see `convert.py` for the request's fields) with `workdir` as its working
     directory; returns the script's result object. Raises ConversionFailed with the script's reason,
-    ConfigError when the environment is missing and cannot be made."""
-    python = converter_python()
+    or with the command that makes the environment when it is missing and cannot be made here (the
+    build's other candidates do not need it)."""
+    try:
+        python = converter_python()
+    except ConfigError as exc:
+        raise ConversionFailed(str(exc)) from None
     request_file = workdir / "litert-request.json"
     request_file.write_text(json.dumps(request), encoding="utf-8")
     try:

@@ -36,6 +36,7 @@ REQUIREMENTS = (
     "litert-converter==0.5.0",
 )
 READY_FILE = ".leanserve-ready"  # written last: a half-made environment is made again
+_failed: dict[Path, str] = {}  # a failed making, per process: the next candidate fails at once
 CONVERT_SCRIPT = Path(__file__).with_name("convert.py")
 
 
@@ -68,9 +69,20 @@ def converter_python(create: bool = True) -> Path:
         raise ConfigError(
             f"the LiteRT converter environment is missing; make it with: {create_command(directory)}"
         )
-    with _lock(directory):
-        if not is_ready(directory):  # another build may have made it while this one waited
-            _create(directory)
+    if directory in _failed:
+        raise ConfigError(_failed[directory])
+    try:
+        with _lock(directory):
+            if not is_ready(directory):  # another build may have made it while this one waited
+                _create(directory)
+    except OSError as exc:  # e.g. a location that cannot be written
+        _failed[directory] = (
+            f"cannot make the LiteRT converter environment ({exc}); make it with: {create_command(directory)}"
+        )
+        raise ConfigError(_failed[directory]) from None
+    except ConfigError as exc:
+        _failed[directory] = str(exc)
+        raise
     return directory / "bin" / "python"
 
 

@@ -41,3 +41,48 @@ def test_the_made_environment_runs_the_converter() -> None:
     python = environment.converter_python()  # made on first use (a minute with pip's cache warm)
     assert environment.is_ready(python.parent.parent)
     assert environment.CONVERT_SCRIPT.is_file()
+
+
+def test_a_location_that_cannot_be_written_fails_once_with_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(environment.ENV_VARIABLE, str(blocker / "conv"))  # below a file: no folder here
+    with pytest.raises(ConfigError, match=r"cannot make the LiteRT converter environment .*make it with"):
+        environment.converter_python()
+    calls: list[object] = []
+    monkeypatch.setattr(environment, "_create", lambda directory: calls.append(directory))
+    with pytest.raises(ConfigError, match="cannot make"):
+        environment.converter_python()  # remembered: the next candidate does not try again
+    assert calls == []
+
+
+def test_without_the_environment_tflite_candidates_are_dropped_and_the_rest_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiny_models import make_tiny_bundle
+
+    from optimise.build import optimise
+    from optimise.profiles import get_profile
+    from optimise.runtimes import LITERT, ONNX_RUNTIME
+    from optimise.search import SearchSettings
+    from optimise.space import SearchSpace
+    from optimise.types import Constraints
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(environment.ENV_VARIABLE, str(blocker / "conv"))
+    space = SearchSpace(runtimes=(ONNX_RUNTIME, LITERT), graph_optimise=(False,))
+    result = optimise(
+        make_tiny_bundle(),
+        get_profile("edge"),
+        Constraints(),
+        SearchSettings(sampler="grid"),
+        tmp_path,
+        space,
+        rounds=1,
+    )
+    assert {v.runtime for v in result.variants} == {ONNX_RUNTIME}
+    reasons = [c.failure or "" for c in result.failures]
+    assert reasons and all("make it with: python3 -m venv" in r for r in reasons)
