@@ -187,7 +187,8 @@ class Variant:
     def describe(self) -> str:
         """The passes after the export and the session settings, e.g. 'graph_optimise ->
         quantise_dynamic(per_channel=True)' or 'convert_openvino [INFERENCE_PRECISION_HINT=bf16]'."""
-        steps = [p.label() for p in self.passes if not p.name.startswith("export_")]
+        # An export is named only when it does more than export (TorchScript's int8_dynamic).
+        steps = [p.label() for p in self.passes if not p.name.startswith("export_") or p.settings]
         text = " -> ".join(steps) or "fp32 export"
         if self.runtime_settings:
             text += " [" + ", ".join(f"{k}={v}" for k, v in self.runtime_settings) + "]"

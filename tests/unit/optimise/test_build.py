@@ -139,6 +139,8 @@ def test_torchscript_candidates_are_traced_and_measured_on_pytorch(tmp_path: Pat
     int8 = torchscript[Precision.INT8_DYNAMIC]
     assert int8.format == "torchscript" and int8.artefact.name == "model.pt"
     assert int8.passes == (PassSpec("export_torchscript", {"int8_dynamic": True}),)
+    assert int8.describe() == "export_torchscript(int8_dynamic=True)"  # not "fp32 export"
+    assert torchscript[Precision.FP32].describe() == "fp32 export"
     assert int8.metrics is not None and int8.metrics.size_bytes == int8.artefact.stat().st_size
     assert int8.metrics.size_bytes < torchscript[Precision.FP32].artefact.stat().st_size
     assert int8.batch_invariant is not None
