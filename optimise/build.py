@@ -6,6 +6,7 @@ so a run that fails at any point leaves the model store as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from optimise.batches import iter_batches, tile_batch
-from optimise.errors import OptimiseError, ProfileError
+from optimise.errors import ConfigError, OptimiseError, ProfileError
 from optimise.evaluate import (
     Quality,
     Timing,
@@ -27,7 +28,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder
-from optimise.runtimes import open_variant
+from optimise.runtimes import LITERT, open_variant
 from optimise.runtimes.ort_session import available_providers
 from optimise.search import Candidate, Search, SearchSettings
 from optimise.select import Selection, select
@@ -96,6 +97,8 @@ def optimise(
         failure = builder.prepare((student,))
         if failure is not None:
             logger.warning("student dropped: %s", failure)
+    if LITERT in (search.space.runtimes or ()):
+        prepare_litert()
     candidates = search.run(settings, on_trial)
     built = [c for c in candidates if c.failure is None]
     failures = [c for c in candidates if c.failure is not None]
@@ -115,6 +118,19 @@ def optimise(
         outputs,
         time.perf_counter() - start,
     )
+
+
+def prepare_litert() -> None:
+    """Make the LiteRT converter environment now, if it is missing, so that its minute of installing
+    is neither charged to a candidate's build time nor to the search's time budget. A failure is
+    remembered and drops the TFLite candidates with its reason; the others build."""
+    from optimise.litert import environment
+
+    if environment.is_ready():
+        return
+    logger.info("making the LiteRT converter environment in %s", environment.environment_dir())
+    with contextlib.suppress(ConfigError):
+        environment.converter_python()
 
 
 def _finalists(built: list[Candidate]) -> list[Candidate]:

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -106,7 +107,9 @@ def optimise(
     _configure_logging(verbose)
     from optimise import build, store
     from optimise.distillation import policy
+    from optimise.litert import environment as litert_environment
     from optimise.profiles import get_profile
+    from optimise.runtimes import LITERT
     from optimise.scratch import clean_stale, owned_dir
     from optimise.search import SearchSettings, default_storage
     from optimise.sources import load_source, replace_calibration
@@ -142,6 +145,9 @@ def optimise(
             with console.status("reading the distillation data"):
                 policy.resolve_data(bundle)
         space = policy.with_students(default_space(bundle), decision.students, distil_time, distil_steps)
+        if LITERT in (space.for_profile(target).runtimes or ()) and not litert_environment.is_ready():
+            with console.status("making the LiteRT converter environment (once: about a minute, 2.1 GB)"):
+                build.prepare_litert()
         clean_stale(Path(tempfile.gettempdir()), BUILD_KIND)  # what killed builds left behind
         with owned_dir(BUILD_KIND) as scratch, _trial_progress() as progress, _distil_progress():
             task = progress.add_task(f"{bundle.name}: searching", total=None)
@@ -209,7 +215,7 @@ def _trial_progress() -> Progress:
 
 def _print_summary(result: object, tag: str) -> None:
     from optimise.build import BuildResult
-    from optimise.report import HEADERS, RUNTIME_HEADERS, candidate_rows, runtime_rows
+    from optimise.report import HEADERS, RUNTIME_HEADERS, candidate_rows, format_and_runtime, runtime_rows
 
     assert isinstance(result, BuildResult)
     table = Table(title=f"{result.bundle.name} on {result.profile.name} ({result.seconds:.0f} s)")
@@ -227,9 +233,14 @@ def _print_summary(result: object, tag: str) -> None:
     console.print(runtimes)
     for note in result.profile.runtime_notes:
         console.print(f"[yellow]skipped[/] {note}", highlight=False)
-    for candidate in result.failures:
-        console.print(f"[yellow]dropped[/] {candidate.failure}", highlight=False)
-    console.print(f"stored [bold]{tag}[/] ({result.winner.describe()}): {result.selection.reason}")
+    # One line per reason: a missing converter drops every TFLite candidate alike.
+    for reason, count in Counter(c.failure for c in result.failures).items():
+        times = f" ({count} candidates)" if count > 1 else ""
+        console.print(f"[yellow]dropped[/]{times} {reason}", highlight=False)
+    winner = result.winner
+    console.print(
+        f"stored [bold]{tag}[/] ({format_and_runtime(winner)}: {winner.describe()}): {result.selection.reason}"
+    )
 
 
 @app.command()

@@ -7,7 +7,7 @@ directly, so the demos and user models follow the same path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,8 @@ def default_forward(input_names: Sequence[str]) -> TorchForward:
     def forward(module: torch.nn.Module, batch: Batch) -> list[np.ndarray]:
         with torch.inference_mode():
             out = module(*(torch.from_numpy(batch[name]) for name in input_names))
+        if isinstance(out, Mapping):  # a dict of named outputs, in its own order
+            out = tuple(out.values())
         outputs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.detach().cpu().numpy() for o in outputs]
 

@@ -12,13 +12,13 @@ _LOADERS = {
         "onnxruntime",
         "import onnxruntime as ort\n"
         "session = ort.InferenceSession('{model}')\n"
-        "outputs = session.run(None, feeds)  # feeds: {{input name: numpy array}}",
+        "outputs = session.run(None, feeds)",
     ),
     "openvino": (
         "openvino",
         "import openvino as ov\n"
         "compiled = ov.Core().compile_model('{model}', 'CPU')\n"
-        "outputs = compiled(feeds)  # feeds: {{input name: numpy array}}",
+        "outputs = compiled(feeds)",
     ),
     "torchscript": (
         "torch",
@@ -31,10 +31,12 @@ _LOADERS = {
         "ai-edge-litert",
         "from ai_edge_litert.interpreter import Interpreter\n"
         "interpreter = Interpreter(model_path='{model}', num_threads=1)\n"
-        "# One fixed-shape signature per input shape (model.io.json lists them and maps the file's\n"
-        "# tensor names args_0, ... and output_0, ... to the names below); batch 1.\n"
+        "print(interpreter.get_signature_list())  # one fixed-shape signature per input shape\n"
         "runner = interpreter.get_signature_runner('{signature}')\n"
-        "outputs = runner(**{{f'args_{{i}}': feeds[name] for i, name in enumerate(INPUT_NAMES)}})",
+        "# Batch 1, and exactly the signature's shape{length_note}; the file names its tensors\n"
+        "# args_0, args_1, ... in INPUT_NAMES order and output_0, ... (model.io.json maps them).\n"
+        "outputs = runner(**{{f'args_{{i}}': feeds[name] for i, name in enumerate(INPUT_NAMES)}})\n"
+        "first = outputs['output_0']",
     ),
 }
 
@@ -44,13 +46,26 @@ def _tensor(signature: TensorSignature) -> str:
     return f"- `{signature.name}`: {signature.dtype} [{shape}]"
 
 
+def _example_feeds(manifest: Manifest) -> str:
+    """A runnable `feeds = {...}` of zeros: batch 1, text models at their token limit."""
+    tokens = manifest.tokenizer.max_tokens if manifest.tokenizer is not None else 1
+    entries = []
+    for signature in manifest.inputs:
+        shape = [d if isinstance(d, int) else 1 for d in signature.shape]
+        if len(shape) == 2 and manifest.tokenizer is not None:
+            shape[1] = tokens
+        entries.append(f"{signature.name!r}: np.zeros({tuple(shape)!r}, np.{signature.dtype})")
+    return "feeds = {" + ", ".join(entries) + "}  # your data here, in these shapes and dtypes"
+
+
 def usage_note(manifest: Manifest, model_file: str) -> str:
     """Markdown: what the model takes and gives, and the few lines that run it with its runtime."""
     runtime = manifest.selected.runtime
     package, loader = _LOADERS.get(runtime, _LOADERS["onnxruntime"])
-    signature = "serving_default"
+    signature, length_note = "serving_default", ""
     if manifest.tokenizer is not None:
         signature = f"s{manifest.tokenizer.max_tokens}"
+        length_note = f" (pad the tokens to {manifest.tokenizer.max_tokens} with zeros, mask 0)"
     lines = [
         f"# {manifest.name}: {model_file} ({manifest.selected.precision.value}, {runtime})",
         "",
@@ -73,8 +88,10 @@ def usage_note(manifest: Manifest, model_file: str) -> str:
         f"Run it with `pip install {package}`:",
         "",
         "```python",
+        "import numpy as np",
         f"INPUT_NAMES = {[s.name for s in manifest.inputs]!r}",
-        loader.format(model=model_file, signature=signature),
+        _example_feeds(manifest),
+        loader.format(model=model_file, signature=signature, length_note=length_note),
         "```",
         "",
     ]

@@ -73,7 +73,10 @@ def quantise(request: dict[str, Any]) -> None:
     for signature, path in request["calibration"].items():
         runner = interpreter.get_signature_runner(signature)
         details = runner.get_input_details()
-        names = interpreter.get_signature_list()[signature]["inputs"]
+        # args_0, args_1, ... by number: listed by name, args_10 would come before args_2
+        names = sorted(
+            interpreter.get_signature_list()[signature]["inputs"], key=lambda n: int(n.rsplit("_", 1)[-1])
+        )
         arrays = _arrays(path)
         samples[signature] = [
             {n: a[row : row + 1].astype(details[n]["dtype"]) for n, a in zip(names, arrays, strict=True)}

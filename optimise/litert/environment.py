@@ -36,6 +36,7 @@ REQUIREMENTS = (
     "litert-converter==0.5.0",
 )
 READY_FILE = ".leanserve-ready"  # written last: a half-made environment is made again
+MAKING_FILE = ".leanserve-making"  # written first: the folder is leanserve's to remove
 _failed: dict[Path, str] = {}  # a failed making, per process: the next candidate fails at once
 CONVERT_SCRIPT = Path(__file__).with_name("convert.py")
 
@@ -98,26 +99,54 @@ def _lock(directory: Path) -> Iterator[None]:
 
 
 def _create(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
+    """Make the environment in `directory`. A folder that is already there is only ever removed when
+    this code made it (its `MAKING_FILE` says so); one made by hand with `create_command` is taken
+    as it is; anything else there is refused, never deleted."""
+    if directory.exists() and any(directory.iterdir()):
+        if (directory / MAKING_FILE).is_file():
+            shutil.rmtree(directory)  # a making that was interrupted: start again
+        elif _has_converter(directory):
+            (directory / READY_FILE).write_text("made by hand\n", encoding="utf-8")
+            return
+        else:
+            raise ConfigError(
+                f"{directory} exists and is not a LiteRT converter environment; remove it, or set "
+                f"{ENV_VARIABLE} to another folder"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MAKING_FILE).write_text("made by leanserve; removed when done\n", encoding="utf-8")
+    python = str(directory / "bin" / "python")
     steps = (
         [sys.executable, "-m", "venv", str(directory)],
-        [
-            str(directory / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *REQUIREMENTS,
-        ],
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
     )
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            shutil.rmtree(directory, ignore_errors=True)
+            _empty(directory)
             lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit status {done.returncode}"
             raise ConfigError(
                 f"cannot make the LiteRT converter environment ({reason}); make it with: {create_command(directory)}"
             )
     (directory / READY_FILE).write_text(" ".join(REQUIREMENTS) + "\n", encoding="utf-8")
+    (directory / MAKING_FILE).unlink()
+
+
+def _has_converter(directory: Path) -> bool:
+    python = directory / "bin" / "python"
+    if not python.exists():
+        return False
+    probe = subprocess.run(
+        [str(python), "-c", "import litert_torch, ai_edge_quantizer"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+def _empty(directory: Path) -> None:
+    """Remove what a failed making left: the folder's contents (it held nothing else before)."""
+    for item in directory.iterdir():
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)

@@ -15,7 +15,11 @@ a file LiteRT cannot load, or that answers differently, drops the candidate with
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +82,7 @@ class ExportTflite(ExportPass[ExportTfliteConfig]):
         target = ctx.workdir / "model.tflite"
         samples = self._samples(bundle)
         request: dict[str, Any] = {"task": "convert", "output": str(target), "signatures": {}}
-        with self.failures("torch.export failed"):
+        with self.failures("torch.export failed"), _quiet_torch_export():
             for name, sample in samples.items():
                 program = torch.export.export(module, tuple(torch.from_numpy(a) for a in sample.values()))
                 torch.export.save(program, ctx.workdir / f"{name}.pt2")
@@ -131,6 +135,30 @@ class ExportTflite(ExportPass[ExportTfliteConfig]):
                     raise PassFailed(
                         self.name, f"LiteRT output differs from PyTorch by {diff:.2e} > {self.config.atol}"
                     )
+
+
+# torch.export prints the graph it was tracing to sys.stderr when it fails, and warns through these
+# loggers (handlers of their own); the pass's failure reason carries the first line that matters.
+_TORCH_EXPORT_LOGGERS = (
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._dynamo",
+    "torch.export",
+    "torch._export",
+)
+
+
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _TORCH_EXPORT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def write_io(target: Path, bundle: ModelBundle, module: torch.nn.Module) -> None:

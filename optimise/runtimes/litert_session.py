@@ -22,15 +22,16 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
 
+T = TypeVar("T")
 IO_SUFFIX = ".io.json"  # model.tflite -> model.io.json
 ATTENTION_MASK = "attention_mask"
 
@@ -44,27 +45,32 @@ def interpreter_class() -> Any:
     return Interpreter
 
 
-# LiteRT prints this at INFO on the first interpreter of a process, to the native stderr, whatever
-# TF_CPP_MIN_LOG_LEVEL says once the process runs: a line a user can do nothing about.
+# LiteRT prints this at INFO when the first interpreter of a process first runs (XNNPACK is applied
+# then), to the native stderr, whatever TF_CPP_MIN_LOG_LEVEL says once the process runs: a line a
+# user can do nothing about.
 _DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-_first_interpreter = threading.Lock()
-_notice_seen = False
+_first_run = threading.Lock()
+_notice_passed = False
 
 
 def new_interpreter(model: Path, threads: int) -> Any:
-    """An interpreter for `model` with `threads` threads (XNNPACK applies by default). The first in a
-    process runs with the native stderr captured, and everything but the delegate notice is passed on."""
-    interpreter = interpreter_class()
-    global _notice_seen
-    if _notice_seen:
-        return interpreter(model_path=str(model), num_threads=threads)
-    with _first_interpreter:
-        if _notice_seen:
-            return interpreter(model_path=str(model), num_threads=threads)
+    """An interpreter for `model` with `threads` threads (XNNPACK applies by default)."""
+    return interpreter_class()(model_path=str(model), num_threads=threads)
+
+
+def _quiet_first(run: Callable[[], T]) -> T:
+    """`run()`; the first time in a process with the native stderr captured and passed on without the
+    delegate notice."""
+    global _notice_passed
+    if _notice_passed:
+        return run()
+    with _first_run:
+        if _notice_passed:
+            return run()
         with _native_stderr_without(_DELEGATE_NOTICE):
-            created = interpreter(model_path=str(model), num_threads=threads)
-        _notice_seen = True
-        return created
+            result = run()
+        _notice_passed = True
+        return result
 
 
 @contextlib.contextmanager
@@ -158,9 +164,15 @@ class LiteRtSession(InferenceSession):
         return runners
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Run every row alone on the signature that fits it; outputs stacked in row order."""
+        """Run every row alone on the signature that fits it; outputs stacked in row order. Raises
+        ValueError for an empty batch or a row longer than every signature."""
+        return _quiet_first(lambda: self._run(feeds))
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         prepared = self._prepared(feeds)
         rows = len(next(iter(prepared.values())))
+        if rows == 0:
+            raise ValueError("an empty batch: at least one row is needed")
         answers = [self._run_row({n: a[i : i + 1] for n, a in prepared.items()}) for i in range(rows)]
         return [np.concatenate([answer[k] for answer in answers]) for k in range(len(self.outputs))]
 

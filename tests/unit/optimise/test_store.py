@@ -325,6 +325,8 @@ def test_torchscript_and_tflite_versions_export_files_their_runtime_loads(
             "rows = np.load('features.npy')\n"
             "print([int(run(args_0=rows[i : i + 1])['output_0'].argmax()) for i in range(3)])"
         )
-    assert "import" in (tmp_path / "out" / "USAGE.md").read_text()
+    note = (tmp_path / "out" / "USAGE.md").read_text()
+    snippet = note.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "outputs" in _run_plain(snippet + "print('outputs', len(outputs))\n", tmp_path / "out")
     expected = bundle.run_torch({"features": bundle.eval_inputs["features"][:3]})[0].argmax(1).tolist()
     assert _run_plain(script, tmp_path / "out").strip() == str(expected)

@@ -34,7 +34,7 @@ def test_a_failed_install_leaves_nothing_and_names_the_command(
     monkeypatch.setattr(environment, "REQUIREMENTS", ("leanserve-no-such-package==0.0.1",))
     with pytest.raises(ConfigError, match=r"cannot make the LiteRT converter environment .*make it with"):
         environment.converter_python()
-    assert not (tmp_path / "conv").exists() and not environment.is_ready(tmp_path / "conv")
+    assert list((tmp_path / "conv").iterdir()) == [] and not environment.is_ready(tmp_path / "conv")
 
 
 def test_the_made_environment_runs_the_converter() -> None:
@@ -86,3 +86,41 @@ def test_without_the_environment_tflite_candidates_are_dropped_and_the_rest_buil
     assert {v.runtime for v in result.variants} == {ONNX_RUNTIME}
     reasons = [c.failure or "" for c in result.failures]
     assert reasons and all("make it with: python3 -m venv" in r for r in reasons)
+
+
+def test_a_folder_of_the_users_is_refused_and_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "projects"
+    (folder / "thesis").mkdir(parents=True)
+    (folder / "thesis" / "notes.txt").write_text("keep me")
+    monkeypatch.setenv(environment.ENV_VARIABLE, str(folder))
+    with pytest.raises(ConfigError, match=r"exists and is not a LiteRT converter environment; remove it"):
+        environment.converter_python()
+    assert (folder / "thesis" / "notes.txt").read_text() == "keep me"
+
+
+def test_an_environment_made_by_hand_is_taken_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "by-hand"
+    (folder / "bin").mkdir(parents=True)
+    python = folder / "bin" / "python"
+    python.write_text("#!/bin/sh\nexit 0\n")  # stands in for an interpreter that imports the converter
+    python.chmod(0o755)
+    monkeypatch.setenv(environment.ENV_VARIABLE, str(folder))
+    monkeypatch.setattr(environment, "_failed", {})
+    assert environment.converter_python() == python
+    assert environment.is_ready(folder) and python.read_text().startswith("#!/bin/sh")
+
+
+def test_an_interrupted_making_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / environment.MAKING_FILE).write_text("")
+    (folder / "leftover").write_text("")
+    monkeypatch.setenv(environment.ENV_VARIABLE, str(folder))
+    monkeypatch.setattr(environment, "REQUIREMENTS", ("leanserve-no-such-package==0.0.1",))
+    with pytest.raises(ConfigError, match="cannot make"):
+        environment.converter_python()
+    assert not (folder / "leftover").exists()  # leanserve's own half-made folder was cleared

@@ -74,10 +74,11 @@ def test_a_file_litert_cannot_read_fails_when_opened(tiny_tflite: Path, tmp_path
         LiteRtSession(broken)
 
 
-def test_opening_a_session_writes_nothing_to_stderr(tiny_tflite: Path) -> None:
+def test_opening_and_running_a_session_writes_nothing_to_stderr(tiny_tflite: Path) -> None:
     script = (
         "import sys\nfrom pathlib import Path\nfrom optimise.runtimes.litert_session import LiteRtSession\n"
-        "LiteRtSession(Path(sys.argv[1]))\n"
+        "import numpy as np\n"
+        "LiteRtSession(Path(sys.argv[1])).run({'features': np.zeros((2, 16), np.float32)})\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tiny_tflite)], capture_output=True, text=True, check=True
