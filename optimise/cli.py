@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 BUILD_KIND = "leanserve-build"  # the build's scratch folders in the system temp dir
+DEFAULT_DISTIL_TIME_S = 1200.0  # all students together; a 4-layer MiniLM student reached 0.914 in 900 s
 
 
 def cache_dir() -> Path:
@@ -87,9 +88,12 @@ def optimise(
         ),
     ] = None,
     distil_time: Annotated[
-        float,
-        typer.Option(help="seconds of training for all students together, apart from --time-budget", min=1),
-    ] = 1200.0,
+        float | None,
+        typer.Option(
+            help="seconds of training for all students together, apart from --time-budget [default: 1200]",
+            min=1,
+        ),
+    ] = None,
     distil_steps: Annotated[
         int | None,
         typer.Option(
@@ -144,7 +148,9 @@ def optimise(
         if decision.students:
             with console.status("reading the distillation data"):
                 policy.resolve_data(bundle)
-        space = policy.with_students(default_space(bundle), decision.students, distil_time, distil_steps)
+        space = policy.with_students(
+            default_space(bundle), decision.students, distil_time or DEFAULT_DISTIL_TIME_S, distil_steps
+        )
         if LITERT in (space.for_profile(target).runtimes or ()) and not litert_environment.is_ready():
             with console.status("making the LiteRT converter environment (once: about a minute, 2.1 GB)"):
                 build.prepare_litert()
@@ -167,6 +173,10 @@ def optimise(
     _print_summary(result, tag)
     if decision.note is not None:
         console.print(f"[yellow]skipped[/] {decision.note}", highlight=False)
+    if not decision.students and (distil_time is not None or distil_steps is not None):
+        console.print(
+            "[yellow]ignored[/] --distil-time / --distil-steps: no students were trained", highlight=False
+        )
     if promote:
         promote_version(tag)
 

@@ -79,7 +79,8 @@ def resolve_data(bundle: ModelBundle) -> DistillationData:
 def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
     """`--distil-data`: texts for text models, an `.npz` of inputs (and `labels`) for tensor models.
 
-    Raises ConfigError for a file distillation cannot use.
+    Raises ConfigError for a file distillation cannot use (labels included: a class the model's
+    output does not have would only fail inside the training).
     """
     if bundle.tokenizer is not None:
         return read_text_file(path)
@@ -91,4 +92,12 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
         )
         for name in bundle.input_names
     }
-    return read_npz_file(path, bundle.input_names, dtypes, row_shapes=shapes)
+    data = read_npz_file(path, bundle.input_names, dtypes, row_shapes=shapes)
+    if data.labels is not None:
+        classes = bundle.run_torch(bundle.latency_inputs)[0].shape[-1]
+        if int(data.labels.max(initial=0)) >= classes:
+            raise ConfigError(
+                f"distillation data {path}: 'labels' go up to {int(data.labels.max())}, "
+                f"the model has {classes} classes (0 to {classes - 1})"
+            )
+    return data

@@ -197,3 +197,12 @@ def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
     )
     assert code == 0, output
     assert "skipped distillation:" in " ".join(output.split()) and "--distil-data" in output
+
+
+def test_training_options_without_students_are_said_to_be_ignored() -> None:
+    code, output = invoke(
+        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote",
+        "--no-distil", "--distil-time", "60",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "ignored --distil-time / --distil-steps: no students were trained" in " ".join(output.split())

@@ -84,3 +84,12 @@ def test_user_rows_must_have_the_model_input_shape(tmp_path: Path) -> None:
         policy.read_user_data(make_tiny_bundle(), tmp_path / "x.npz")
     with pytest.raises(ConfigError, match="is a folder, not a file"):
         policy.read_user_data(make_tiny_bundle(), tmp_path)
+
+
+def test_labels_must_be_classes_the_model_has(tmp_path: Path) -> None:
+    features = np.ones((300, 16), np.float32)
+    np.savez(tmp_path / "ok.npz", features=features, labels=np.arange(300) % 4)
+    assert policy.read_user_data(make_tiny_bundle(), tmp_path / "ok.npz").labels is not None
+    np.savez(tmp_path / "x.npz", features=features, labels=np.arange(300) % 7)  # the model has 4 classes
+    with pytest.raises(ConfigError, match=r"'labels' go up to 6, the model has 4 classes \(0 to 3\)"):
+        policy.read_user_data(make_tiny_bundle(), tmp_path / "x.npz")
