@@ -9,7 +9,7 @@ from tiny_models import make_tiny_bundle
 
 from optimise.pipeline import Recipe
 from optimise.profiles import get_profile
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT
 from optimise.source import ModelBundle
 from optimise.space import (
     ONNX_RUNTIME_PRECISIONS,
@@ -390,3 +390,32 @@ def test_unknown_students_are_refused(name: str) -> None:
 def test_steps_make_student_training_exact() -> None:
     space = SearchSpace(students=("none", "layers=3"), distil_time_s=100, distil_steps=50)
     assert space.student_passes() == [PassSpec("distil", {"layers": 3, "time_s": 100, "max_steps": 50})]
+
+
+def test_torchscript_and_tflite_recipes_follow_the_answers(bundle: ModelBundle) -> None:
+    space = SearchSpace(runtimes=(TORCHSCRIPT, LITERT)).for_profile(get_profile("cpu"))
+    assert space.runtimes == (TORCHSCRIPT,)  # the cpu profile does not search LiteRT
+    edge = SearchSpace(runtimes=(TORCHSCRIPT, LITERT)).for_profile(get_profile("edge"))
+    assert edge.runtimes == (LITERT,)
+    int8 = suggest_recipe(
+        optuna.trial.FixedTrial(
+            {"prune": "none", "runtime": LITERT, "tflite_precision": "int8-static", "threads": 1}
+        ),
+        edge,
+        bundle,
+    )
+    assert (int8.export, int8.onnx_passes) == (
+        PassSpec("export_tflite"),
+        (PassSpec("quantise_litert", {"mode": "static"}),),
+    )
+    assert (int8.format, int8.runtime, int8.precision) == ("tflite", LITERT, Precision.INT8_STATIC)
+    traced = suggest_recipe(
+        optuna.trial.FixedTrial(
+            {"prune": "none", "runtime": TORCHSCRIPT, "ts_precision": "int8-dynamic", "threads": 2}
+        ),
+        space,
+        bundle,
+    )
+    assert (
+        traced.export == PassSpec("export_torchscript", {"int8_dynamic": True}) and traced.onnx_passes == ()
+    )
