@@ -83,7 +83,8 @@ def runtime_rows(result: BuildResult) -> list[list[str]]:
             if v.runtime == runtime and v.metrics and result.selection.verdicts[v.id].feasible
         ]
         if not feasible:
-            rows.append([runtime, "none inside the constraints", "", "", "", "", ""])
+            label = format_and_runtime(next(v for v in result.variants if v.runtime == runtime))
+            rows.append([label, "none inside the constraints", "", "", "", "", ""])
             continue
         best = min(feasible, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)
         m = best.metrics

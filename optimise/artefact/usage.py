@@ -29,6 +29,7 @@ _LOADERS = {
     ),
     "litert": (
         "ai-edge-litert",
+        "# LiteRT logs one INFO line at its first run; TF_CPP_MIN_LOG_LEVEL=1 in the environment hides it.\n"
         "from ai_edge_litert.interpreter import Interpreter\n"
         "interpreter = Interpreter(model_path='{model}', num_threads=1)\n"
         "print(interpreter.get_signature_list())  # one fixed-shape signature per input shape\n"

@@ -11,6 +11,7 @@ from optimise.profiles import get_profile
 from optimise.report import HEADERS, RUNTIME_HEADERS, candidate_rows, runtime_rows, write_report
 from optimise.runtimes import ONNX_RUNTIME, TORCHSCRIPT
 from optimise.search import SearchSettings
+from optimise.select import Verdict
 from optimise.space import SearchSpace
 from optimise.types import Constraints, Precision
 
@@ -36,3 +37,8 @@ def test_rows_name_format_and_runtime_and_every_runtime_gets_a_row(tmp_path: Pat
     assert sorted(row[0] for row in side_by_side) == ["onnx on onnxruntime", "torchscript"]
     report = (write_report(result, tmp_path / "report")).read_text()
     assert "| torchscript |" in report and "| onnx on onnxruntime |" in report
+    # A runtime with nothing inside the constraints keeps its row, named the same way.
+    for v in result.variants:
+        if v.runtime == TORCHSCRIPT:
+            result.selection.verdicts[v.id] = Verdict(v.id, ("size",))
+    assert ["torchscript", "none inside the constraints"] in [row[:2] for row in runtime_rows(result)]
