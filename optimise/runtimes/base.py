@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,16 @@ class TensorInfo:
     name: str
     dtype: type[np.generic]
     shape: tuple[int | str | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: {"name", "dtype" (numpy's name), "shape" (a list)}; what model files carry
+        beside runtimes that keep no names (TorchScript's extra file, LiteRT's model.io.json)."""
+        return {"name": self.name, "dtype": np.dtype(self.dtype).name, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> TensorInfo:
+        """The inverse of `to_dict`."""
+        return cls(entry["name"], np.dtype(entry["dtype"]).type, tuple(entry["shape"]))
 
 
 class InferenceSession(ABC):

@@ -106,22 +106,14 @@ class Signature:
 
 def io_json(inputs: list[TensorInfo], outputs: list[TensorInfo], signatures: list[Signature]) -> str:
     """The JSON the export writes beside a `.tflite` (see `IO_SUFFIX`)."""
-
-    def encode(infos: list[TensorInfo]) -> list[dict[str, Any]]:
-        return [{"name": i.name, "dtype": np.dtype(i.dtype).name, "shape": list(i.shape)} for i in infos]
-
     return json.dumps(
         {
-            "inputs": encode(inputs),
-            "outputs": encode(outputs),
+            "inputs": [i.to_dict() for i in inputs],
+            "outputs": [o.to_dict() for o in outputs],
             "signatures": {s.name: s.to_dict() for s in signatures},
         },
         indent=1,
     )
-
-
-def _decode(entries: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(e["name"], np.dtype(e["dtype"]).type, tuple(e["shape"])) for e in entries)
 
 
 class LiteRtSession(InferenceSession):
@@ -137,8 +129,8 @@ class LiteRtSession(InferenceSession):
         if not io_file.is_file():
             raise ValueError(f"{model} has no {io_file.name}: it was not written by leanserve's export")
         io = json.loads(io_file.read_text(encoding="utf-8"))
-        self.inputs = _decode(io["inputs"])
-        self.outputs = _decode(io["outputs"])
+        self.inputs = tuple(TensorInfo.from_dict(e) for e in io["inputs"])
+        self.outputs = tuple(TensorInfo.from_dict(e) for e in io["outputs"])
         self.signatures = sorted(
             (Signature(name, s["length"], s["inputs"], s["outputs"]) for name, s in io["signatures"].items()),
             key=lambda s: s.length or 0,

@@ -36,15 +36,7 @@ def _torch() -> Any:
 
 def signature_json(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> str:
     """The JSON the export stores beside the TorchScript graph (see `SIGNATURE_FILE`)."""
-
-    def encode(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
-        return [{"name": i.name, "dtype": np.dtype(i.dtype).name, "shape": list(i.shape)} for i in infos]
-
-    return json.dumps({"inputs": encode(inputs), "outputs": encode(outputs)})
-
-
-def _decode(entries: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(e["name"], np.dtype(e["dtype"]).type, tuple(e["shape"])) for e in entries)
+    return json.dumps({"inputs": [i.to_dict() for i in inputs], "outputs": [o.to_dict() for o in outputs]})
 
 
 def flatten_outputs(out: Any) -> list[np.ndarray]:
@@ -76,8 +68,8 @@ class TorchScriptSession(InferenceSession):
         if not extra[SIGNATURE_FILE]:
             raise ValueError(f"{model} has no {SIGNATURE_FILE}: it was not written by leanserve's export")
         signature = json.loads(extra[SIGNATURE_FILE])
-        self.inputs = _decode(signature["inputs"])
-        self.outputs = _decode(signature["outputs"])
+        self.inputs = tuple(TensorInfo.from_dict(e) for e in signature["inputs"])
+        self.outputs = tuple(TensorInfo.from_dict(e) for e in signature["outputs"])
         self._torch = torch
         torch.set_num_threads(threads)
 
