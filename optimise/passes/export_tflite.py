@@ -31,7 +31,7 @@ from optimise.batches import slice_batch
 from optimise.errors import PassFailed
 from optimise.litert.converter import ConversionFailed, run_converter
 from optimise.passes.base import ExportPass, PassConfig, PassContext
-from optimise.passes.positional import positional_module
+from optimise.passes.positional import batch_axis_name, named_shape, output_infos, positional_module
 from optimise.runtimes.base import TensorInfo
 from optimise.runtimes.litert_session import IO_SUFFIX, LiteRtSession, Signature, io_json, new_interpreter
 from optimise.runtimes.torchscript_session import flatten_outputs
@@ -182,33 +182,23 @@ def write_io(target: Path, bundle: ModelBundle, module: torch.nn.Module) -> None
                 dict(zip(bundle.output_names, file_outputs, strict=False)),
             )
         )
-    with torch.inference_mode():
-        outputs = flatten_outputs(
-            module(*(torch.from_numpy(bundle.latency_inputs[n]) for n in bundle.input_names))
-        )
-    batch = bundle.dynamic_axes.get(bundle.input_names[0], {}).get(0, "batch")
+    batch = {0: batch_axis_name(bundle)}
     inputs = [
-        TensorInfo(n, np.dtype(dtypes[n]).type, _dynamic(bundle.latency_inputs[n].shape, bundle, n, batch))
+        TensorInfo(
+            n,
+            np.dtype(dtypes[n]).type,
+            named_shape(bundle.latency_inputs[n].shape, bundle.dynamic_axes.get(n, batch)),
+        )
         for n in bundle.input_names
     ]
-    output_infos = [
-        TensorInfo(n, a.dtype.type, _dynamic(a.shape, bundle, n, batch))
-        for n, a in zip(bundle.output_names, outputs, strict=False)
-    ]
-    target.with_suffix(IO_SUFFIX).write_text(io_json(inputs, output_infos, signatures), encoding="utf-8")
+    outputs = output_infos(module, bundle)
+    target.with_suffix(IO_SUFFIX).write_text(io_json(inputs, outputs, signatures), encoding="utf-8")
 
 
 def _position(tensor_name: str) -> int:
     """args_2 -> 2, output_0 -> 0 (the file lists them by name, not by position)."""
     digits = re.findall(r"\d+", tensor_name)
     return int(digits[-1]) if digits else 0
-
-
-def _dynamic(
-    shape: tuple[int, ...], bundle: ModelBundle, name: str, batch: str
-) -> tuple[int | str | None, ...]:
-    axes = bundle.dynamic_axes.get(name, {0: batch})
-    return tuple(axes.get(axis, size) for axis, size in enumerate(shape))
 
 
 def _fit(array: np.ndarray, length: int) -> np.ndarray:

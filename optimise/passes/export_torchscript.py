@@ -27,7 +27,7 @@ import torch
 from optimise.batches import slice_batch
 from optimise.errors import PassFailed
 from optimise.passes.base import ExportPass, PassConfig, PassContext
-from optimise.passes.positional import positional_module
+from optimise.passes.positional import named_shape, output_infos, positional_module
 from optimise.runtimes.base import TensorInfo
 from optimise.runtimes.torchscript_session import SIGNATURE_FILE, flatten_outputs, signature_json
 from optimise.source import ModelBundle
@@ -91,7 +91,7 @@ class ExportTorchScript(ExportPass[ExportTorchScriptConfig]):
                 compiled.eval()
                 if self.config.freeze:
                     compiled = torch.jit.freeze(compiled)
-            signature = signature_json(_input_infos(bundle), _output_infos(module, bundle))
+            signature = signature_json(_input_infos(bundle), output_infos(module, bundle))
             torch.jit.save(compiled, str(target), _extra_files={SIGNATURE_FILE: signature})
             loaded = torch.jit.load(str(target), map_location="cpu")
         try:
@@ -142,23 +142,7 @@ def _input_infos(bundle: ModelBundle) -> list[TensorInfo]:
         TensorInfo(
             name,
             bundle.latency_inputs[name].dtype.type,
-            _shape(bundle.latency_inputs[name].shape, bundle.dynamic_axes.get(name, {})),
+            named_shape(bundle.latency_inputs[name].shape, bundle.dynamic_axes.get(name, {})),
         )
         for name in bundle.input_names
     ]
-
-
-def _output_infos(module: torch.nn.Module, bundle: ModelBundle) -> list[TensorInfo]:
-    with torch.inference_mode():
-        outputs = flatten_outputs(module(*_tensors(bundle, bundle.latency_inputs)))
-    # Axis 0 is the sample axis of every output, named as the first input names it.
-    batch_axis = {0: bundle.dynamic_axes.get(bundle.input_names[0], {}).get(0, "batch")}
-    return [
-        TensorInfo(name, array.dtype.type, _shape(array.shape, bundle.dynamic_axes.get(name, batch_axis)))
-        for name, array in zip(bundle.output_names, outputs, strict=False)
-    ]
-
-
-def _shape(example: tuple[int, ...], dynamic: dict[int, str]) -> tuple[int | str | None, ...]:
-    """The example's shape with the bundle's dynamic axes named as it names them."""
-    return tuple(dynamic.get(axis, size) for axis, size in enumerate(example))

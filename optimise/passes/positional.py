@@ -8,8 +8,12 @@ bundle's inputs in `input_names` order and returns the bundle's outputs as a tup
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
+from optimise.runtimes.base import TensorInfo
+from optimise.runtimes.torchscript_session import flatten_outputs
 from optimise.source import ModelBundle
 
 
@@ -51,3 +55,27 @@ def positional_module(module: torch.nn.Module, bundle: ModelBundle) -> torch.nn.
     if bundle.hf_library == "transformers":
         return _TransformerInputs(module, bundle.input_names, bundle.output_names).eval()
     return module
+
+
+def batch_axis_name(bundle: ModelBundle) -> str:
+    """What the bundle calls the sample axis: axis 0 of its first input ('batch' if unnamed)."""
+    return bundle.dynamic_axes.get(bundle.input_names[0], {}).get(0, "batch")
+
+
+def named_shape(shape: tuple[int, ...], axes: Mapping[int, str]) -> tuple[int | str | None, ...]:
+    """`shape` with its dynamic axes named as `axes` names them (the bundle's `dynamic_axes` form)."""
+    return tuple(axes.get(axis, size) for axis, size in enumerate(shape))
+
+
+def output_infos(module: torch.nn.Module, bundle: ModelBundle) -> list[TensorInfo]:
+    """The outputs of positional `module` on the bundle's latency input, by the bundle's output names:
+    dtype and shape, with the bundle's dynamic axes, else axis 0 as the sample axis."""
+    with torch.inference_mode():
+        outputs = flatten_outputs(
+            module(*(torch.from_numpy(bundle.latency_inputs[n]) for n in bundle.input_names))
+        )
+    default = {0: batch_axis_name(bundle)}
+    return [
+        TensorInfo(name, array.dtype.type, named_shape(array.shape, bundle.dynamic_axes.get(name, default)))
+        for name, array in zip(bundle.output_names, outputs, strict=False)
+    ]
