@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks.openvino_profile import stored_openvino
 from benchmarks.optimise_bench import TorchEager
-from optimise import store
 from optimise.batches import tile_batch
 from optimise.evaluate import Runner, measure_interleaved
 from optimise.runtimes import open_session
-from optimise.sources import load_source
 
 HINTS = {
     "LATENCY, 1 stream": {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"},
@@ -30,11 +29,8 @@ HINTS = {
 
 
 def compare(tag: str, rounds: int) -> str:
-    stored = store.artefact(store.get_model(tag))
+    stored, bundle = stored_openvino(tag)
     selected = stored.manifest.selected
-    if selected.runtime != "openvino":
-        raise SystemExit(f"{tag} runs on {selected.runtime}, not openvino")
-    bundle = load_source(stored.manifest.source.spec)
     threads = selected.intra_op_threads
     runners: dict[str, Runner] = {"pytorch-eager": TorchEager(bundle, threads)}
     for name, hint in HINTS.items():

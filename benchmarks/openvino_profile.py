@@ -18,17 +18,25 @@ from collections import defaultdict
 import numpy as np
 
 from optimise import store
+from optimise.artefact import StoredArtefact
 from optimise.runtimes import open_session
 from optimise.runtimes.openvino_session import OpenVinoSession
+from optimise.source import ModelBundle
 from optimise.sources import load_source
 
 
-def profile(tag: str, calls: int) -> str:
+def stored_openvino(tag: str) -> tuple[StoredArtefact, ModelBundle]:
+    """The stored version `tag` and its source's bundle; exits naming the runtime when it is not OpenVINO."""
     stored = store.artefact(store.get_model(tag))
+    runtime = stored.manifest.selected.runtime
+    if runtime != "openvino":
+        raise SystemExit(f"{tag} runs on {runtime}, not openvino")
+    return stored, load_source(stored.manifest.source.spec)
+
+
+def profile(tag: str, calls: int) -> str:
+    stored, bundle = stored_openvino(tag)
     selected = stored.manifest.selected
-    if selected.runtime != "openvino":
-        raise SystemExit(f"{tag} runs on {selected.runtime}, not openvino")
-    bundle = load_source(stored.manifest.source.spec)
     feeds = bundle.latency_inputs
     settings = {**selected.runtime_settings, "PERF_COUNT": "YES"}
     session = open_session(selected.runtime, stored.model_path, selected.intra_op_threads, settings=settings)
