@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from builds import with_more_calibration_rows
+from builds import build, with_more_calibration_rows
 from tiny_models import make_tiny_bundle, unexportable
 
 from optimise.build import MAX_FINAL_CANDIDATES, BuildResult, _finalists, check_profile_runs_here, optimise
@@ -124,16 +124,7 @@ def test_a_calibration_set_too_small_for_nncf_drops_those_candidates_with_the_mi
 
 
 def test_torchscript_candidates_are_traced_and_measured_on_pytorch(tmp_path: Path) -> None:
-    space = SearchSpace(runtimes=(TORCHSCRIPT,))
-    result = optimise(
-        make_tiny_bundle(),
-        get_profile("cpu"),
-        Constraints(),
-        SearchSettings(sampler="grid"),
-        tmp_path,
-        space,
-        rounds=2,
-    )
+    result = build(make_tiny_bundle(), SearchSpace(runtimes=(TORCHSCRIPT,)), tmp_path)
     torchscript = {v.precision: v for v in result.variants if v.runtime == TORCHSCRIPT}
     assert set(torchscript) == {Precision.FP32, Precision.INT8_DYNAMIC}
     int8 = torchscript[Precision.INT8_DYNAMIC]
@@ -167,8 +158,7 @@ def test_tflite_candidates_are_converted_and_measured_on_litert_for_the_edge(tmp
     edge = get_profile("edge")
     assert LITERT in edge.runtimes
     bundle = with_more_calibration_rows(make_tiny_bundle())
-    space = SearchSpace(runtimes=(LITERT,))
-    result = optimise(bundle, edge, Constraints(), SearchSettings(sampler="grid"), tmp_path, space, rounds=2)
+    result = build(bundle, SearchSpace(runtimes=(LITERT,)), tmp_path, profile="edge")
     tflite = {v.precision: v for v in result.variants if v.runtime == LITERT}
     assert set(tflite) == {Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC}
     static = tflite[Precision.INT8_STATIC]

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builds import build
 from tiny_models import make_tiny_bundle
 
-from optimise.build import optimise
-from optimise.profiles import get_profile
 from optimise.report import HEADERS, RUNTIME_HEADERS, candidate_rows, runtime_rows, write_report
 from optimise.runtimes import ONNX_RUNTIME, TORCHSCRIPT
-from optimise.search import SearchSettings
 from optimise.select import Verdict
 from optimise.space import SearchSpace
-from optimise.types import Constraints, Precision
+from optimise.types import Precision
 
 
 def test_rows_name_format_and_runtime_and_every_runtime_gets_a_row(tmp_path: Path) -> None:
     space = SearchSpace(
         runtimes=(ONNX_RUNTIME, TORCHSCRIPT), precisions=(Precision.FP32,), graph_optimise=(False,)
     )
-    result = optimise(
-        make_tiny_bundle(),
-        get_profile("cpu"),
-        Constraints(),
-        SearchSettings(sampler="grid"),
-        tmp_path,
-        space,
-        rounds=1,
-    )
+    result = build(make_tiny_bundle(), space, tmp_path)
     rows = candidate_rows(result)
     assert all(len(row) == len(HEADERS) for row in rows)
     assert {row[1] for row in rows} == {"onnx on onnxruntime", "torchscript"}

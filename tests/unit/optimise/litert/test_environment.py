@@ -61,28 +61,17 @@ def test_a_location_that_cannot_be_written_fails_once_with_the_command(
 def test_without_the_environment_tflite_candidates_are_dropped_and_the_rest_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from builds import build
     from tiny_models import make_tiny_bundle
 
-    from optimise.build import optimise
-    from optimise.profiles import get_profile
     from optimise.runtimes import LITERT, ONNX_RUNTIME
-    from optimise.search import SearchSettings
     from optimise.space import SearchSpace
-    from optimise.types import Constraints
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv(environment.ENV_VARIABLE, str(blocker / "conv"))
     space = SearchSpace(runtimes=(ONNX_RUNTIME, LITERT), graph_optimise=(False,))
-    result = optimise(
-        make_tiny_bundle(),
-        get_profile("edge"),
-        Constraints(),
-        SearchSettings(sampler="grid"),
-        tmp_path,
-        space,
-        rounds=1,
-    )
+    result = build(make_tiny_bundle(), space, tmp_path, profile="edge")
     assert {v.runtime for v in result.variants} == {ONNX_RUNTIME}
     reasons = [c.failure or "" for c in result.failures]
     assert reasons and all("make it with: python3 -m venv" in r for r in reasons)
