@@ -144,9 +144,8 @@ def _finalists(built: list[Candidate]) -> list[Candidate]:
         quickest.setdefault(candidate.recipe.runtime, candidate)
     picked = {id(c) for c in quickest.values()}
     rest = [c for c in ranked if id(c) not in picked]
-    chosen = [*quickest.values(), *rest][: MAX_FINAL_CANDIDATES - 1]
-    order = {id(c): i for i, c in enumerate(ranked)}
-    return [built[0], *sorted(chosen, key=lambda c: order[id(c)])]
+    kept = {id(c) for c in [*quickest.values(), *rest][: MAX_FINAL_CANDIDATES - 1]}
+    return [built[0], *(c for c in ranked if id(c) in kept)]
 
 
 def measure_final(

@@ -43,14 +43,14 @@ _PRECISION_OF_PASS = {
     "quantise_nncf": Precision.INT8_STATIC,
     "fp16": Precision.FP16,
 }
-PRECISION_HINT = "INFERENCE_PRECISION_HINT"
+PRECISION_HINT = "INFERENCE_PRECISION_HINT"  # OpenVINO's: the precision its CPU plugin computes in
 
 
 def _precision_of(spec: PassSpec) -> Precision | None:
     """The precision a file pass leaves, None for passes that keep it."""
     if spec.name == "quantise_litert":  # one pass, two kinds of int8
         return Precision.INT8_STATIC if spec.settings.get("mode") == "static" else Precision.INT8_DYNAMIC
-    return _PRECISION_OF_PASS.get(spec.name)  # OpenVINO's: the precision its CPU plugin computes in
+    return _PRECISION_OF_PASS.get(spec.name)
 
 
 @dataclass(frozen=True)
