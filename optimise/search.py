@@ -29,7 +29,7 @@ from optimise.evaluate import (
     size_on_disk,
 )
 from optimise.pipeline import CandidateBuilder, Recipe
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO, TORCHSCRIPT, RuntimeUnavailable, open_variant
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT, RuntimeUnavailable, open_variant
 from optimise.source import ModelBundle
 from optimise.space import BUCKETS_KEY, SearchSpace, reference_recipe, suggest_recipe
 from optimise.types import HardwareProfile, Precision, Variant
@@ -238,16 +238,16 @@ class Search:
                 params["calibration"] = space.calibration[0]
             params["threads"] = threads
             presets.append(params)
-        if TORCHSCRIPT in runtimes:  # what a PyTorch server would run, for the comparison
-            for precision in space.torchscript_precisions:
-                presets.append(
-                    {
-                        "prune": "none",
-                        "runtime": TORCHSCRIPT,
-                        "ts_precision": precision.value,
-                        "threads": threads,
-                    }
-                )
+        # TorchScript: what a PyTorch server would run, for the comparison; LiteRT: the edge format.
+        for runtime, key, precisions in (
+            (TORCHSCRIPT, "ts_precision", space.torchscript_precisions),
+            (LITERT, "tflite_precision", space.litert_precisions),
+        ):
+            if runtime in runtimes:
+                presets += [
+                    {"prune": "none", "runtime": runtime, key: p.value, "threads": threads}
+                    for p in precisions
+                ]
         students = [s for s in space.students if s != "none"]
         if not students or not presets:
             return presets

@@ -15,7 +15,7 @@ from optimise.passes.base import PassContext
 from optimise.passes.quantise_dynamic import QuantiseDynamic
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.profiles import get_profile
-from optimise.runtimes import ONNX_RUNTIME, OPENVINO
+from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT
 from optimise.search import GRID_LIMIT, Candidate, Search, SearchSettings, _sampler
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace
@@ -262,3 +262,21 @@ def test_students_are_tried_right_after_the_first_preset(
     assert built[1].torch_passes == ()  # the preset on the model itself
     assert [p.name for p in built[2].torch_passes] == ["distil"]
     assert built[2].onnx_passes == built[1].onnx_passes  # the same preset on the student
+
+
+def test_every_torchscript_and_tflite_precision_is_a_preset(
+    tiny_bundle: ModelBundle, tmp_path: Path, reference: np.ndarray
+) -> None:
+    # Presets only: a sampled search of a larger space may never draw a runtime the report compares.
+    def presets(profile: str, space: SearchSpace) -> list[dict[str, Any]]:
+        builder = CandidateBuilder(tiny_bundle, get_profile(profile), tmp_path)
+        return Search(tiny_bundle, get_profile(profile), space, builder, reference)._presets()
+
+    edge = presets("edge", SearchSpace(runtimes=(ONNX_RUNTIME, LITERT)))
+    assert [p["tflite_precision"] for p in edge if p["runtime"] == LITERT] == [
+        "fp32",
+        "int8-dynamic",
+        "int8-static",
+    ]
+    cpu = presets("cpu", SearchSpace(runtimes=(ONNX_RUNTIME, TORCHSCRIPT)))
+    assert [p["ts_precision"] for p in cpu if p["runtime"] == TORCHSCRIPT] == ["fp32", "int8-dynamic"]
