@@ -156,15 +156,16 @@ def record_request(record: RequestRecord, protocol: str, seconds: float) -> None
 
 
 @contextmanager
-def track_request(model: str, protocol: str) -> Iterator[RequestRecord]:
+def track_request(model: str, protocol: str, started: float | None = None) -> Iterator[RequestRecord]:
     """Time one request and count its outcome; an exception's `http_status` becomes the code.
 
-    Codes are HTTP status codes for every protocol (gRPC errors carry their HTTP equivalent),
-    so one query covers all protocols.
+    `started` is when the server received the request (`time.perf_counter()`), if that was
+    earlier than entering this block; the duration runs from it. Codes are HTTP status codes
+    for every protocol (gRPC errors carry their HTTP equivalent), so one query covers all protocols.
     """
     record = RequestRecord(model)
     IN_FLIGHT.labels(protocol).inc()
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     try:
         yield record
     except Exception as exc:

@@ -3,8 +3,9 @@
 It owns what must hold for every route alike, before a route sees the request:
 - the body limit (LEANSERVE_MAX_REQUEST_BYTES): a declared Content-Length over it, or a chunked
   body that grows past it, is answered 413 before the body is read whole;
-- admission (`InflightBudget`): the body's bytes are reserved while the request runs, and a
-  request that does not fit is answered 503 with Retry-After at once, never queued;
+- admission (`InflightBudget`): a request with a body counts against the worker's request bound and
+  its bytes are reserved while it runs; one past either bound is answered 503 with Retry-After at
+  once, never queued;
 - media types: a body of a type the route does not take is answered 415, naming the type it takes;
 - content encodings: a gzip or deflate body is inflated here for every route (the limit holds for
   the inflated size), another encoding is answered 415;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
@@ -41,6 +43,9 @@ MediaTypes = Callable[[str, str], tuple[str, ...] | None]
 OnRefused = Callable[[str, str, int], None]
 
 JSON = "application/json"
+# The scope key under which the front door stamps when a request reached the server
+# (`time.perf_counter()`): routes time requests from there (`received_at`).
+RECEIVED_AT = "leanserve.received_at"
 _ERROR_BODY_LIMIT = 64 * 1024  # error bodies are small; a larger one is cut, not buffered whole
 
 
@@ -48,6 +53,12 @@ class _BodyRefused(Exception):
     def __init__(self, error: ServingError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def received_at(scope: Scope) -> float | None:
+    """When the front door received this request (`time.perf_counter()`); None past no front door."""
+    stamp = scope.get(RECEIVED_AT)
+    return stamp if isinstance(stamp, float) else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -173,6 +184,7 @@ class FrontDoor:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[RECEIVED_AT] = time.perf_counter()
         responder = _JsonErrors(send)
         try:
             await self._handle(scope, receive, responder.send)
@@ -189,6 +201,18 @@ class FrontDoor:
         except ServingError as exc:
             await self._refuse(scope, send, exc)
             return
+        if not _has_body(scope, declared):
+            await self._admitted(scope, receive, send, declared)
+            return
+        if not self.budget.try_admit():
+            await self._refuse(scope, send, self.budget.busy())
+            return
+        try:
+            await self._admitted(scope, receive, send, declared)
+        finally:
+            self.budget.leave()
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, declared: int) -> None:
         if not self.budget.try_reserve(declared):
             await self._refuse(scope, send, self.budget.refusal(declared))
             return
@@ -243,7 +267,7 @@ class FrontDoor:
         return size
 
     def _check_media_type(self, scope: Scope, declared: int | None) -> None:
-        has_body = (declared or 0) > 0 or _header(scope, b"transfer-encoding") is not None
+        has_body = _has_body(scope, declared or 0)
         accepted = self.media_types(str(scope.get("method", "")), str(scope.get("path", "")))
         media = _media_type(_header(scope, b"content-type"))
         if not has_body or accepted is None or media is None or _takes(media, accepted):
@@ -278,6 +302,10 @@ class FrontDoor:
         except BaseException:
             self.budget.release(reserved)
             raise
+
+
+def _has_body(scope: Scope, declared: int) -> bool:
+    return declared > 0 or _header(scope, b"transfer-encoding") is not None
 
 
 _BODY_HEADERS = {b"content-encoding", b"content-length", b"transfer-encoding"}

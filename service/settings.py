@@ -40,6 +40,13 @@ class ServiceSettings(BaseSettings):
         ge=1024,
         description="Largest request body (every HTTP route, chunked or not) or gRPC message; 413 beyond.",
     )
+    max_inflight_requests: int = Field(
+        default=128,
+        ge=1,
+        description="Requests one worker works on at once, waiting for the model included (HTTP requests "
+        "with a body and gRPC inferences): the queue depth. Requests past it are refused with 503 / "
+        "RESOURCE_EXHAUSTED and a message, not queued.",
+    )
     max_inflight_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,

@@ -111,7 +111,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         with track_request(self.dataplane.model_label(request.model_name), "grpc") as record:
             # The model first: an unknown one is NOT_FOUND whatever the inputs hold, as in Triton.
             self.dataplane.model(request.model_name, request.model_version or None)
-            with self.budget.reserved(request.ByteSize()):
+            with self.budget.admitted(request.ByteSize()):
 
                 def run() -> pb.ModelInferResponse:
                     response = self.dataplane.infer(converters.to_inference_request(request))

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from monitoring.metrics import track_request
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady, ServingError
+from service.front_door import received_at
 from service.http_errors import error_response
 from service.v2.codec import HEADER_LENGTH, decode_request, encode_response
 
@@ -75,12 +76,12 @@ async def _server_metadata(request: Request) -> Response:
     return JSONResponse({"name": SERVER_NAME, "version": _package_version(), "extensions": list(EXTENSIONS)})
 
 
-def create_v2_root_app() -> Starlette:
-    """Answers `GET /v2` (server metadata, what tritonclient asks) for a service that mounts at "/".
+def v2_root_routes() -> list[Route]:
+    """`GET /v2` (server metadata, what tritonclient asks) for an app the service mounts at "/".
 
     A mount at /v2 only sees /v2/...; BentoML would answer /v2 with a redirect, which tritonclient does not follow.
     """
-    return Starlette(routes=[Route("/v2", _server_metadata, methods=["GET"])])
+    return [Route("/v2", _server_metadata, methods=["GET"])]
 
 
 def create_v2_app(get_dataplane: Callable[[], DataPlane]) -> Starlette:
@@ -118,7 +119,7 @@ def create_v2_app(get_dataplane: Callable[[], DataPlane]) -> Starlette:
     async def infer(request: Request) -> Response:
         name, model_version = _target(request)
         dataplane = get_dataplane()
-        with track_request(dataplane.model_label(name), "rest-v2") as record:
+        with track_request(dataplane.model_label(name), "rest-v2", received_at(request.scope)) as record:
             dataplane.model(
                 name, model_version
             )  # an unknown model is 404 whatever the body holds, as in Triton

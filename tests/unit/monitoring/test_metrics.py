@@ -72,3 +72,12 @@ def test_every_metric_follows_the_naming_rules() -> None:
             assert any(s.name.endswith("_total") for s in metric.samples) or not metric.samples
         if metric.type == "histogram":
             assert metric.name.endswith(("_seconds", "_size")), metric.name
+
+
+def test_a_request_is_timed_from_when_the_server_received_it() -> None:
+    import time
+
+    labels = {"model": "m-started", "version": "v1", "protocol": "rest"}
+    with metrics.track_request("m-started", "rest", started=time.perf_counter() - 0.25) as record:
+        record.version = "v1"
+    assert _value("leanserve_request_duration_seconds_sum", labels) >= 0.25

@@ -111,6 +111,24 @@ def test_past_the_budget_a_request_is_refused_at_once_with_retry_after(
     assert client.post("/echo", content=b"x" * 100, headers={"content-type": JSON}).status_code == 200
 
 
+def test_past_the_request_bound_a_request_with_a_body_is_shed_at_once(budget: InflightBudget) -> None:
+    bounded = InflightBudget(4 * LIMIT, limit_requests=1)
+    app = FrontDoor(
+        Starlette(routes=[Route("/any", echo, methods=["POST", "GET"])]), LIMIT, bounded, media_types
+    )
+    with TestClient(app) as client:
+        assert bounded.try_admit()  # another request is being worked on
+        try:
+            response = client.post("/any", content=b"x" * 10)
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"
+            assert "LEANSERVE_MAX_INFLIGHT_REQUESTS" in response.json()["error"]
+            assert client.get("/any").status_code == 200  # probes and reads count for nothing
+        finally:
+            bounded.leave()
+        assert client.post("/any", content=b"x" * 10).status_code == 200
+        assert bounded.requests == 0 and bounded.used_bytes == 0
+
+
 @pytest.mark.parametrize(
     "content_type", ["multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", "text/plain"]
 )

@@ -42,7 +42,7 @@ class Served:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.budget = InflightBudget(settings.max_inflight_bytes)
+        self.budget = InflightBudget(settings.max_inflight_bytes, settings.max_inflight_requests)
         self.grpc: GrpcServer = self.run(start_grpc_server(dataplane, settings, self.budget))
         self.address = f"127.0.0.1:{self.grpc.port}"
 
@@ -67,7 +67,9 @@ def plane(tiny_tags: list[str], text_tag: str) -> DataPlane:
 
 @pytest.fixture(scope="module")
 def served(plane: DataPlane) -> Iterator[Served]:
-    settings = ServiceSettings(grpc_host="127.0.0.1", grpc_port=0, max_request_bytes=MAX_REQUEST_BYTES)
+    settings = ServiceSettings(
+        grpc_host="127.0.0.1", grpc_port=0, max_request_bytes=MAX_REQUEST_BYTES, max_inflight_requests=8
+    )
     running = Served(plane, settings)
     yield running
     running.close()
@@ -283,6 +285,23 @@ def test_oversized_message_is_resource_exhausted(client: triton.InferenceServerC
     with pytest.raises(InferenceServerException) as caught:
         client.infer(TINY, [_input("features", too_big, "FP32")])
     assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert client.infer(TINY, [_input("features", _features(), "FP32")]).as_numpy("logits").shape == (3, 4)
+
+
+def test_past_the_request_bound_an_inference_is_shed_as_resource_exhausted(
+    client: triton.InferenceServerClient, served: Served
+) -> None:
+    held = [served.budget.try_admit() for _ in range(served.budget.limit_requests or 0)]
+    assert all(held) and held  # every slot taken by requests in flight
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer(TINY, [_input("features", _features(), "FP32")])
+        assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        assert "LEANSERVE_MAX_INFLIGHT_REQUESTS" in caught.value.message()
+        assert client.is_server_ready()  # reads are not requests with a body: they pass
+    finally:
+        for _ in held:
+            served.budget.leave()
     assert client.infer(TINY, [_input("features", _features(), "FP32")]).as_numpy("logits").shape == (3, 4)
 
 

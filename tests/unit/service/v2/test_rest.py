@@ -24,7 +24,7 @@ from service.dataplane import DataPlane
 from service.errors import ModelNotReady
 from service.front_door import FrontDoor
 from service.settings import ServiceSettings
-from service.v2.rest import create_v2_app, create_v2_root_app
+from service.v2.rest import create_v2_app, v2_root_routes
 
 TINY, TEXT = "tiny-served", "minilm-served"
 LIMIT = 64 * 1024
@@ -282,7 +282,7 @@ def server_url(dataplane: DataPlane) -> Iterator[str]:
     outer = Starlette(
         routes=[
             PassiveMount("/v2", create_v2_app(lambda: dataplane)),
-            PassiveMount("/", create_v2_root_app()),
+            PassiveMount("/", Starlette(routes=v2_root_routes())),
         ]
     )
     server = uvicorn.Server(
