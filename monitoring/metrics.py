@@ -10,9 +10,10 @@ workers, gauges declare how they combine.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -49,6 +50,12 @@ INFERENCE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram("leanserve_batch_size", "Rows per inference call.", ["model"], buckets=BATCH_BUCKETS)
+MERGED_ROWS = Histogram(
+    "leanserve_runtime_batch_size",
+    "Rows per call of the runtime after concurrent requests were merged (batch-invariant variants).",
+    ["model"],
+    buckets=BATCH_BUCKETS,
+)
 REQUESTS = Counter(
     "leanserve_requests_total", "Requests by outcome (HTTP status code).", ["model", "protocol", "code"]
 )
@@ -150,9 +157,24 @@ class RequestRecord:
     code: int = 200
 
 
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: _Metric, *labels: str) -> _Metric:
+    """`metric.labels(*labels)`, remembered: the request path asks for the same few children on every
+    request, and prometheus-client validates and locks on each `labels` call. Bounded, as the label
+    values are (configured model names, versions, protocols, status codes)."""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return cast(_Metric, child)
+
+
 def record_request(record: RequestRecord, protocol: str, seconds: float) -> None:
-    REQUEST_SECONDS.labels(record.model, record.version, protocol).observe(seconds)
-    REQUESTS.labels(record.model, protocol, str(record.code)).inc()
+    _child(REQUEST_SECONDS, record.model, record.version, protocol).observe(seconds)
+    _child(REQUESTS, record.model, protocol, str(record.code)).inc()
 
 
 @contextmanager
@@ -164,7 +186,7 @@ def track_request(model: str, protocol: str, started: float | None = None) -> It
     for every protocol (gRPC errors carry their HTTP equivalent), so one query covers all protocols.
     """
     record = RequestRecord(model)
-    IN_FLIGHT.labels(protocol).inc()
+    _child(IN_FLIGHT, protocol).inc()
     start = time.perf_counter() if started is None else started
     try:
         yield record
@@ -172,13 +194,18 @@ def track_request(model: str, protocol: str, started: float | None = None) -> It
         record.code = int(getattr(exc, "http_status", 500))
         raise
     finally:
-        IN_FLIGHT.labels(protocol).dec()
+        _child(IN_FLIGHT, protocol).dec()
         record_request(record, protocol, time.perf_counter() - start)
 
 
 def observe_inference(model: str, version: str, rows: int, seconds: float) -> None:
-    INFERENCE_SECONDS.labels(model, version).observe(seconds)
-    BATCH_SIZE.labels(model).observe(rows)
+    _child(INFERENCE_SECONDS, model, version).observe(seconds)
+    _child(BATCH_SIZE, model).observe(rows)
+
+
+def batch_observer(model: str) -> Callable[[int], None]:
+    """Records the rows of each merged runtime call of `model` (`leanserve_runtime_batch_size`)."""
+    return _child(MERGED_ROWS, model).observe
 
 
 def set_model_ready(model: str, ready: bool) -> None:
@@ -195,4 +222,4 @@ def set_live_version(model: str, live: VersionLabels, replaced: VersionLabels | 
 
 def count_refused(model: str, protocol: str, code: int) -> None:
     """A request refused before it reached a model (body too large, wrong type, server busy)."""
-    REQUESTS.labels(model, protocol, str(code)).inc()
+    _child(REQUESTS, model, protocol, str(code)).inc()

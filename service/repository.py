@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from monitoring import metrics
 from optimise import store
 from optimise.artefact import ModelKind, StoredArtefact
 from optimise.errors import OptimiseError, VersionNotFound
@@ -65,12 +66,17 @@ def _open(name: str, version: str, artefact: StoredArtefact, settings: ServiceSe
     manifest = artefact.manifest
     threads = settings.threads or manifest.selected.intra_op_threads
     selected = manifest.selected
+    # Rows of concurrent requests run together only where that changes no answer.
+    batch_rows = settings.batch_max_rows if selected.batch_invariant else 1
     session = ServingSession(
         artefact.model_path,
         threads,
         manifest.profile.execution_providers,
         selected.runtime,
         selected.runtime_settings,
+        batch_max_rows=batch_rows,
+        batch_wait_s=settings.batch_wait_ms / 1e3,
+        on_batch=metrics.batch_observer(name),
     )
     if manifest.kind is ModelKind.EMBEDDING:
         return TextEmbeddingModel(name, version, artefact, session, settings.text_overflow == "reject")

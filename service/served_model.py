@@ -193,8 +193,11 @@ class TextEmbeddingModel(ServedModel):
         width = max(len(e.ids) for e in encodings)
 
         def padded(field: str, fill: int) -> np.ndarray:
-            rows = [getattr(e, field) for e in encodings]
-            return np.array([r + [fill] * (width - len(r)) for r in rows], dtype=np.int64)
+            array = np.full((len(encodings), width), fill, dtype=np.int64)
+            for row, encoding in zip(array, encodings, strict=True):
+                values = getattr(encoding, field)
+                row[: len(values)] = values
+            return array
 
         columns = {
             "input_ids": ("ids", self.pad_id),

@@ -40,6 +40,20 @@ class ServiceSettings(BaseSettings):
         ge=1024,
         description="Largest request body (every HTTP route, chunked or not) or gRPC message; 413 beyond.",
     )
+    batch_max_rows: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Most rows run together from concurrent requests, for batch-invariant variants only "
+        "(the build measured that batching changes no answer); 1: every request runs alone.",
+    )
+    batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a batch waits for more requests after its first, at most; 0: no wait, a batch "
+        "is what queued while the previous one ran (a lone request runs at once).",
+    )
     max_inflight_requests: int = Field(
         default=128,
         ge=1,

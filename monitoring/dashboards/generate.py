@@ -477,11 +477,18 @@ def serving() -> Json:
                 target(
                     f"sum by (model) (rate(leanserve_batch_size_sum{{{M}}}[{RATE}]))"
                     f" / sum by (model) (rate(leanserve_batch_size_count{{{M}}}[{RATE}]))",
-                    "{{model}}",
-                )
+                    "{{model}} per request",
+                ),
+                target(
+                    f"sum by (model) (rate(leanserve_runtime_batch_size_sum{{{M}}}[{RATE}]))"
+                    f" / sum by (model) (rate(leanserve_runtime_batch_size_count{{{M}}}[{RATE}]))",
+                    "{{model}} per runtime call",
+                    "B",
+                ),
             ],
             "short",
-            "Mean rows per inference call.",
+            "Mean rows per request, and per call of the runtime after concurrent requests were merged "
+            "(batch-invariant variants; LEANSERVE_BATCH_MAX_ROWS).",
         ),
         12,
     )

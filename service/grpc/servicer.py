@@ -7,13 +7,13 @@ without internals.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import metadata as package_metadata
 from typing import Any, NoReturn, TypeVar
 
+import anyio.to_thread
 import grpc
 from typing_extensions import override
 
@@ -119,5 +119,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     return converters.to_infer_response(response)
 
                 # Off the event loop, as on REST: decoding and encoding a large request would stall
-                # every other RPC; ONNX Runtime releases the GIL while the model runs.
-                return await asyncio.to_thread(run)
+                # every other RPC; the runtimes release the GIL while the model runs. AnyIO's worker
+                # threads (40, shared with HTTP on this loop), not asyncio's default executor (CPUs +
+                # 4 threads), which would cap how many requests a batch can merge.
+                return await anyio.to_thread.run_sync(run)

@@ -73,3 +73,31 @@ def test_a_bucketed_openvino_session_and_its_twin_answer_alike(tmp_path: Path) -
     assert main.buckets == twin.buckets == (4, 8)  # both run what the build measured
     row = {"input_ids": np.array([[3, 5, 7]]), "attention_mask": np.ones((1, 3), np.int64)}
     np.testing.assert_allclose(main.run(row)[1], twin.run(row)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_batching_session_merges_concurrent_runs_and_answers_as_runs_alone(tmp_path: Path) -> None:
+    model = export_masked_mean_pooling(tmp_path / "masked.onnx")
+    batches: list[int] = []
+    session = ServingSession(model, 2, ("CPUExecutionProvider",), batch_max_rows=16, on_batch=batches.append)
+    assert session.batcher is not None and session._single_thread is None  # no one-thread twin
+    assert session.batcher.sequence_inputs == ("input_ids", "attention_mask")
+    generator = np.random.default_rng(1)
+    rows = []
+    for length in generator.integers(3, 6, size=40):
+        rows.append(
+            {
+                "input_ids": generator.integers(1, 30, size=(1, length)),
+                "attention_mask": np.ones((1, length), np.int64),
+            }
+        )
+    alone = OnnxSession(model, threads=1)
+    with ThreadPoolExecutor(8) as callers:
+        answers = list(callers.map(session.run, rows))
+    for row, answer in zip(rows, answers, strict=True):
+        for got, expected in zip(answer, alone.run(row), strict=True):
+            assert got.shape == expected.shape  # per-token output back at the row's length
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert sum(batches) == 40
+    many = session.run_many(rows[:5])
+    for row, answer in zip(rows[:5], many, strict=True):
+        np.testing.assert_allclose(answer[1], alone.run(row)[1], rtol=1e-5, atol=1e-6)
