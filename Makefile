@@ -29,11 +29,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Debian's Prometheus (promtool, and a real server for the scrape test) and the text of the
-# distillation corpus (WordNet, fortunes); needs root and apt.
-TOOLS_PACKAGES := prometheus wordnet-base fortunes
+# Debian packages the tests need (root and apt): prometheus (promtool, and a real server for the
+# scrape test); wordnet-base, fortunes: the distillation corpus; wrk, nghttp2-client
+# (h2load): the C load generators of benchmarks/serving_bench.py, tested in tests/unit/benchmarks.
+TOOLS_PACKAGES := prometheus wordnet-base fortunes wrk nghttp2-client
 tools:
-	@command -v promtool >/dev/null && test -f /usr/share/wordnet/data.noun -a -d /usr/share/games/fortunes \
+	@command -v promtool >/dev/null && command -v wrk >/dev/null && command -v h2load >/dev/null \
+		&& test -f /usr/share/wordnet/data.noun -a -d /usr/share/games/fortunes \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; }
 

@@ -1,6 +1,6 @@
 """Load from C programs, so the client does not eat the server's CPU: wrk for HTTP/1.1, h2load for gRPC.
 
-Both are Debian packages (`apt-get install wrk nghttp2-client`; `make tools` installs them). Each run
+Both are Debian packages (`make tools` installs them with the test tools). Each run
 sends one fixed request body at a fixed concurrency (connections, one request in flight on each) for
 a fixed time, and reports requests/s, p50/p99 latency and what was not answered 2xx.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-INSTALL = "apt-get install wrk nghttp2-client"
+INSTALL = "make tools, or apt-get install wrk nghttp2-client"
 
 
 @dataclass(frozen=True)

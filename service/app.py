@@ -6,6 +6,7 @@ and the OIP v2 gRPC server on its own port, all over one DataPlane.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -119,7 +120,8 @@ class LeanServe:
         if self.trigger is not None:
             self.trigger.start()
         if self.monitor is not None:
-            self.monitor.start()
+            self.monitor.start()  # imports the drift engine (Evidently, pandas): many objects
+        freeze_startup_heap()
 
     @bentoml.on_shutdown
     def stop_drift_monitor(self) -> None:
@@ -142,6 +144,15 @@ class LeanServe:
 
     def __is_ready__(self) -> bool:
         return self.dataplane.is_ready()
+
+
+def freeze_startup_heap() -> None:
+    """Take what startup allocated (imports, models, the drift engine) out of the garbage collector's
+    reach. Python's full collections walk every tracked object; with Evidently and pandas loaded that
+    walk stalled requests under load: at 32 concurrent clients (wrk, MiniLM) p99 fell from ~165 ms to
+    ~50-60 ms and throughput rose ~15 % once frozen. Garbage is collected first so none is kept."""
+    gc.collect()
+    gc.freeze()
 
 
 def _trigger(dataplane: DataPlane, monitor: DriftMonitor | None) -> Trigger | None:

@@ -50,6 +50,8 @@ class RowBatcher:
 
     `sequence_inputs`: the inputs whose axis 1 is a padded sequence (empty: no padding; requests
     then merge only at equal shapes). `on_batch(rows)` is told the rows of every merged call.
+    `run_under_load` runs merged batches and requests that others wait behind (default: `run`): on
+    a small CPU a one-thread session there leaves a core to the requests' own Python work.
     Raises ValueError for `max_rows` < 1 or a negative `max_wait_s`."""
 
     def __init__(
@@ -59,12 +61,14 @@ class RowBatcher:
         max_rows: int = 32,
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        run_under_load: Run | None = None,
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
-        self._run = run
+        self._run_alone_fn = run
+        self._run_under_load = run_under_load or run
         self.sequence_inputs = tuple(sequence_inputs)
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
@@ -164,7 +168,7 @@ class RowBatcher:
             return
         try:
             merged, width = self._merge(batch)
-            outputs = self._run(merged)
+            outputs = self._run_under_load(merged)
             total = sum(p.rows for p in batch)
             if any(len(o) != total for o in outputs):  # an output without a batch axis: cannot split
                 raise ValueError("an output does not have one row per input row")
@@ -183,13 +187,18 @@ class RowBatcher:
 
     def _run_alone(self, pending: _Pending) -> None:
         try:
-            outputs = self._run(pending.feeds)
+            run = self._run_under_load if self._loaded() else self._run_alone_fn
+            outputs = run(pending.feeds)
         except BaseException as exc:
             pending.future.set_exception(exc)
             return
         if self._on_batch is not None:
             self._on_batch(pending.rows)
         pending.future.set_result(outputs)
+
+    def _loaded(self) -> bool:
+        """Whether other requests wait behind this one."""
+        return bool(self._held) or not self._queue.empty()
 
     def _merge(self, batch: list[_Pending]) -> tuple[dict[str, np.ndarray], int | None]:
         lengths = [p.length for p in batch if p.length is not None]
