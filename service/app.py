@@ -11,6 +11,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 import bentoml
 
 from monitoring.metrics import UNKNOWN_MODEL, count_refused
@@ -132,6 +133,9 @@ class LeanServe:
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
+        # Requests wait for the model on AnyIO's worker threads (HTTP and gRPC); one thread per request
+        # the worker admits, so none waits in AnyIO's limiter (40 by default) on top of the batcher.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_inflight_requests
         if settings.grpc_port:
             from service.grpc.server import start_grpc_server
 

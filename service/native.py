@@ -21,7 +21,6 @@ from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 import numpy as np
-import orjson
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,7 +35,7 @@ from service.front_door import JSON, received_at
 from service.http_errors import error_response
 from service.settings import ServiceSettings
 from service.types import NUMPY_DTYPES, InferenceRequest, Tensor
-from service.v2.codec import array_from_json
+from service.v2.codec import array_from_json, json_bytes
 
 PROTOCOL = "rest"
 ROUTES = ("/embed", "/classify", "/predict")
@@ -80,18 +79,6 @@ def describe(error: ValidationError, limit: int = 5) -> str:
         location = ".".join(str(part) for part in detail["loc"])
         parts.append(f"{location}: {detail['msg']}" if location else detail["msg"])
     return "; ".join(parts)
-
-
-def json_bytes(value: Any) -> bytes:
-    """`value` as JSON; NumPy arrays and scalars are written directly (no Python float lists), and
-    arrays orjson does not take (strings, non-contiguous) go through `tolist()`."""
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_as_list)
-
-
-def _as_list(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 Handler = Callable[[DataPlane, Any, RequestRecord], bytes]

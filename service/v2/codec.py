@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import InvalidInput
 from service.tensor_bytes import decode_tensor, encode_tensor, fit_integers
@@ -208,10 +209,23 @@ def decode_request(
     return request, OutputFormat(binary_outputs, binary_default)
 
 
-def _json_data(array: np.ndarray) -> list[Any]:
+def _json_data(array: np.ndarray) -> list[Any] | np.ndarray:
     if array.dtype.kind in "OSU":
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
-    return array.reshape(-1).tolist()
+    return array.reshape(-1)  # written by `json_bytes` straight from NumPy
+
+
+def json_bytes(value: Any) -> bytes:
+    """`value` as compact JSON; NumPy arrays and scalars are written directly by orjson (no Python
+    float lists: ~10x faster for an embedding), arrays it does not take (strings, non-contiguous,
+    unusual dtypes) through `tolist()`."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_as_list)
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def encode_response(response: InferenceResponse, output_format: OutputFormat) -> tuple[bytes, int | None]:
@@ -233,7 +247,7 @@ def encode_response(response: InferenceResponse, output_format: OutputFormat) ->
     if response.id is not None:
         body["id"] = response.id
     body["outputs"] = outputs
-    header = json.dumps(body, separators=(",", ":")).encode()
+    header = json_bytes(body)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)

@@ -4,6 +4,7 @@ payloads, metrics of two servers on one store, stopping by process group, connec
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import signal
@@ -124,6 +125,43 @@ def test_past_the_inflight_budget_requests_are_refused_at_once(
             metrics = client.get("/metrics").text
         assert re.search(
             r'leanserve_requests_total\{code="503",model="minilm",protocol="rest-v2"\} [1-9]', metrics
+        )
+    finally:
+        stop_server(server)
+
+
+def test_past_the_request_bound_requests_are_shed_at_once_and_the_rest_answered(
+    demo_tags: dict[str, str], tmp_path: Path
+) -> None:
+    server = start_server(
+        tmp_path / "home",
+        list(demo_tags.values()),
+        {"LEANSERVE_MAX_INFLIGHT_REQUESTS": "2"},
+        via_cli=True,
+    )
+    texts = [f"sentence number {i} about serving models under load" for i in range(64)]
+
+    def call(_: int) -> tuple[int, str, str]:
+        with server.client() as client:
+            response = client.post("/embed", json={"texts": texts})
+        return response.status_code, response.headers.get("retry-after", ""), response.text
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(call, range(32)))
+        codes = sorted({code for code, _, _ in results})
+        assert codes == [200, 503], codes
+        for code, retry, text in results:
+            if code == 503:
+                assert retry == "1" and "LEANSERVE_MAX_INFLIGHT_REQUESTS" in json.loads(text)["error"]
+            else:
+                assert len(json.loads(text)) == len(texts)
+        with server.client() as client:
+            assert client.get("/readyz").status_code == 200  # probes pass; the server goes on
+            assert client.post("/embed", json={"texts": ["after the burst"]}).status_code == 200
+            metrics = client.get("/metrics").text
+        assert re.search(
+            r'leanserve_requests_total\{code="503",model="minilm",protocol="rest"\} [1-9]', metrics
         )
     finally:
         stop_server(server)

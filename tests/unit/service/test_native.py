@@ -16,8 +16,9 @@ from starlette.testclient import TestClient
 from service.admission import InflightBudget
 from service.dataplane import DataPlane
 from service.front_door import JSON, FrontDoor, received_at
-from service.native import ROUTES, create_native_app, json_bytes
+from service.native import ROUTES, create_native_app
 from service.settings import ServiceSettings
+from service.v2.codec import json_bytes
 
 TINY, TEXT = "tiny-served", "minilm-served"
 LIMIT = 256 * 1024

@@ -253,7 +253,9 @@ def test_bad_requests_are_refused_and_the_app_keeps_serving(client: TestClient, 
         assert response.status_code == status, (path, message, response.text)
         assert message in response.json()["error"], (message, response.text)
         after = client.post(f"/models/{TINY}/infer", json=_tiny_body(features))
-        np.testing.assert_array_equal(np.array(after.json()["outputs"][0]["data"]).reshape(2, 4), expected)
+        np.testing.assert_array_equal(
+            np.array(after.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 4), expected
+        )
     compressed = gzip.compress(json.dumps(_tiny_body(features)).encode())
     response = client.post(f"/models/{TINY}/infer", content=compressed, headers={"Content-Encoding": "gzip"})
     assert response.status_code == 200, response.text
