@@ -7,17 +7,20 @@ the quality budget admits what a student reaches (a mean-cosine floor at or belo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from optimise.distillation.data import DistillationData, read_npz_file, read_text_file
+from optimise.distillation.data import MIN_TEXTS, DistillationData, read_npz_file, read_text_file, texts_data
 from optimise.distillation.students import LossWeights, family_for
 from optimise.errors import ConfigError
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace, default_students
 from optimise.types import Constraints, QualityMetric
+
+logger = logging.getLogger(__name__)
 
 AUTO_MIN_COSINE = 0.97
 """A floor at or below this admits distilled students (MiniLM's reached 0.95-0.97 here)."""
@@ -83,7 +86,7 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
     output does not have would only fail inside the training).
     """
     if bundle.tokenizer is not None:
-        return read_text_file(path)
+        return _without_judging_texts(bundle, read_text_file(path), path)
     dtypes = {name: np.asarray(bundle.latency_inputs[name]).dtype for name in bundle.input_names}
     shapes = {
         name: tuple(
@@ -101,3 +104,33 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
                 f"the model has {classes} classes (0 to {classes - 1})"
             )
     return data
+
+
+def _without_judging_texts(bundle: ModelBundle, data: DistillationData, path: Path) -> DistillationData:
+    """The user's texts less those the build judges or calibrates with (the same token ids as an
+    evaluation or calibration row): a student trained on them would be graded on what it learnt.
+    Raises ConfigError when too few texts are left."""
+    assert data.texts is not None
+    judged = set()
+    for inputs in (bundle.eval_inputs, bundle.calibration_inputs):
+        if inputs is None or "input_ids" not in inputs:
+            continue
+        mask = inputs.get("attention_mask", np.ones_like(inputs["input_ids"]))
+        judged |= {
+            tuple(ids[m.astype(bool)].tolist()) for ids, m in zip(inputs["input_ids"], mask, strict=True)
+        }
+    if not judged:
+        return data
+    max_length = int(bundle.extra.get("max_length") or np.shape(bundle.eval_inputs["input_ids"])[1])
+    encoded = bundle.tokenizer(list(data.texts), truncation=True, max_length=max_length)["input_ids"]
+    kept = [text for text, ids in zip(data.texts, encoded, strict=True) if tuple(ids) not in judged]
+    left_out = len(data.texts) - len(kept)
+    if left_out == 0:
+        return data
+    if len(kept) < MIN_TEXTS:
+        raise ConfigError(
+            f"distillation data {path}: {len(kept):,} texts once the {left_out:,} that are evaluation or "
+            f"calibration texts are left out; distillation needs {MIN_TEXTS:,}"
+        )
+    logger.info("distillation data %s: %d evaluation or calibration texts left out", path, left_out)
+    return texts_data(kept, f"{path.name} ({left_out:,} evaluation texts left out)")

@@ -133,7 +133,7 @@ class Distil(TorchPass[DistilConfig]):
             data,
             TrainingPlan(config.time_s, config.max_steps, config.batch_size, config.lr, config.seed),
             cache_root() / "students" / key / "checkpoint.pt",
-            held_out=lambda s: _held_out_quality(family, module, s, bundle),
+            held_out=HeldOutQuality(family, module, bundle),
             progress=lambda state: _report(bundle.name, config, state),
         )
         with self.failures("training"):
@@ -142,28 +142,42 @@ class Distil(TorchPass[DistilConfig]):
         return trainer.student
 
 
-def _held_out_quality(
-    family: Family, teacher: torch.nn.Module, student: torch.nn.Module, bundle: ModelBundle
-) -> float:
-    """Mean cosine (or argmax agreement for classifiers) of student to teacher on the evaluation set;
-    shown as progress only, never used to choose a checkpoint."""
-    from optimise.batches import iter_batches
+class HeldOutQuality:
+    """Mean cosine (or argmax agreement for classifiers) of a student to the teacher on the evaluation
+    set; shown as progress only, never used to choose a checkpoint. The teacher's outputs are computed
+    once, at the first report, not again at every one."""
 
-    agreement: list[np.ndarray] = []
-    for batch in iter_batches(bundle.eval_inputs, 64):
-        tensors = {
-            name: torch.from_numpy(array).to(next(student.parameters()).device)
-            for name, array in batch.items()
-        }
-        s = family.outputs(student, tensors)
-        t = family.outputs(teacher.to(s.device), tensors)
-        if bundle.eval_labels is not None:
-            agreement.append((s.argmax(-1) == t.argmax(-1)).float().cpu().numpy())
-        else:
-            agreement.append(
-                torch.nn.functional.cosine_similarity(s.flatten(1), t.flatten(1), dim=-1).cpu().numpy()
-            )
-    return float(np.concatenate(agreement).mean())
+    def __init__(self, family: Family, teacher: torch.nn.Module, bundle: ModelBundle) -> None:
+        self.family = family
+        self.teacher = teacher
+        self.bundle = bundle
+        self._teacher_outputs: list[torch.Tensor] | None = None
+
+    def __call__(self, student: torch.nn.Module) -> float:
+        device = next(student.parameters()).device
+        batches = [
+            {name: torch.from_numpy(array).to(device) for name, array in batch.items()}
+            for batch in self._batches()
+        ]
+        if self._teacher_outputs is None:
+            teacher = self.teacher.to(device)
+            self._teacher_outputs = [self.family.outputs(teacher, tensors) for tensors in batches]
+        agreement: list[np.ndarray] = []
+        for tensors, t in zip(batches, self._teacher_outputs, strict=True):
+            s = self.family.outputs(student, tensors)
+            t = t.to(s.device)
+            if self.bundle.eval_labels is not None:
+                agreement.append((s.argmax(-1) == t.argmax(-1)).float().cpu().numpy())
+            else:
+                agreement.append(
+                    torch.nn.functional.cosine_similarity(s.flatten(1), t.flatten(1), dim=-1).cpu().numpy()
+                )
+        return float(np.concatenate(agreement).mean())
+
+    def _batches(self) -> list[dict[str, np.ndarray]]:
+        from optimise.batches import iter_batches
+
+        return list(iter_batches(self.bundle.eval_inputs, 64))
 
 
 def _origin(state: TrainingState) -> str:

@@ -93,3 +93,24 @@ def test_labels_must_be_classes_the_model_has(tmp_path: Path) -> None:
     np.savez(tmp_path / "x.npz", features=features, labels=np.arange(300) % 7)  # the model has 4 classes
     with pytest.raises(ConfigError, match=r"'labels' go up to 6, the model has 4 classes \(0 to 3\)"):
         policy.read_user_data(make_tiny_bundle(), tmp_path / "x.npz")
+
+
+@pytest.mark.slow
+def test_user_texts_that_the_build_judges_with_are_left_out(tmp_path: Path) -> None:
+    from optimise.demos.minilm import DATA_DIR, read_lines
+    from optimise.sources import load_source
+
+    bundle = load_source("minilm")
+    judged = (
+        read_lines(DATA_DIR / "minilm_fidelity.txt")[:40]
+        + read_lines(DATA_DIR / "minilm_calibration.txt")[:10]
+    )
+    own = [f"a line of my own traffic, number {i}" for i in range(1_100)]
+    # The same texts with other case and spacing are the same token ids for an uncased model.
+    (tmp_path / "traffic.txt").write_text("\n".join(own + [f"  {t.upper()} " for t in judged]) + "\n")
+    data = policy.read_user_data(bundle, tmp_path / "traffic.txt")
+    assert data.texts is not None and list(data.texts) == own
+    assert "50 evaluation texts left out" in data.source
+    (tmp_path / "small.txt").write_text("\n".join(own[:960] + judged) + "\n")
+    with pytest.raises(ConfigError, match="960 texts once the 50"):
+        policy.read_user_data(bundle, tmp_path / "small.txt")

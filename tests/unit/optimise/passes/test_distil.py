@@ -118,3 +118,24 @@ def test_a_distilled_digits_cnn_is_smaller_and_as_accurate(tmp_path: Path) -> No
         teacher_accuracy = float((bundle.module(pixels).argmax(-1).numpy() == bundle.eval_labels).mean())
         student_accuracy = float((student(pixels).argmax(-1).numpy() == bundle.eval_labels).mean())
     assert student_accuracy >= teacher_accuracy - 0.005
+
+
+def test_held_out_quality_runs_the_teacher_once_and_scores_the_student_each_time(
+    tiny_context: PassContext,
+) -> None:
+    from optimise.distillation.students import LossWeights, family_for
+    from optimise.passes.distil import HeldOutQuality
+
+    bundle = tiny_context.bundle
+    teacher = bundle.module.eval()
+    calls: list[int] = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    quality = HeldOutQuality(family_for(bundle, LossWeights()), teacher, bundle)
+    with torch.inference_mode():
+        assert quality(teacher) == pytest.approx(1.0)  # the teacher agrees with itself
+        teacher_calls = len(calls)
+        other = torch.nn.Linear(16, 4)
+        other.weight.data.zero_()
+        scored = quality(torch.nn.Sequential(other))
+    assert len(calls) == teacher_calls  # the second report did not run the teacher again
+    assert 0.0 <= scored <= 1.0
