@@ -34,6 +34,10 @@ TensorBatch = dict[str, torch.Tensor]
 LABELS = "labels"
 
 
+DEFAULT_WIDTH = 0.5
+"""Share of channels a classifier student keeps when its settings name no width."""
+
+
 @dataclass(frozen=True)
 class StudentShape:
     """The architecture a student takes (see `optimise.passes.distil.DistilConfig`)."""
@@ -219,7 +223,7 @@ class ClassifierFamily:
         self.weights = weights
 
     def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
-        width = shape.width if shape.width is not None else 0.5
+        width = shape.width if shape.width is not None else DEFAULT_WIDTH
         if shape.layers is not None:
             raise ConfigError("a classifier student takes a width (share of channels kept), not layers")
         student = copy.deepcopy(teacher).eval()

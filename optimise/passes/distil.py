@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from optimise.cache import cache_root
-from optimise.distillation.students import Family, LossWeights, StudentShape, family_for
+from optimise.distillation.students import DEFAULT_WIDTH, Family, LossWeights, StudentShape, family_for
 from optimise.distillation.trainer import (
     StudentTrainer,
     TrainingPlan,
@@ -95,9 +95,12 @@ class DistilConfig(PassConfig):
         return StudentShape(layers=self.layers, prune_ratio=self.prune_ratio, width=self.width)
 
     def cache_settings(self) -> dict[str, object]:
-        """What decides the weights besides the teacher and the data: everything but the budget."""
+        """What decides the weights besides the teacher and the data: everything but the budget, with
+        defaults spelled out (no width and width 0.5 are one classifier student, one cache entry)."""
         settings = asdict(self)
         del settings["time_s"], settings["max_steps"]
+        if settings["width"] is None and settings["layers"] is None:
+            settings["width"] = DEFAULT_WIDTH
         return settings
 
 
@@ -125,7 +128,9 @@ class Distil(TorchPass[DistilConfig]):
         data = bundle.distillation_data()
         with self.failures("student"):
             student = family.student(module, config.shape)
-        key = student_key(teacher_digest(module), data, family.name, config.cache_settings())
+        # Texts become token ids at the bundle's length limit: a different limit trains another student.
+        settings = {**config.cache_settings(), "max_length": bundle.extra.get("max_length")}
+        key = student_key(teacher_digest(module), data, family.name, settings)
         trainer = StudentTrainer(
             family,
             module,

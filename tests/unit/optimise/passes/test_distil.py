@@ -40,6 +40,7 @@ def test_bad_settings_are_a_user_error(settings: dict[str, object], message: str
 def test_the_cache_settings_leave_out_the_budget() -> None:
     settings = DistilConfig(layers=3, time_s=60, max_steps=5).cache_settings()
     assert settings["layers"] == 3 and "time_s" not in settings and "max_steps" not in settings
+    assert DistilConfig().cache_settings() == DistilConfig(width=0.5).cache_settings()  # one student, one key
 
 
 def test_a_bundle_without_data_asks_for_distil_data(tiny_context: PassContext) -> None:
