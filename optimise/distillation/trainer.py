@@ -31,6 +31,9 @@ from optimise.distillation.students import Family, batches_forever
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+KEEP_STUDENTS = 8
+"""Students kept in the cache (the most recently trained or used); a MiniLM checkpoint, with the
+optimiser state it resumes from, is ~200 MB, so older ones are removed."""
 CHECKPOINT_EVERY_S = 60.0
 REPORT_EVERY_S = 30.0
 WARMUP_STEPS = 100
@@ -176,6 +179,8 @@ class StudentTrainer:
                 torch.save(payload, handle)
         except OSError as exc:  # a cache is an optimisation: a read-only home must not fail the build
             logger.warning("could not write the student checkpoint %s: %s", self.checkpoint, exc)
+            return
+        prune_students(self.checkpoint.parent.parent, KEEP_STUDENTS)
 
     def _resume(self) -> int:
         if not self.checkpoint.is_file():
@@ -187,6 +192,7 @@ class StudentTrainer:
         except Exception as exc:  # a torn or foreign file: training again is always possible
             logger.warning("ignoring unreadable student checkpoint %s: %s", self.checkpoint, exc)
             return 0
+        self.checkpoint.touch()  # used now: the last to be pruned
         self.steps, self.seconds, self.loss = (
             int(payload["steps"]),
             float(payload["seconds"]),
@@ -199,3 +205,29 @@ class StudentTrainer:
             self.seconds,
         )
         return self.steps
+
+
+def prune_students(root: Path, keep: int) -> list[Path]:
+    """Remove all but the `keep` student folders under `root` whose checkpoints were written or
+    loaded last; returns the folders removed. Folders without a checkpoint (another run's, still
+    training its first minute) are left alone; a folder that cannot be removed is logged and kept."""
+    import shutil
+
+    checkpoints = []
+    for folder in root.iterdir() if root.is_dir() else ():
+        checkpoint = folder / "checkpoint.pt"
+        try:
+            checkpoints.append((checkpoint.stat().st_mtime, folder))
+        except OSError:
+            continue
+    removed = []
+    for _, folder in sorted(checkpoints, reverse=True)[keep:]:
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            logger.warning("could not remove the old student %s: %s", folder, exc)
+            continue
+        removed.append(folder)
+    if removed:
+        logger.info("removed %d older students from the cache %s", len(removed), root)
+    return removed

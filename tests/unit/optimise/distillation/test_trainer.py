@@ -92,3 +92,20 @@ def test_the_cache_key_follows_teacher_data_and_settings_but_not_the_budget() ->
     assert key != student_key(
         teacher_digest(make_tiny_bundle(seed=1).module), DATA, "classifier", {"width": 0.5, "seed": 0}
     )
+
+
+def test_only_the_most_recent_students_stay_in_the_cache(tmp_path: Path) -> None:
+    import os
+
+    from optimise.distillation.trainer import prune_students
+
+    for i in range(5):
+        folder = tmp_path / f"student-{i}"
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"x")
+        os.utime(folder / "checkpoint.pt", (1_000 + i, 1_000 + i))
+    (tmp_path / "starting").mkdir()  # a run still in its first minute: no checkpoint yet
+    removed = prune_students(tmp_path, keep=3)
+    assert sorted(p.name for p in removed) == ["student-0", "student-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["starting", "student-2", "student-3", "student-4"]
+    assert prune_students(tmp_path / "missing", keep=3) == []
