@@ -270,10 +270,23 @@ def _cache_key(exclude: Sequence[str], seed: int) -> str:
         "format": CORPUS_FORMAT,
         "wordnet": wordnet,
         "fortunes": sorted(p.name for p in FORTUNES_DIR.glob("*")) if FORTUNES_DIR.is_dir() else [],
-        "catalogues": len(list(LOCALE_DIR.glob("*/LC_MESSAGES/*.mo"))),
+        "catalogues": _files_digest(LOCALE_DIR.glob("*/LC_MESSAGES/*.mo")),
         "stdlib": sysconfig.get_paths()["stdlib"],
         "python": sysconfig.get_python_version(),
         "exclude": hashlib.sha256("\n".join(sorted(map(normalise, exclude))).encode()).hexdigest(),
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _files_digest(paths: Iterable[Path]) -> str:
+    """sha256 over each file's path, size and modification time: a catalogue that an upgrade adds,
+    removes or rewrites makes a new corpus (reading every catalogue's bytes would cost more)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -119,3 +119,19 @@ def test_the_corpus_is_built_once_then_read_from_the_cache(
     protected = read_lines(DATA_DIR / "minilm_fidelity.txt") + read_lines(DATA_DIR / "minilm_calibration.txt")
     again = corpus.build_corpus(demo_corpus.path.parent.parent, protected)
     assert again == demo_corpus
+
+
+def test_a_rewritten_catalogue_changes_the_files_digest(tmp_path: Path) -> None:
+    import os
+
+    from optimise.distillation.corpus import _files_digest
+
+    catalogue = tmp_path / "de" / "LC_MESSAGES" / "tool.mo"
+    catalogue.parent.mkdir(parents=True)
+    catalogue.write_bytes(b"one")
+    os.utime(catalogue, ns=(1_000_000_000, 1_000_000_000))
+    before = _files_digest(tmp_path.glob("*/LC_MESSAGES/*.mo"))
+    catalogue.write_bytes(b"two")  # same size, same count of files
+    os.utime(catalogue, ns=(2_000_000_000, 2_000_000_000))
+    assert _files_digest(tmp_path.glob("*/LC_MESSAGES/*.mo")) != before
+    assert _files_digest([]) == _files_digest([tmp_path / "missing.mo"])
