@@ -129,6 +129,9 @@ class DriftMonitor:
             return None
         if watched.reference is None:
             watched.reference = ReferenceSample.from_npz(watched.reference_file, name=model)
+        # What was seen when the snapshot was taken: rows recorded while this evaluation runs must
+        # make the next round evaluate again (reading `seen` afterwards lost them until new traffic).
+        seen = watched.window.seen
         window = watched.window.snapshot()
         distinct = window.distinct_rows()
         reason = distinct_rule(distinct, min(self.config.min_distinct, self.config.window_size))
@@ -137,7 +140,7 @@ class DriftMonitor:
         else:
             report = DriftReport.withheld(watched.reference, window, reason, distinct)
         self._log_judgement(model, watched, reason)
-        watched.latest, watched.evaluated_at_seen = report, watched.window.seen
+        watched.latest, watched.evaluated_at_seen = report, seen
         _publish(model, report)
         latencies = list(watched.latencies)
         watched.latencies.clear()

@@ -38,6 +38,7 @@ SERVING_FAMILIES = {
     "leanserve_request_duration_seconds",
     "leanserve_inference_duration_seconds",
     "leanserve_batch_size",
+    "leanserve_runtime_batch_size",
     "leanserve_requests_total",
     "leanserve_requests_in_flight",
     "leanserve_model_info",

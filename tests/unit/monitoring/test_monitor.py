@@ -167,3 +167,26 @@ def test_min_distinct_is_validated_and_capped_at_the_window(
     small.record("digits-small", digits[0][1000:1010], digits[1][1000:1010])
     report = small.evaluate("digits-small")
     assert report is not None and report.judged and report.distinct_inputs == 10
+
+
+def test_rows_recorded_while_an_evaluation_runs_are_evaluated_next_round(
+    reference: Path, digits: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring import monitor as monitor_module
+
+    pixels, logits = digits
+    monitor = _monitor(reference, "digits-race")
+    monitor.record("digits-race", pixels[800:975], logits[800:975])
+    real = monitor_module.compute_drift
+
+    def slow_compute(*args: object) -> DriftReport:
+        report = real(*args)  # type: ignore[arg-type]
+        monitor.record("digits-race", pixels[975:1000], logits[975:1000])  # a request lands meanwhile
+        return report
+
+    monkeypatch.setattr(monitor_module, "compute_drift", slow_compute)
+    monitor.evaluate_all()
+    assert monitor.latest("digits-race").window_size == 175  # type: ignore[union-attr]
+    monkeypatch.setattr(monitor_module, "compute_drift", real)
+    monitor.evaluate_all()  # before the fix: skipped, as if nothing new had been seen
+    assert monitor.latest("digits-race").window_size == 200  # type: ignore[union-attr]
