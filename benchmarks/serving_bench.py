@@ -506,6 +506,10 @@ def run(tag: str, homes: Path, load: Load, rounds: int) -> Results:
     )
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _ms(value: float) -> str:
     return "-" if np.isnan(value) else f"{value:.2f}"
 
@@ -538,8 +542,8 @@ def table(results: Results, load: Load, rounds: int) -> str:
         lines.append(
             f"| {name} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} | {lat.p50_ms - raw.latency.p50_ms:+.2f} "
             f"| {_ms(s.server_request_ms)} / {_ms(s.server_inference_ms)} | {_ms(s.server_adds_ms)} "
-            f"| {s.per_s.get(c32, float('nan')):.0f} | {_ms(s.p99_ms.get(c32, float('nan')))} "
-            f"| {s.per_s.get(c64, float('nan')):.0f} | {_ms(s.p99_ms.get(c64, float('nan')))} | {ratio} "
+            f"| {_rate(s.per_s.get(c32))} | {_ms(s.p99_ms.get(c32, float('nan')))} "
+            f"| {_rate(s.per_s.get(c64))} | {_ms(s.p99_ms.get(c64, float('nan')))} | {ratio} "
             f"| {s.not_200 if loaded else '-'} | "
             + (" / ".join(f"{v:.0f}" for v in s.rss_mb) if loaded else "-")
             + " |"

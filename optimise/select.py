@@ -6,7 +6,8 @@ variant counts as tied with the fastest when its p50 is within the tie margin:
 the largest of `latency_tolerance` (a share of the fastest p50),
 `latency_tolerance_ms` (a gap no served request notices) and the run-to-run
 noise of the gap itself (the standard error of the two variants' round-by-round p50
-differences: a gap the measurement cannot resolve). Among the tied the
+differences, less the one round farthest from the others once there are five: a gap the
+measurement cannot resolve). Among the tied the
 smallest wins; sizes within 1 % of the smallest count as equal, and then the faster wins. `Selection.reason` says in one sentence why the
 winner won; every other variant gets the list of constraints it failed, so a
 report can say why not.
@@ -23,6 +24,7 @@ from optimise.errors import OptimiseError
 from optimise.types import Constraints, HardwareProfile, QualityMetric, Variant, VariantMetrics
 
 MIN_PAIRED_ROUNDS = 3  # fewer rounds give no standard error worth the name
+TRIM_FROM_ROUNDS = 5  # from this many rounds on, the one odd round is left out of the noise
 SIZE_TOLERANCE = 0.01
 """Tied variants whose sizes differ by less than this share count as the same size."""
 
@@ -131,9 +133,18 @@ def _noise(v: Variant, fastest: Variant) -> float:
     assert v.metrics is not None and fastest.metrics is not None
     mine, theirs = v.metrics.latency_p50_rounds_ms, fastest.metrics.latency_p50_rounds_ms
     if len(mine) >= MIN_PAIRED_ROUNDS and len(mine) == len(theirs):
-        gaps = np.subtract(mine, theirs)
+        gaps = _without_the_odd_round(np.subtract(mine, theirs))
         return float(np.std(gaps, ddof=1) / np.sqrt(len(gaps)))
     return max(_spread(v), _spread(fastest))
+
+
+def _without_the_odd_round(gaps: np.ndarray) -> np.ndarray:
+    """The gaps less the one farthest from their median, when there are at least `TRIM_FROM_ROUNDS`:
+    one cold or disturbed round (a fresh clone's build measured a variant at 45.9 ms once, then ~6 ms
+    in four rounds) must not make a gap measured in every other round look like noise."""
+    if len(gaps) < TRIM_FROM_ROUNDS:
+        return gaps
+    return np.delete(gaps, int(np.argmax(np.abs(gaps - np.median(gaps)))))
 
 
 def _tie_margin(v: Variant, fastest: Variant, constraints: Constraints) -> float:

@@ -58,6 +58,7 @@ class _Current:
 
 
 # OpenTelemetry's ASGI middleware skips these unless LEANSERVE_TRACE_REQUESTS is on.
+PROBE_THREADS = 8  # worker threads beyond the admitted requests, for requests without a body
 UNTRACED_ROUTES = ["/embed", "/classify", "/predict", "/v2", "/metrics", "/readyz", "/livez"]
 NATIVE_ROUTES = native.ROUTES
 OCTET_STREAM = "application/octet-stream"
@@ -134,8 +135,10 @@ class LeanServe:
     @bentoml.on_startup
     async def start_grpc(self) -> None:
         # Requests wait for the model on AnyIO's worker threads (HTTP and gRPC); one thread per request
-        # the worker admits, so none waits in AnyIO's limiter (40 by default) on top of the batcher.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_inflight_requests
+        # the worker admits, so none waits in AnyIO's limiter (40 by default) on top of the batcher,
+        # and a few more, so probes and /metrics never wait behind inference.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = settings.max_inflight_requests + PROBE_THREADS
         if settings.grpc_port:
             from service.grpc.server import start_grpc_server
 

@@ -359,7 +359,7 @@ def test_the_transformer_default_searches_both_presets_on_dynamic_shapes() -> No
     space = default_space(bert)
     assert space.nncf_presets == ("mixed", "performance")
     assert space.sequence_buckets == ("",)
-    assert space.precision_hints == ("bf16",)
+    assert space.precision_hints == ("f32",)  # bf16 answered 32-token rows wrong on OpenVINO 2026.4.1
     assert space.for_profile(replace(OPENVINO_PROFILE, bf16=False)).precision_hints == ("f32",)
     assert length_buckets(128) == "16,32,64,128"
     assert length_buckets(100) == "16,32,64,100"
