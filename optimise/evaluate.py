@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from optimise.batches import iter_batches
+from optimise.runtimes.base import ATTENTION_MASK
 from optimise.types import Batch, QualityMetric
 
 if TYPE_CHECKING:
     from optimise.source import ModelBundle
 
 EVAL_BATCH_SIZE = 32
-PADDING_MASK = "attention_mask"
 
 
 class Runner(Protocol):
@@ -121,7 +121,7 @@ def predict(runner: Runner, inputs: Batch, batch_size: int = EVAL_BATCH_SIZE) ->
 
 def unpadded_rows(inputs: Batch) -> Iterator[Batch]:
     """Each sample alone; with an attention mask, its right padding is cut off too."""
-    mask = inputs.get(PADDING_MASK)
+    mask = inputs.get(ATTENTION_MASK)
     for i in range(len(next(iter(inputs.values())))):
         length = int(mask[i].sum()) if mask is not None else None
         yield {
@@ -141,7 +141,7 @@ def predict_rows(runner: Runner, inputs: Batch) -> np.ndarray:
 def _probe_rows(inputs: Batch, rows: int) -> list[int]:
     """Up to `rows` sample indices; with a mask, one per distinct length first, shortest to longest."""
     n = len(next(iter(inputs.values())))
-    mask = inputs.get(PADDING_MASK)
+    mask = inputs.get(ATTENTION_MASK)
     if mask is None:
         return list(range(min(rows, n)))
     lengths = mask.reshape(n, -1).sum(axis=1)
@@ -180,7 +180,7 @@ def batch_invariant(runner: Runner, inputs: Batch, rows: int = 4, rtol: float = 
         raise ValueError(f"rtol must be >= 0, got {rtol}")
     picked = _probe_rows(inputs, rows)
     probe = {name: array[picked] for name, array in inputs.items()}
-    mask = probe.get(PADDING_MASK)
+    mask = probe.get(ATTENTION_MASK)
     if mask is not None:
         longest = int(mask.reshape(len(mask), -1).sum(axis=1).max())
         probe = {k: v[:, :longest] if v.ndim >= 2 else v for k, v in probe.items()}

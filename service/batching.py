@@ -32,7 +32,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-ATTENTION_MASK = "attention_mask"
 Run = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 
 

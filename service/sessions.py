@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optimise.runtimes import ONNX_RUNTIME, InferenceSession, TensorInfo, open_session
-from service.batching import ATTENTION_MASK, RowBatcher
+from optimise.runtimes import ATTENTION_MASK, ONNX_RUNTIME, InferenceSession, TensorInfo, open_session
+from service.batching import RowBatcher
 
 
 class ServingSession:

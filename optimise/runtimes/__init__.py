@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+from optimise.runtimes.base import ATTENTION_MASK, InferenceSession, RuntimeUnavailable, TensorInfo
 from optimise.types import Variant
 
 ONNX_RUNTIME = "onnxruntime"
@@ -56,6 +56,7 @@ def open_variant(variant: Variant, providers: Sequence[str] = ("CPUExecutionProv
 
 
 __all__ = [
+    "ATTENTION_MASK",
     "LITERT",
     "ONNX_RUNTIME",
     "OPENVINO",

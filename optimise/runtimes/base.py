@@ -15,6 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+ATTENTION_MASK = "attention_mask"
+"""The input that marks a text model's real tokens (1) and its padding (0), by its conventional name:
+what lets a row be padded to a batch's length, or cut back to its own, without changing its answer."""
+
 
 class RuntimeUnavailable(RuntimeError):
     """The runtime (its package, or the device or execution provider asked for) is not on this machine."""

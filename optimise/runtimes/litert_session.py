@@ -29,11 +29,10 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+from optimise.runtimes.base import ATTENTION_MASK, InferenceSession, RuntimeUnavailable, TensorInfo
 
 T = TypeVar("T")
 IO_SUFFIX = ".io.json"  # model.tflite -> model.io.json
-ATTENTION_MASK = "attention_mask"
 
 
 def interpreter_class() -> Any:

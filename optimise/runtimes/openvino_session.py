@@ -35,13 +35,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+from optimise.runtimes.base import ATTENTION_MASK, InferenceSession, RuntimeUnavailable, TensorInfo
 from optimise.runtimes.telemetry import telemetry_off
 
 DEVICE = "CPU"
 DEFAULT_SETTINGS: Mapping[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
 SEQUENCE_BUCKETS = "sequence_buckets"  # lower case: the session's own setting, not an OpenVINO property
-ATTENTION_MASK = "attention_mask"
 
 
 def _openvino() -> Any:
