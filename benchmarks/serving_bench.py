@@ -41,6 +41,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from optimise.artefact import StoredArtefact
+    from optimise.runtimes import InferenceSession
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "integration")]
@@ -118,18 +119,22 @@ def bench_texts(artefact: StoredArtefact) -> list[str]:
 
 
 # -- the floor: tokenizer + session in this process ----------------------------------------
-def raw_session(artefact: StoredArtefact) -> CallFactory:
+def stored_session(artefact: StoredArtefact) -> InferenceSession:
+    """The stored variant on the runtime, threads and settings its manifest records."""
     from optimise.runtimes import open_session
 
-    manifest = artefact.manifest
-    selected = manifest.selected
-    session = open_session(
+    manifest, selected = artefact.manifest, artefact.manifest.selected
+    return open_session(
         selected.runtime,
         artefact.model_path,
         selected.intra_op_threads,
         manifest.profile.execution_providers,
         selected.runtime_settings,
     )
+
+
+def raw_session(artefact: StoredArtefact) -> CallFactory:
+    session = stored_session(artefact)
 
     def factory() -> Callable[[str], object]:
         tok = tokenizer(artefact)
@@ -150,16 +155,7 @@ def raw_session(artefact: StoredArtefact) -> CallFactory:
 
 def raw_batches(artefact: StoredArtefact, texts: list[str], seconds: float) -> float:
     """Rows/s of the raw session called with 32 rows at a time: the ceiling of batching."""
-    from optimise.runtimes import open_session
-
-    manifest, selected = artefact.manifest, artefact.manifest.selected
-    session = open_session(
-        selected.runtime,
-        artefact.model_path,
-        selected.intra_op_threads,
-        manifest.profile.execution_providers,
-        selected.runtime_settings,
-    )
+    session = stored_session(artefact)
     tok = tokenizer(artefact)
     tok.enable_padding()
     batches = []
