@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 import bentoml
 
-from monitoring.metrics import UNKNOWN_MODEL, count_refused
+from monitoring.metrics import count_refused
 from monitoring.monitor import DriftMonitor
 from monitoring.parent_death import die_with_parent
 from monitoring.trigger import Trigger
@@ -78,17 +78,12 @@ def accepted_media_types(method: str, path: str) -> tuple[str, ...] | None:
 def _count_refused(method: str, path: str, status: int) -> None:
     """Requests the front door refused still count in `leanserve_requests_total`, per model it can tell."""
     if path in NATIVE_ROUTES:
-        named = {"/embed": settings.embed_model, "/classify": settings.classify_model}.get(path)
-        protocol = "rest"
+        named, protocol = native.route_model(path, settings), "rest"
     elif path.startswith("/v2/models/"):
         named, protocol = path.split("/")[3], "rest-v2"
     else:
         return  # admin and monitoring calls are not model requests
-    try:
-        model = _Current.get().model_label(named) if named else UNKNOWN_MODEL
-    except ModelNotReady:
-        model = UNKNOWN_MODEL
-    count_refused(model, protocol, status)
+    count_refused(native.model_label(_Current.get, named), protocol, status)
 
 
 # Native routes and GET /v2 (tritonclient does not follow the redirect a mount at /v2 would answer).
@@ -133,12 +128,16 @@ class LeanServe:
             self.trigger.stop()
 
     @bentoml.on_startup
-    async def start_grpc(self) -> None:
+    async def size_worker_threads(self) -> None:
         # Requests wait for the model on AnyIO's worker threads (HTTP and gRPC); one thread per request
         # the worker admits, so none waits in AnyIO's limiter (40 by default) on top of the batcher,
-        # and a few more, so probes and /metrics never wait behind inference.
+        # and a few more, so probes and /metrics never wait behind inference. The limiter belongs
+        # to the running event loop, hence a startup hook.
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = settings.max_inflight_requests + PROBE_THREADS
+
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
         if settings.grpc_port:
             from service.grpc.server import start_grpc_server
 

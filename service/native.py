@@ -84,6 +84,21 @@ def describe(error: ValidationError, limit: int = 5) -> str:
 Handler = Callable[[DataPlane, Any, RequestRecord], bytes]
 
 
+def route_model(route: str, settings: ServiceSettings) -> str | None:
+    """The model a native route serves by configuration; None for /predict (the body names it)."""
+    return {"/embed": settings.embed_model, "/classify": settings.classify_model}.get(route)
+
+
+def model_label(get_dataplane: Callable[[], DataPlane], name: str | None) -> str:
+    """`name` as a metric label (`DataPlane.model_label`); UNKNOWN_MODEL without a name or a data plane."""
+    if name is None:
+        return UNKNOWN_MODEL
+    try:
+        return get_dataplane().model_label(name)
+    except ServingError:  # no data plane yet
+        return UNKNOWN_MODEL
+
+
 def create_native_app(
     get_dataplane: Callable[[], DataPlane], settings: ServiceSettings, extra_routes: Sequence[BaseRoute] = ()
 ) -> Starlette:
@@ -139,22 +154,16 @@ def native_routes(get_dataplane: Callable[[], DataPlane], settings: ServiceSetti
             }
         )
 
-    def model_label(name: str) -> str:
-        try:
-            return get_dataplane().model_label(name)
-        except ServingError:  # no data plane yet
-            return UNKNOWN_MODEL
-
     def endpoint(
         route: str, adapter: TypeAdapter[Any], model_of: Callable[[Any], str], handler: Handler
     ) -> Callable[[Request], Awaitable[Response]]:
-        fixed_model = {"/embed": settings.embed_model, "/classify": settings.classify_model}.get(route)
+        fixed_model = route_model(route, settings)
 
         async def answer(request: Request) -> Response:
             # Timed from when the server received the request (the front door's stamp), so that
             # request minus inference is all the server adds.
             started = received_at(request.scope)
-            label = model_label(fixed_model) if fixed_model else UNKNOWN_MODEL
+            label = model_label(get_dataplane, fixed_model)
             try:
                 with track_request(label, PROTOCOL, started) as record:
                     dataplane = get_dataplane()
