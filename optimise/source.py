@@ -94,6 +94,13 @@ class ModelBundle:
             raise ValueError(f"eval_labels has {len(self.eval_labels)} rows, eval_inputs {n_eval}")
 
     @property
+    def max_length(self) -> int | None:
+        """Text models: the token limit inputs are cut to (`extra["max_length"]`); None where the
+        bundle names none."""
+        value = self.extra.get("max_length")
+        return int(value) if value else None
+
+    @property
     def quality_metric(self) -> QualityMetric:
         return QualityMetric.COSINE if self.eval_labels is None else QualityMetric.ACCURACY
 

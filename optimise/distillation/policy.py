@@ -121,7 +121,7 @@ def _without_judging_texts(bundle: ModelBundle, data: DistillationData, path: Pa
         }
     if not judged:
         return data
-    max_length = int(bundle.extra.get("max_length") or np.shape(bundle.eval_inputs["input_ids"])[1])
+    max_length = bundle.max_length or np.shape(bundle.eval_inputs["input_ids"])[1]
     encoded = bundle.tokenizer(list(data.texts), truncation=True, max_length=max_length)["input_ids"]
     kept = [text for text, ids in zip(data.texts, encoded, strict=True) if tuple(ids) not in judged]
     left_out = len(data.texts) - len(kept)

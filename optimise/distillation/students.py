@@ -162,7 +162,7 @@ class BertEncoderFamily:
     def _token_ids(self, data: DistillationData) -> list[list[int]]:
         """Token ids of every text, truncated to the bundle's length; tokenised once per data set."""
         if self._ids is None or self._ids[0] != data.digest:
-            max_length = int(self.bundle.extra.get("max_length", 128))
+            max_length = self.bundle.max_length or 128
             encoded = self.bundle.tokenizer(list(data.texts or ()), truncation=True, max_length=max_length)
             self._ids = (data.digest, encoded["input_ids"])
         return self._ids[1]

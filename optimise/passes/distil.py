@@ -129,7 +129,7 @@ class Distil(TorchPass[DistilConfig]):
         with self.failures("student"):
             student = family.student(module, config.shape)
         # Texts become token ids at the bundle's length limit: a different limit trains another student.
-        settings = {**config.cache_settings(), "max_length": bundle.extra.get("max_length")}
+        settings = {**config.cache_settings(), "max_length": bundle.max_length}
         key = student_key(teacher_digest(module), data, family.name, settings)
         trainer = StudentTrainer(
             family,

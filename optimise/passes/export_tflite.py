@@ -118,7 +118,7 @@ class ExportTflite(ExportPass[ExportTfliteConfig]):
             return sorted({int(n) for n in self.config.lengths.split(",")})
         from optimise.space import length_buckets  # the space's own buckets, for OpenVINO as well
 
-        longest = int(bundle.extra.get("max_length") or bundle.latency_inputs[bundle.input_names[0]].shape[1])
+        longest = bundle.max_length or int(bundle.latency_inputs[bundle.input_names[0]].shape[1])
         return [int(n) for n in length_buckets(longest).split(",")]
 
     def _check_parity(self, module: torch.nn.Module, session: LiteRtSession, bundle: ModelBundle) -> None:
