@@ -4,13 +4,11 @@ comes back (rates, latencies, non-2xx answers) is read from their real output.""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
-import uvicorn
+from asgi_servers import uvicorn_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,18 +33,8 @@ async def busy(request: Request) -> Response:
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
     app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/busy", busy, methods=["POST"])])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_thread(app) as address:
+        yield f"http://{address}"
 
 
 def test_wrk_posts_the_body_and_reports_rate_and_latencies(http_url: str) -> None:

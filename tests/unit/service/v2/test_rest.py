@@ -5,16 +5,14 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.http as triton
-import uvicorn
 from _bentoml_impl.server.mount import PassiveMount
+from asgi_servers import uvicorn_thread
 from builds import served_answer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -287,19 +285,8 @@ def server_url(dataplane: DataPlane) -> Iterator[str]:
             PassiveMount("/", Starlette(routes=v2_root_routes())),
         ]
     )
-    server = uvicorn.Server(
-        uvicorn.Config(outer, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_thread(outer) as address:
+        yield address
 
 
 def test_tritonclient_against_uvicorn(server_url: str, dataplane: DataPlane) -> None:
