@@ -14,7 +14,10 @@ carried from an earlier phase):
   code), and the server's RSS (all its processes) before, at its peak and after.
 The raw session runs in this process at c=1, back to back and with 3 ms of idle before each call
 (as a server's model call sees), and as 32-row calls (what cross-request batching can reach).
-Native /embed also runs with batching off (LEANSERVE_BATCH_MAX_ROWS=1), and once at a concurrency
+Every server runs with the serving settings the build's serving stage chose and stored, except two
+native /embed phases: batching off (LEANSERVE_BATCH_MAX_ROWS=1), and the settings a build without
+the stage serves with (`service.repository.unmeasured_settings`), which confirms the stage's choice
+through the real server. Native /embed also runs once at a concurrency
 past LEANSERVE_MAX_INFLIGHT_REQUESTS, where the excess must be shed with 503. Not a test:
 nothing is asserted.
 
@@ -42,6 +45,7 @@ import numpy as np
 if TYPE_CHECKING:
     from optimise.artefact import StoredArtefact
     from optimise.runtimes import InferenceSession
+    from optimise.types import ServingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "integration")]
@@ -90,12 +94,18 @@ def stored_model(space: str) -> str:
     from optimise.build import optimise
     from optimise.profiles import get_profile
     from optimise.search import SearchSettings
+    from optimise.serving_search import ServingTarget
     from optimise.sources import load_source
     from optimise.types import Constraints
 
     with tempfile.TemporaryDirectory() as scratch:
         result = optimise(
-            load_source(MODEL), get_profile("cpu"), Constraints(), SearchSettings(), Path(scratch)
+            load_source(MODEL),
+            get_profile("cpu"),
+            Constraints(),
+            SearchSettings(),
+            Path(scratch),
+            serving=ServingTarget(),  # as `leanserve optimise` builds it
         )
         return store.save(result, MODEL)
 
@@ -325,8 +335,11 @@ def phases(artefact: StoredArtefact, load_text: str) -> list[Phase]:
     import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton_http
 
+    from service.repository import unmeasured_settings
+
     raw = raw_session(artefact)
     native, oip_json, message = bodies(load_text)
+    unmeasured = unmeasured_settings(artefact.manifest.selected)  # what a build without the stage serves with
 
     def host(s: Any) -> str:
         return str(s.http).removeprefix("http://")
@@ -357,6 +370,14 @@ def phases(artefact: StoredArtefact, load_text: str) -> list[Phase]:
             env={"LEANSERVE_BATCH_MAX_ROWS": "1"},
         ),
         Phase(
+            f"leanserve native REST /embed, {unmeasured.describe()} (not the serving stage's choice)",
+            "leanserve",
+            lambda s: rest(s.http),
+            wrk("/embed", native),
+            "rest",
+            env=serving_env(unmeasured),
+        ),
+        Phase(
             "leanserve OIP v2 REST",
             "leanserve",
             lambda s: oip(triton_http, host(s), MODEL, OUTPUT),
@@ -372,6 +393,16 @@ def phases(artefact: StoredArtefact, load_text: str) -> list[Phase]:
         ),
         Phase("baseline BentoML + PyTorch /embed", "baseline", lambda s: rest(s.http), wrk("/embed", native)),
     ]
+
+
+def serving_env(settings: ServingSettings) -> dict[str, str]:
+    """The `LEANSERVE_*` variables that make a server run with `settings`, whatever the build chose."""
+    return {
+        "LEANSERVE_THREADS": str(settings.threads),
+        "LEANSERVE_PARALLEL_SESSIONS": str(settings.parallel_sessions),
+        "LEANSERVE_BATCH_MAX_ROWS": str(settings.batch_max_rows),
+        "LEANSERVE_BATCH_WAIT_MS": str(settings.batch_wait_ms),
+    }
 
 
 def measure(phase: Phase, tag: str, homes: Path, load: Load, texts: list[str]) -> Sample:
@@ -490,10 +521,11 @@ def run(tag: str, homes: Path, load: Load, rounds: int) -> Results:
                 file=sys.stderr,
             )
     shed = shedding(tag, homes, bodies(load_text)[0], load.shed_seconds)
-    selected = artefact.manifest.selected
+    selected, stage = artefact.manifest.selected, artefact.manifest.serving
+    chosen = f"serving stage chose {stage.settings.describe()}" if stage else "no serving stage"
     about = (
         f"minilm {tag}: variant {selected.id} ({selected.precision} {selected.format} on {selected.runtime}, "
-        f"{selected.intra_op_threads} threads, batch-invariant: {selected.batch_invariant}); c=1 texts: "
+        f"{selected.intra_op_threads} threads, batch-invariant: {selected.batch_invariant}; {chosen}); c=1 texts: "
         f"{len(texts)} of {TOKENS[0]}-{TOKENS[1]} tokens; load: one {len(load_text)}-character text; "
         f"{os.cpu_count()} CPUs"
     )

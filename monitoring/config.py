@@ -45,8 +45,9 @@ class MonitorConfig:
 @dataclass(frozen=True)
 class TriggerConfig:
     """Attributes: policy (when to act), min_fidelity (gate on recent traffic, vs FP32),
-    shadow_rows / min_shadow_agreement / shadow_timeout_s (the shadow run), build_time_budget_s and
-    build_timeout_s (the build process), audit_log (JSON lines; default `audit_log_path()`, beside the
+    shadow_rows / min_shadow_agreement / shadow_timeout_s (the shadow run), build_time_budget_s,
+    serve_seconds (per setting of the build's serving stage: half the default, the rebuild runs beside
+    live traffic) and build_timeout_s (the build process), audit_log (JSON lines; default `audit_log_path()`, beside the
     model store), history (windows kept per model), stop_grace_s (seconds a build has to exit on SIGTERM
     at stop before SIGKILL), build_command (the argv that runs `leanserve optimise`; empty: this
     interpreter's `-m optimise.cli optimise`; the build's options are appended)."""
@@ -57,6 +58,7 @@ class TriggerConfig:
     min_shadow_agreement: float = 0.98
     shadow_timeout_s: float = 300.0
     build_time_budget_s: float = 60.0
+    serve_seconds: float = 0.5
     build_timeout_s: float = 900.0
     audit_log: Path = field(default_factory=audit_log_path)
     history: int = 20

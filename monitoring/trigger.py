@@ -256,6 +256,7 @@ class Trigger:
                 "--tag-file": str(tag_file),
                 "--time-budget": str(self.config.build_time_budget_s),
                 "--rounds": "3",
+                "--serve-seconds": str(self.config.serve_seconds),
             }
             command = [*(self.config.build_command or _OPTIMISE), *chain(*options.items()), "--no-promote"]
             recent = self.control.recent_inputs(model)

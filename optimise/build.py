@@ -32,9 +32,10 @@ from optimise.runtimes import LITERT, open_variant
 from optimise.runtimes.ort_session import available_providers
 from optimise.search import Candidate, Search, SearchSettings
 from optimise.select import Selection, select
+from optimise.serving_search import ServingTarget, serving_stage
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace, default_space
-from optimise.types import Constraints, HardwareProfile, Variant, VariantMetrics
+from optimise.types import Constraints, HardwareProfile, ServingChoice, Variant, VariantMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class BuildResult:
     selection: Selection
     reference_outputs: np.ndarray
     seconds: float
+    serving: ServingChoice | None = None
+    """The serving stage's trials and the settings chosen for the winner (None: the stage did not run)."""
 
     @property
     def winner(self) -> Variant:
@@ -87,7 +90,11 @@ def optimise(
     space: SearchSpace | None = None,
     on_trial: Callable[[Candidate], None] | None = None,
     rounds: int = 5,
+    serving: ServingTarget | None = None,
 ) -> BuildResult:
+    """Search, measure the finalists side by side in `rounds` interleaved rounds, select; then, with
+    `serving`, measure serving settings under load for the winner and the next feasible variants
+    (`optimise.serving_search`), which may pick the stored variant when `serving.select_variant`."""
     check_profile_runs_here(profile)
     start = time.perf_counter()
     outputs = reference_outputs(bundle)
@@ -107,6 +114,16 @@ def optimise(
         raise OptimiseError(f"every candidate failed to build: {reasons}")
     variants = measure_final(bundle, profile, _finalists(built), rounds)
     selection = select(variants, search.reference.value, constraints, profile)
+    choice = None
+    if serving is not None:
+        try:
+            stored, choice = serving_stage(selection, variants, bundle.eval_inputs, profile, serving)
+        except ValueError as exc:  # every setting failed under load: the service's defaults will do
+            logger.warning("serving stage skipped: %s", exc)
+            stored, choice = selection.winner, None
+        if stored.id != selection.winner.id and choice is not None:
+            reason = f"serves the most requests/s within the p99 bound ({choice.reason})"
+            selection = replace(selection, winner=stored, reason=reason)
     return BuildResult(
         bundle,
         profile,
@@ -117,6 +134,7 @@ def optimise(
         selection,
         outputs,
         time.perf_counter() - start,
+        choice,
     )
 
 

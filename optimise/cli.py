@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from optimise.cache import cache_root
 from optimise.console import console, fail
 from optimise.errors import OptimiseError
 from optimise.models_cli import models_app, promote_version
+from optimise.serving_search import DEFAULT_CONCURRENCY, DEFAULT_P99_MS, DEFAULT_SECONDS, ServingTarget
 from optimise.types import Constraints
 
 # BentoML reports usage by default; a build step has no business phoning home.
@@ -30,6 +32,15 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 BUILD_KIND = "leanserve-build"  # the build's scratch folders in the system temp dir
+
+
+class SelectBy(StrEnum):
+    """What picks the stored variant among those inside the quality budget."""
+
+    LATENCY = "latency"  # the fastest at batch 1 (the search's measurements)
+    THROUGHPUT = "throughput"  # the most requests/s under load within the p99 bound (the serving stage's)
+
+
 DEFAULT_DISTIL_TIME_S = 1200.0  # all students together; a 4-layer MiniLM student reached 0.914 in 900 s
 
 
@@ -105,9 +116,33 @@ def optimise(
         Path | None,
         typer.Option(help="unlabelled inputs for students (implies --distil): text, one per line, or .npz"),
     ] = None,
+    serve_concurrency: Annotated[
+        int,
+        typer.Option(
+            help="serving stage: concurrent clients to measure serving settings with; 0 skips the stage",
+            min=0,
+        ),
+    ] = DEFAULT_CONCURRENCY,
+    serve_p99_ms: Annotated[
+        float,
+        typer.Option(
+            help="serving stage: p99 latency bound, in ms, of the settings it may choose", min=0.001
+        ),
+    ] = DEFAULT_P99_MS,
+    serve_seconds: Annotated[
+        float, typer.Option(help="serving stage: seconds of load per setting", min=0.05)
+    ] = DEFAULT_SECONDS,
+    select_by: Annotated[
+        SelectBy,
+        typer.Option(
+            help="latency: the fastest variant at batch 1 is stored; throughput: the finalist serving the "
+            "most requests/s within --serve-p99-ms"
+        ),
+    ] = SelectBy.LATENCY,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Search pass pipelines, measure every candidate on the profile, store the fastest that keeps quality."""
+    """Search pass pipelines, measure every candidate on the profile, store the fastest that keeps quality,
+    with the serving settings that answer the most requests/s under load."""
     _configure_logging(verbose)
     from optimise import build, store
     from optimise.distillation import policy
@@ -127,6 +162,18 @@ def optimise(
         )
         target = get_profile(profile)
         build.check_profile_runs_here(target)
+        serving = (
+            ServingTarget(
+                serve_concurrency,
+                serve_p99_ms,
+                serve_seconds,
+                select_variant=select_by is SelectBy.THROUGHPUT,
+            )
+            if serve_concurrency > 0
+            else None
+        )
+        if serving is None and select_by is SelectBy.THROUGHPUT:
+            raise ValueError("--select-by throughput needs the serving stage: --serve-concurrency above 0")
         settings = SearchSettings(
             n_trials=trials,
             time_budget_s=time_budget,
@@ -162,7 +209,15 @@ def optimise(
                 progress.advance(task)
 
             result = build.optimise(
-                bundle, target, constraints, settings, scratch, space=space, on_trial=on_trial, rounds=rounds
+                bundle,
+                target,
+                constraints,
+                settings,
+                scratch,
+                space=space,
+                on_trial=on_trial,
+                rounds=rounds,
+                serving=serving,
             )
             progress.update(task, description=f"{bundle.name}: storing")
             tag = store.save(result, model)
@@ -225,7 +280,15 @@ def _trial_progress() -> Progress:
 
 def _print_summary(result: object, tag: str) -> None:
     from optimise.build import BuildResult
-    from optimise.report import HEADERS, RUNTIME_HEADERS, candidate_rows, format_and_runtime, runtime_rows
+    from optimise.report import (
+        HEADERS,
+        RUNTIME_HEADERS,
+        SERVING_HEADERS,
+        candidate_rows,
+        format_and_runtime,
+        runtime_rows,
+        serving_rows,
+    )
 
     assert isinstance(result, BuildResult)
     table = Table(title=f"{result.bundle.name} on {result.profile.name} ({result.seconds:.0f} s)")
@@ -248,9 +311,21 @@ def _print_summary(result: object, tag: str) -> None:
         times = f" ({count} candidates)" if count > 1 else ""
         console.print(f"[yellow]dropped[/]{times} {reason}", highlight=False)
     winner = result.winner
+    if result.serving is not None:
+        serving = Table(title=f"serving settings at concurrency {result.serving.concurrency}")
+        for header in SERVING_HEADERS:
+            serving.add_column(header, overflow="fold")
+        for row in serving_rows(result):
+            serving.add_row(*row, style="bold green" if row[-1] == "chosen" else None)
+        console.print(serving)
     console.print(
         f"stored [bold]{tag}[/] ({format_and_runtime(winner)}: {winner.describe()}): {result.selection.reason}"
     )
+    if result.serving is not None:
+        console.print(
+            f"serving settings: {result.serving.settings.describe()}: {result.serving.reason}",
+            highlight=False,
+        )
 
 
 @app.command()

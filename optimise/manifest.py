@@ -137,4 +137,5 @@ def build_manifest(result: BuildResult, artefact_dir: Path, model_file: str, sou
         library_versions=library_versions(),
         files=files,
         tokenizer=tokenizer,
+        serving=result.serving,
     )

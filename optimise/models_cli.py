@@ -100,6 +100,11 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
         settings = ", ".join(f"{k}={v}" for k, v in selected.runtime_settings.items())
         console.print(f"session settings: {settings}", highlight=False)
     console.print("served batched (batch-invariant)" if selected.batch_invariant else "served row by row")
+    stage = manifest.serving
+    if stage is not None and stage.variant_id == selected.id:
+        console.print(f"serving settings: {stage.settings.describe()} ({stage.reason})", highlight=False)
+    else:
+        console.print("serving settings: not measured (the service's defaults apply)", highlight=False)
     console.print(selected.metrics.to_dict() if selected.metrics else "not measured")
     console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
     console.print(f"report: {artefact.report_path}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from optimise.types import QualityMetric, Variant
+from optimise.serving_search import ServingTarget, choose, trials_of
+from optimise.types import QualityMetric, ServingChoice, Variant
 
 if TYPE_CHECKING:
     from optimise.build import BuildResult
@@ -140,6 +141,64 @@ def write_plot(result: BuildResult, target: Path) -> None:
     plt.close(fig)
 
 
+SERVING_HEADERS = ["variant", "threads", "parallel", "batch rows", "wait ms", "req/s", "p50 ms", "p99 ms", ""]
+
+
+def serving_rows(result: BuildResult) -> list[list[str]]:
+    """The serving stage's variant x settings table, each variant's trials most requests/s first;
+    the last column marks the stored variant's chosen settings and each variant's best."""
+    choice = result.serving
+    if choice is None:
+        return []
+    rows = []
+    for variant_id in dict.fromkeys(t.variant_id for t in choice.trials):
+        trials = sorted(trials_of(choice.trials, variant_id), key=lambda t: -t.requests_per_s)
+        best = choose(trials, _target_of(choice))[0] if any(t.errors == 0 for t in trials) else None
+        for trial in trials:
+            s = trial.settings
+            chosen = variant_id == choice.variant_id and s == choice.settings
+            mark = "chosen" if chosen else ("best of variant" if trial is best else "")
+            if trial.errors:
+                mark = f"{trial.errors} errors"
+            rows.append(
+                [
+                    variant_id,
+                    str(s.threads),
+                    str(s.parallel_sessions),
+                    str(s.batch_max_rows) if s.batching else "-",
+                    f"{s.batch_wait_ms:g}" if s.batching else "-",
+                    f"{trial.requests_per_s:,.0f}",
+                    f"{trial.latency_p50_ms:.1f}",
+                    f"{trial.latency_p99_ms:.1f}",
+                    mark,
+                ]
+            )
+    return rows
+
+
+def _target_of(choice: ServingChoice) -> ServingTarget:
+    return ServingTarget(choice.concurrency, choice.p99_bound_ms, choice.seconds_per_trial)
+
+
+def _serving_section(result: BuildResult) -> list[str]:
+    choice = result.serving
+    if choice is None:
+        return []
+    bound = f"p99 <= {choice.p99_bound_ms:g} ms" if choice.p99_bound_ms is not None else "no p99 bound"
+    return [
+        "## Serving settings",
+        "",
+        f"Each row: {choice.concurrency} clients in this process sending one-row requests back to back "
+        f"for {choice.seconds_per_trial:g} s through the session the service runs ({bound}). Chosen for "
+        f"{choice.variant_id}: {choice.settings.describe()}, {choice.reason}.",
+        "",
+        "| " + " | ".join(SERVING_HEADERS) + " |",
+        "|" + "---|" * len(SERVING_HEADERS),
+        *("| " + " | ".join(row) + " |" for row in serving_rows(result)),
+        "",
+    ]
+
+
 def write_report(result: BuildResult, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     write_plot(result, directory / PLOT_NAME)
@@ -173,6 +232,7 @@ def write_report(result: BuildResult, directory: Path) -> Path:
         "",
         f"![Pareto front]({PLOT_NAME})",
         "",
+        *_serving_section(result),
     ]
     if result.failures:
         lines += ["## Dropped candidates", ""]

@@ -116,6 +116,78 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    """How the service runs a variant under concurrent requests: the build's serving stage measures
+    and picks them (`optimise.serving_search`), the manifest records them, `LEANSERVE_*` overrides."""
+
+    threads: int
+    """Intra-op threads of a run with nothing else in flight (a lone request)."""
+    parallel_sessions: int = 1
+    """Runs in flight at once (requests, or merged batches when batching); under load each runs on one
+    thread (OpenVINO: one CPU stream each)."""
+    batch_max_rows: int = 1
+    """Most rows of concurrent requests merged into one run (batch-invariant variants only); 1: none."""
+    batch_wait_ms: float = 0.0
+    """How long a batch waits for more requests after its first, at most; 0: it takes what queued."""
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "parallel_sessions", "batch_max_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
+
+    @property
+    def batching(self) -> bool:
+        return self.batch_max_rows > 1
+
+    def describe(self) -> str:
+        """e.g. '2 threads, 1 parallel, batch 32 rows / 0 ms' or '1 thread, 2 parallel, no batching'."""
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}, {self.parallel_sessions} parallel"
+        if not self.batching:
+            return f"{threads}, no batching"
+        return f"{threads}, batch {self.batch_max_rows} rows / {self.batch_wait_ms:g} ms"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServingTrial:
+    """One variant under one `ServingSettings`, measured with `concurrency` closed-loop clients sending
+    one-row requests back to back (`optimise.serving_search`)."""
+
+    variant_id: str
+    settings: ServingSettings
+    requests_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    errors: int = 0
+    """Requests that raised (a setting with errors is never chosen)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServingChoice:
+    """The build's serving stage: every trial, and the settings chosen for the stored variant."""
+
+    variant_id: str
+    """The variant `settings` were chosen for (the stored one)."""
+    settings: ServingSettings
+    concurrency: int
+    p99_bound_ms: float | None
+    seconds_per_trial: float
+    reason: str
+    """One sentence on why `settings` won, e.g. 'most requests/s with p99 <= 100 ms: 1,103/s, p99 41 ms'."""
+    trials: tuple[ServingTrial, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class PassSpec:
     """One pass applied to build a variant: its name and its settings."""
 

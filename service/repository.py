@@ -13,19 +13,21 @@ import numpy as np
 
 from monitoring import metrics
 from optimise import store
-from optimise.artefact import ModelKind, StoredArtefact
+from optimise.artefact import Manifest, ModelKind, StoredArtefact, VariantRecord
 from optimise.errors import OptimiseError, VersionNotFound
 from optimise.evaluate import cosine_per_sample, predict_rows
 from optimise.runtimes import RuntimeUnavailable
+from optimise.runtimes.serving import ServingSession
+from optimise.types import ServingSettings
 from service.errors import ModelNotFound, SwapRefused
 from service.served_model import ServedModel, TensorModel, TextEmbeddingModel
-from service.sessions import ServingSession
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
 SMOKE_ROWS = 4
 SMOKE_MIN_COSINE = 0.999
+FALLBACK_BATCH_ROWS = 32
 
 
 def versions(name: str) -> list[str]:
@@ -62,20 +64,43 @@ def load(tag: str, settings: ServiceSettings) -> ServedModel:
     return served
 
 
+def serving_settings(manifest: Manifest, settings: ServiceSettings) -> ServingSettings:
+    """How the service runs a stored version: each `LEANSERVE_*` serving setting that is set, else the
+    build's serving stage's choice, else `unmeasured_settings`. Rows of concurrent requests are merged
+    only for batch-invariant variants, whatever is set."""
+    selected = manifest.selected
+    stage = manifest.serving
+    built = stage.settings if stage is not None and stage.variant_id == selected.id else None
+    built = built or unmeasured_settings(selected)
+    rows = settings.batch_max_rows if settings.batch_max_rows is not None else built.batch_max_rows
+    return ServingSettings(
+        threads=settings.threads or built.threads,
+        parallel_sessions=settings.parallel_sessions or built.parallel_sessions,
+        batch_max_rows=rows if selected.batch_invariant else 1,
+        batch_wait_ms=settings.batch_wait_ms if settings.batch_wait_ms is not None else built.batch_wait_ms,
+    )
+
+
+def unmeasured_settings(selected: VariantRecord) -> ServingSettings:
+    """For a version whose build ran no serving stage (`--serve-concurrency 0`, or built before it):
+    the build's threads for a lone request; a batch-invariant variant merges up to
+    `FALLBACK_BATCH_ROWS` rows, without waiting, one batch at a time on one thread; any other runs two
+    requests at once."""
+    threads = selected.intra_op_threads
+    if selected.batch_invariant:
+        return ServingSettings(threads, 1, FALLBACK_BATCH_ROWS)
+    return ServingSettings(threads, max(2, threads))
+
+
 def _open(name: str, version: str, artefact: StoredArtefact, settings: ServiceSettings) -> ServedModel:
     manifest = artefact.manifest
-    threads = settings.threads or manifest.selected.intra_op_threads
     selected = manifest.selected
-    # Rows of concurrent requests run together only where that changes no answer.
-    batch_rows = settings.batch_max_rows if selected.batch_invariant else 1
-    session = ServingSession(
+    session = ServingSession.for_file(
         artefact.model_path,
-        threads,
         manifest.profile.execution_providers,
         selected.runtime,
         selected.runtime_settings,
-        batch_max_rows=batch_rows,
-        batch_wait_s=settings.batch_wait_ms / 1e3,
+        serving_settings(manifest, settings),
         on_batch=metrics.batch_observer(name),
     )
     if manifest.kind is ModelKind.EMBEDDING:

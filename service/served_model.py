@@ -15,8 +15,8 @@ import numpy as np
 
 from monitoring.metrics import VersionLabels
 from optimise.artefact import Manifest, ModelKind, StoredArtefact
+from optimise.runtimes.serving import ServingSession
 from service.errors import InvalidInput
-from service.sessions import ServingSession
 from service.text_encoding import encode_bounded
 from service.types import DATATYPES, ModelMetadata, TensorSpec
 

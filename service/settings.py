@@ -33,26 +33,37 @@ class ServiceSettings(BaseSettings):
         default=8001, ge=0, le=65535, description="Port of the gRPC server; 0 disables it."
     )
     threads: int | None = Field(
-        default=None, ge=1, description="ONNX Runtime intra-op threads; default: what the build measured."
+        default=None,
+        ge=1,
+        description="Intra-op threads of a lone request's run; default: the build's serving stage's choice.",
+    )
+    parallel_sessions: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Runs in flight at once (requests, or merged batches), one thread each under load; "
+        "default: the build's serving stage's choice.",
     )
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,
         description="Largest request body (every HTTP route, chunked or not) or gRPC message; 413 beyond.",
     )
-    batch_max_rows: int = Field(
-        default=32,
+    batch_max_rows: int | None = Field(
+        default=None,
         ge=1,
         le=1024,
         description="Most rows run together from concurrent requests, for batch-invariant variants only "
-        "(the build measured that batching changes no answer); 1: every request runs alone.",
+        "(the build measured that batching changes no answer); 1: every request runs alone; default: the "
+        "build's serving stage's choice.",
     )
-    batch_wait_ms: float = Field(
-        default=0.0,
+    batch_wait_ms: float | None = Field(
+        default=None,
         ge=0.0,
         le=1000.0,
         description="How long a batch waits for more requests after its first, at most; 0: no wait, a batch "
-        "is what queued while the previous one ran (a lone request runs at once).",
+        "is what queued while the previous one ran (a lone request runs at once); default: the build's "
+        "serving stage's choice.",
     )
     max_inflight_requests: int = Field(
         default=128,

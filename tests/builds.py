@@ -13,6 +13,7 @@ from optimise.build import BuildResult, optimise
 from optimise.profiles import get_profile
 from optimise.runtimes import ONNX_RUNTIME, OPENVINO
 from optimise.search import SearchSettings
+from optimise.serving_search import ServingTarget
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace
 from optimise.types import Constraints, Precision
@@ -34,12 +35,20 @@ OPENVINO_INT8 = SearchSpace(
 
 
 def build(
-    bundle: ModelBundle, space: SearchSpace, scratch: Path, runtime: str | None = None, profile: str = "cpu"
+    bundle: ModelBundle,
+    space: SearchSpace,
+    scratch: Path,
+    runtime: str | None = None,
+    profile: str = "cpu",
+    serving: ServingTarget | None = None,
 ) -> BuildResult:
-    """Enumerate `space` for `bundle` on `profile` (one measuring round); with `runtime`, the winner is
-    the fastest variant on that runtime (which a tiny model may not pick by itself)."""
+    """Enumerate `space` for `bundle` on `profile` (one measuring round; the serving stage only with
+    `serving`); with `runtime`, the winner is the fastest variant on that runtime (which a tiny model
+    may not pick by itself)."""
     settings = SearchSettings(sampler="grid")
-    result = optimise(bundle, get_profile(profile), Constraints(), settings, scratch, space, rounds=1)
+    result = optimise(
+        bundle, get_profile(profile), Constraints(), settings, scratch, space, rounds=1, serving=serving
+    )
     if runtime is not None:
         on_runtime = [v for v in result.variants if v.runtime == runtime and v.metrics]
         fastest = min(on_runtime, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)

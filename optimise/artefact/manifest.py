@@ -23,6 +23,9 @@ from optimise.types import (
     Precision,
     QualityMetric,
     QuantisationDefaults,
+    ServingChoice,
+    ServingSettings,
+    ServingTrial,
     VariantMetrics,
 )
 
@@ -119,6 +122,7 @@ class Manifest:
     library_versions: Mapping[str, str]
     files: Mapping[str, str]  # path inside the version folder -> sha256
     tokenizer: TokenizerRecord | None = None
+    serving: ServingChoice | None = None  # the build's serving stage; None in older manifests or when skipped
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -155,6 +159,7 @@ class Manifest:
             "build_seconds": self.build_seconds,
             "library_versions": dict(self.library_versions),
             "files": dict(self.files),
+            "serving": self.serving.to_dict() if self.serving else None,
         }
 
     @classmethod
@@ -209,6 +214,7 @@ class Manifest:
             library_versions={str(k): str(v) for k, v in root.mapping("library_versions", {}).items()},
             files={str(k): str(v) for k, v in files.items()},
             tokenizer=tokenizer,
+            serving=_serving(root.sub("serving")) if root.data.get("serving") is not None else None,
         )
 
 
@@ -408,6 +414,25 @@ def _metrics(fields: _Fields) -> VariantMetrics:
         data["quality_metric"] = QualityMetric(str(data.get("quality_metric")))
         data["latency_p50_rounds_ms"] = tuple(fields.array("latency_p50_rounds_ms", []))
         return VariantMetrics(**data)
+    except (TypeError, ValueError) as exc:
+        raise ArtefactError(f"{MANIFEST_FILE}: field {fields.path!r}: {one_line(exc)}") from None
+
+
+def _serving(fields: _Fields) -> ServingChoice:
+    try:
+        trials = tuple(
+            ServingTrial(**{**t.data, "settings": t.build("settings", ServingSettings)})
+            for t in fields.items("trials")
+        )
+        return ServingChoice(
+            variant_id=fields.text("variant_id"),
+            settings=fields.build("settings", ServingSettings),
+            concurrency=fields.integer("concurrency"),
+            p99_bound_ms=fields.optional_number("p99_bound_ms"),
+            seconds_per_trial=fields.number("seconds_per_trial"),
+            reason=fields.text("reason", ""),
+            trials=trials,
+        )
     except (TypeError, ValueError) as exc:
         raise ArtefactError(f"{MANIFEST_FILE}: field {fields.path!r}: {one_line(exc)}") from None
 

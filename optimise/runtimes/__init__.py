@@ -25,9 +25,13 @@ def open_session(
     threads: int = 1,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     settings: Mapping[str, str] | None = None,
+    streams: int = 1,
 ) -> InferenceSession:
-    """`model` loaded by `runtime` with `threads` threads (ONNX Runtime: on `providers`; OpenVINO: on
-    the CPU with `settings`; TorchScript: PyTorch on the CPU; LiteRT: its interpreter with XNNPACK). Raises RuntimeUnavailable for an unknown runtime or a missing package."""
+    """`model` loaded by `runtime` with `threads` threads per run (ONNX Runtime: on `providers`;
+    OpenVINO: on the CPU with `settings`; TorchScript: PyTorch on the CPU; LiteRT: its interpreter with
+    XNNPACK). `streams`: runs that proceed side by side when called from several threads; only
+    OpenVINO needs to be told (CPU streams), the others run concurrent calls side by side anyway.
+    Raises RuntimeUnavailable for an unknown runtime or a missing package."""
     if runtime == ONNX_RUNTIME:
         from optimise.runtimes.ort_session import OnnxSession
 
@@ -35,7 +39,7 @@ def open_session(
     if runtime == OPENVINO:
         from optimise.runtimes.openvino_session import OpenVinoSession
 
-        return OpenVinoSession(model, threads, settings)
+        return OpenVinoSession(model, threads, settings, streams)
     if runtime == TORCHSCRIPT:
         from optimise.runtimes.torchscript_session import TorchScriptSession
 

@@ -170,11 +170,15 @@ def _check_export_matches_sentence_transformers(
 
 def test_digits_through_the_cli_is_smaller_and_keeps_accuracy() -> None:
     result = CliRunner().invoke(
-        app, ["optimise", "--model", "digits", "--time-budget", "20", "--rounds", "2"]
+        app,
+        ["optimise", "--model", "digits", "--time-budget", "20", "--rounds", "2", "--serve-seconds", "0.3"],
     )
     assert result.exit_code == 0, result.output
     tag = result.output.split("stored ")[1].split()[0]
     manifest = store.read_manifest(store.get_model(tag))
+    # The serving stage measured the stored variant under load and recorded what it chose.
+    assert manifest.serving is not None and manifest.serving.variant_id == manifest.selected.id
+    assert manifest.serving.settings in {t.settings for t in manifest.serving.trials}
     selected = manifest.selected.metrics
     fp32 = next(c for c in manifest.candidates if len(c.passes) == 1).metrics
     assert selected is not None and fp32 is not None

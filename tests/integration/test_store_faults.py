@@ -26,7 +26,7 @@ from optimise.search import SearchSettings
 from optimise.types import Constraints
 
 LEANSERVE = str(Path(sys.executable).parent / "leanserve")
-BUILD = ["optimise", "--model", "digits", "--time-budget", "5", "--rounds", "1"]
+BUILD = ["optimise", "--model", "digits", "--time-budget", "5", "--rounds", "1", "--serve-seconds", "0.1"]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

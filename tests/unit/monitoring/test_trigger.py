@@ -81,7 +81,9 @@ def make_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # the build process imports tiny_models
 
     def make(control: RecordingControl, **kwargs: Any) -> Trigger:
-        config = TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_time_budget_s=5, **kwargs)
+        config = TriggerConfig(
+            audit_log=tmp_path / "audit.jsonl", build_time_budget_s=5, serve_seconds=0.1, **kwargs
+        )
         return Trigger(control, config)
 
     return make

@@ -15,6 +15,8 @@ from optimise.cli import app
 MakeVersion = Callable[..., Path]  # the `make_version` fixture (tests/unit/optimise/conftest.py)
 
 runner = CliRunner()
+QUICK_SERVING = ("--serve-concurrency", "4", "--serve-seconds", "0.1")
+"""A serving stage short enough for a test (its choice is tested in test_serving_search)."""
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -27,12 +29,16 @@ def _store_tags() -> set[str]:
 
 
 def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Path) -> None:
-    code, output = invoke("optimise", "--model", "tiny_models:build", "--trials", "6", "--rounds", "1")
+    code, output = invoke(
+        "optimise", "--model", "tiny_models:build", "--trials", "6", "--rounds", "1", *QUICK_SERVING
+    )
     assert code == 0, output
     assert "selected" in output and "stored tiny:" in output
+    assert "serving settings at concurrency 4" in output and "serving settings: " in output
     tag = output.split("stored ")[1].split()[0]
     code, output = invoke("models", "show", tag)
     assert code == 0 and "files intact" in output
+    assert "serving settings: " in output and "most requests/s at concurrency 4" in " ".join(output.split())
     code, output = invoke("models", "list", "tiny")
     assert code == 0 and tag.split(":")[1][:8] in output
     code, output = invoke("models", "export", tag, str(tmp_path / "out"))
@@ -55,6 +61,10 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
         (["--model", "tiny_models:build", "--distil"], "needs unlabelled inputs: pass --distil-data FILE"),
         (["--model", "tiny_models:build", "--distil-data", "no/such.npz"], "no/such.npz does not exist"),
         (["--model", "tiny_models:build", "--distil-data", "pyproject.toml"], "not a readable .npz"),
+        (
+            ["--model", "tiny_models:build", "--select-by", "throughput", "--serve-concurrency", "0"],
+            "--select-by throughput needs the serving stage",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_leaves_the_store_unchanged(args: list[str], message: str) -> None:
@@ -112,12 +122,22 @@ def test_the_build_records_its_version_as_live_unless_told_not_to(
     private_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the build's scratch folder goes here
-    code, output = invoke("optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1")
+    code, output = invoke(
+        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", *QUICK_SERVING
+    )
     assert code == 0, output
     tag = output.split("stored ")[1].split()[0]
     assert store.live_version("tiny") == tag.split(":")[1] and f"live version of tiny: {tag}" in output
     code, output = invoke(
-        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote"
+        "optimise",
+        "--model",
+        "tiny_models:build",
+        "--trials",
+        "2",
+        "--rounds",
+        "1",
+        "--no-promote",
+        *QUICK_SERVING,
     )
     assert code == 0, output
     assert store.live_version("tiny") == tag.split(":")[1]  # the second build is stored, not live
@@ -184,7 +204,7 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
     np.savez(data, features=np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32))
     args = ["--model", "tiny_models:build", "--distil-data", str(data), "--distil-steps", "20"]
     code, output = invoke(
-        "optimise", *args, "--trials", "10", "--rounds", "1", "--no-promote"
+        "optimise", *args, "--trials", "10", "--rounds", "1", "--no-promote", *QUICK_SERVING
     )  # data implies --distil
     assert code == 0, output
     assert "distil tiny (width 0.50) done: step 20" in output  # progress at the default verbosity
@@ -193,7 +213,15 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
 
 def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
     code, output = invoke(
-        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote"
+        "optimise",
+        "--model",
+        "tiny_models:build",
+        "--trials",
+        "2",
+        "--rounds",
+        "1",
+        "--no-promote",
+        *QUICK_SERVING,
     )
     assert code == 0, output
     assert "skipped distillation:" in " ".join(output.split()) and "--distil-data" in output
@@ -202,7 +230,7 @@ def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
 def test_training_options_without_students_are_said_to_be_ignored() -> None:
     code, output = invoke(
         "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote",
-        "--no-distil", "--distil-time", "60",
+        "--no-distil", "--distil-time", "60", *QUICK_SERVING,
     )  # fmt: skip
     assert code == 0, output
     assert "ignored --distil-time / --distil-steps: no students were trained" in " ".join(output.split())

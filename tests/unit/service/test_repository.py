@@ -3,6 +3,7 @@ name loads the recorded live version, else the newest usable one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,11 @@ from builds import FP32_ONLY, openvino_int8_build, with_more_calibration_rows
 from tiny_models import make_tiny_bundle
 
 from optimise import store
+from optimise.artefact import Manifest
 from optimise.build import BuildResult, optimise
 from optimise.profiles import get_profile
 from optimise.search import SearchSettings
-from optimise.types import Constraints
+from optimise.types import Constraints, ServingChoice, ServingSettings
 from service import repository
 from service.errors import SwapRefused
 from service.settings import ServiceSettings
@@ -150,3 +152,48 @@ def test_a_stored_openvino_ir_without_the_runtime_is_refused_naming_the_package(
     ) as refused:
         repository.load(f"tiny:{openvino_version}", SETTINGS)
     assert refused.value.http_status == 409
+
+
+def _with_stage(manifest: Manifest, settings: ServingSettings, variant_id: str | None = None) -> Manifest:
+    choice = ServingChoice(variant_id or manifest.selected.id, settings, 32, 100.0, 1.0, "measured", ())
+    return dataclasses.replace(manifest, serving=choice)
+
+
+def _invariant(manifest: Manifest, invariant: bool) -> Manifest:
+    selected = dataclasses.replace(manifest.selected, batch_invariant=invariant, intra_op_threads=2)
+    return dataclasses.replace(manifest, selected=selected)
+
+
+def test_the_build_s_serving_settings_apply_unless_a_leanserve_setting_overrides_each(
+    versions: list[str],
+) -> None:
+    manifest = _invariant(store.artefact(store.get_model(f"tiny:{versions[0]}")).manifest, True)
+    chosen = ServingSettings(threads=1, parallel_sessions=2, batch_max_rows=8, batch_wait_ms=0.5)
+    stored = _with_stage(manifest, chosen)
+    assert repository.serving_settings(stored, SETTINGS) == chosen
+    overrides = SETTINGS.model_copy(update={"parallel_sessions": 3, "batch_wait_ms": 0.0})
+    assert repository.serving_settings(stored, overrides) == ServingSettings(1, 3, 8, 0.0)
+    # Batching stays off for a variant whose answers change in a batch, whatever is set.
+    varying = _with_stage(_invariant(manifest, False), chosen)
+    batching = SETTINGS.model_copy(update={"batch_max_rows": 64})
+    assert repository.serving_settings(varying, batching).batch_max_rows == 1
+
+
+def test_without_a_serving_stage_for_the_stored_variant_the_unmeasured_defaults_apply(
+    versions: list[str],
+) -> None:
+    manifest = store.artefact(store.get_model(f"tiny:{versions[0]}")).manifest
+    assert manifest.serving is None  # built without the stage
+    for invariant, expected in ((True, ServingSettings(2, 1, 32)), (False, ServingSettings(2, 2))):
+        plain = _invariant(manifest, invariant)
+        assert repository.serving_settings(plain, SETTINGS) == expected
+        # Settings chosen for another variant (the winner was replaced after the stage) are not used.
+        elsewhere = _with_stage(plain, ServingSettings(1, 2, 8), variant_id="another")
+        assert repository.serving_settings(elsewhere, SETTINGS) == expected
+
+
+def test_a_loaded_version_runs_with_its_resolved_serving_settings(openvino_version: str) -> None:
+    overrides = SETTINGS.model_copy(update={"threads": 1, "parallel_sessions": 2, "batch_max_rows": 4})
+    served = repository.load(f"tiny:{openvino_version}", overrides)
+    assert served.session.serving == ServingSettings(1, 2, 4)
+    assert served.session.batcher is not None and len(served.session.batcher._threads) == 2

@@ -79,6 +79,21 @@ def test_runs_from_several_threads_each_get_their_own_answer(bucketed: OpenVinoS
         np.testing.assert_array_equal(one, other)
 
 
+def test_streams_let_runs_from_several_threads_proceed_side_by_side(masked_onnx: Path) -> None:
+    # With one stream OpenVINO queues runs from several threads behind each other; two one-thread
+    # streams (the serving setting parallel_sessions=2) run two at once. Timing is left to benchmarks.
+    session = OpenVinoSession(masked_onnx, threads=1, settings=BUCKETS, streams=2)
+    compiled = [session._compiled, *session._static.values()]
+    assert {int(c.get_property("NUM_STREAMS")) for c in compiled} == {min(2, os.cpu_count() or 1)}
+    assert {c.get_property("INFERENCE_NUM_THREADS") for c in compiled} == {2}
+    rows = [_feeds(1, 3 + i, seed=i) for i in range(8)] * 4
+    with ThreadPoolExecutor(4) as callers:
+        together = list(callers.map(lambda row: session.run(row)[0], rows))
+    alone = OpenVinoSession(masked_onnx)
+    for row, answer in zip(rows, together, strict=True):
+        np.testing.assert_allclose(answer, alone.run(row)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_the_settings_keep_the_buckets_for_the_manifest(bucketed: OpenVinoSession) -> None:
     assert bucketed.settings == {"INFERENCE_PRECISION_HINT": "f32", "sequence_buckets": "4,8,16"}
     assert bucketed.buckets == (4, 8, 16)

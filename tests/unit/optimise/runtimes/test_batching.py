@@ -10,12 +10,12 @@ import gc
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from service.batching import RowBatcher
+from optimise.runtimes.batching import RowBatcher
 
 SEQUENCE = ("input_ids", "attention_mask")
 
@@ -150,21 +150,72 @@ def test_a_lone_request_runs_at_once_and_a_wait_gathers_requests_that_arrive_in_
     assert waited == [3] and time.perf_counter() - start < 5
 
 
-def test_a_dropped_batcher_ends_its_thread_and_a_closed_one_refuses_work() -> None:
-    batcher = RowBatcher(masked_model, SEQUENCE)
+def test_a_dropped_batcher_ends_its_threads_and_a_closed_one_refuses_work() -> None:
+    batcher = RowBatcher(masked_model, SEQUENCE, runners=2)
     batcher.run(text_rows([3]))
-    thread = batcher._thread
+    threads = batcher._threads
     del batcher
     gc.collect()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
     closed = RowBatcher(masked_model, SEQUENCE)
     closed.close()
     with pytest.raises(RuntimeError, match="closed"):
         closed.submit(text_rows([3]))
 
 
-@pytest.mark.parametrize(("rows", "wait"), [(0, 0.0), (4, -1.0)])
-def test_bad_settings_are_refused(rows: int, wait: float) -> None:
+def test_two_runners_run_two_batches_at_once() -> None:
+    first_inside = threading.Event()
+    both_inside = threading.Barrier(2, timeout=10)  # broken (an error) unless two runs overlap
+
+    def meeting_model(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        first_inside.set()
+        both_inside.wait()
+        return masked_model(feeds)
+
+    batcher = RowBatcher(meeting_model, SEQUENCE, max_rows=8, runners=2)
+    requests = [text_rows([4]), text_rows([4], start=3)]
+    futures = [batcher.submit(requests[0])]
+    assert first_inside.wait(10)  # the first batch runs (and waits): the second runner takes the next
+    futures.append(batcher.submit(requests[1]))
+    _assert_alone_answers(futures, requests)
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.002])
+def test_many_runners_under_many_callers_give_every_request_its_own_answer(wait: float) -> None:
+    # With a wait, runners race each other for the queue with timed reads.
+    def slow_model(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        time.sleep(0.001)  # as a runtime does: the GIL is free while it runs, requests pile up
+        return masked_model(feeds)
+
+    seen: list[int] = []
+    batcher = RowBatcher(slow_model, SEQUENCE, max_rows=4, max_wait_s=wait, runners=3, on_batch=seen.append)
+    generator = np.random.default_rng(2)
+    requests = [text_rows([int(n)], start=i) for i, n in enumerate(generator.integers(2, 8, size=400))]
+    done = threading.Event()
+
+    def hold_the_gil() -> None:  # as request threads do in a server: runners wait for the GIL
+        while not done.is_set():
+            sum(range(10_000))
+
+    spinners = [threading.Thread(target=hold_the_gil) for _ in range(2)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        with ThreadPoolExecutor(32) as callers:
+            calls = [callers.submit(lambda r: batcher.submit(r).result(timeout=30), r) for r in requests]
+            answers = [call.result(timeout=60) for call in calls]
+    finally:
+        done.set()
+    for answer, request in zip(answers, requests, strict=True):
+        for got, expected in zip(answer, masked_model(request), strict=True):
+            np.testing.assert_array_equal(got, expected)
+    assert sum(seen) == 400 and max(seen) <= 4
+    batcher.close()
+
+
+@pytest.mark.parametrize(("rows", "wait", "runners"), [(0, 0.0, 1), (4, -1.0, 1), (4, 0.0, 0)])
+def test_bad_settings_are_refused(rows: int, wait: float, runners: int) -> None:
     with pytest.raises(ValueError):
-        RowBatcher(masked_model, SEQUENCE, max_rows=rows, max_wait_s=wait)
+        RowBatcher(masked_model, SEQUENCE, max_rows=rows, max_wait_s=wait, runners=runners)

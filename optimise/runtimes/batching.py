@@ -5,10 +5,11 @@ padded batch), so merging changes no answer. On the 2-core CPU profile one 20-to
 per call of the OpenVINO int8 variant gives ~400 rows/s however many threads call it, while
 32 rows per call give ~1,800 rows/s (`benchmarks/serving_bench.py` measures it end to end).
 
-One thread runs the batches. It takes the first waiting request, then every request that queued
-behind it, up to `max_rows` rows, waiting at most `max_wait_s` for more (0: no wait at all, the
-batch is what queued while the previous one ran). So a lone request runs at once, and under load
-batches grow with the queue: adaptive, with a bounded wait.
+A thread runs the batches (`runners` threads: as many batches side by side). It takes the first
+waiting request, then every request that queued behind it, up to `max_rows` rows, waiting at most
+`max_wait_s` for more (0: no wait at all, the batch is what queued while the previous one ran). So
+a lone request runs at once, and under load batches grow with the queue: adaptive, with a bounded
+wait.
 
 Requests merge when their inputs agree in names, dtypes and every axis but the first; inputs
 with a sequence axis (models with an `attention_mask`) are padded with zeros to the longest
@@ -51,7 +52,8 @@ class RowBatcher:
     then merge only at equal shapes). `on_batch(rows)` is told the rows of every merged call.
     `run_under_load` runs merged batches and requests that others wait behind (default: `run`): on
     a small CPU a one-thread session there leaves a core to the requests' own Python work.
-    Raises ValueError for `max_rows` < 1 or a negative `max_wait_s`."""
+    `runners`: threads that gather and run batches, so that many batches run at once.
+    Raises ValueError for `max_rows` or `runners` < 1, or a negative `max_wait_s`."""
 
     def __init__(
         self,
@@ -61,9 +63,12 @@ class RowBatcher:
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         run_under_load: Run | None = None,
+        runners: int = 1,
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        if runners < 1:
+            raise ValueError(f"runners must be at least 1, got {runners}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
         self._run_alone_fn = run
@@ -72,16 +77,27 @@ class RowBatcher:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: with two runners and a batch wait, a runner's timed
+        # SimpleQueue.get racing the other runner's get was seen blocked for minutes past its
+        # deadline (py-spy: inside PyThread_acquire_lock_timed; Python 3.11), every caller waiting.
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._held: deque[_Pending] = deque()  # taken from the queue, left for a later batch
+        self._gathering = threading.Lock()  # one runner at a time takes requests for its batch
         self._closed = False
-        # The thread holds the batcher only weakly: a model version that is swapped out and dropped
-        # takes its batcher (and its session) with it, and the thread ends.
-        self._thread = threading.Thread(
-            target=RowBatcher._serve, args=(weakref.ref(self), self._queue), name="row-batcher", daemon=True
-        )
-        self._thread.start()
-        weakref.finalize(self, self._queue.put, None)
+        # The threads hold the batcher only weakly: a model version that is swapped out and dropped
+        # takes its batcher (and its session) with it, and the threads end.
+        self._threads = [
+            threading.Thread(
+                target=RowBatcher._serve,
+                args=(weakref.ref(self), self._queue),
+                name="row-batcher",
+                daemon=True,
+            )
+            for _ in range(runners)
+        ]
+        for thread in self._threads:
+            thread.start()
+        weakref.finalize(self, _stop, self._queue, runners)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs for `feeds` ([rows, ...] each), as `run` alone would give them."""
@@ -97,8 +113,9 @@ class RowBatcher:
     def close(self) -> None:
         """Stop after the requests already submitted; later submits raise RuntimeError."""
         self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        _stop(self._queue, len(self._threads))
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     # -- the batching thread ----------------------------------------------------------------
     def _pending(self, feeds: dict[str, np.ndarray]) -> _Pending:
@@ -112,20 +129,28 @@ class RowBatcher:
         return _Pending(feeds, rows, length, key)
 
     @staticmethod
-    def _serve(
-        batcher_ref: weakref.ReferenceType[RowBatcher], waiting: queue.SimpleQueue[_Pending | None]
-    ) -> None:
+    def _serve(batcher_ref: weakref.ReferenceType[RowBatcher], waiting: queue.Queue[_Pending | None]) -> None:
         while True:
             first = waiting.get()
             batcher = batcher_ref()
             if first is None or batcher is None:
                 return
-            batcher._run_batch(batcher._gather(first))
-            while batcher._held:  # requests taken from the queue but left for a later batch
-                batcher._run_batch(batcher._gather(batcher._held.popleft()))
-            del batcher  # only the weak reference while waiting
+            batch: list[_Pending] | None = batcher._gather(first)
+            while batch:
+                batcher._run_batch(batch)
+                batch = batcher._gather_held()  # requests taken from the queue but left for later
+            del batcher, batch  # only the weak reference while waiting
+
+    def _gather_held(self) -> list[_Pending] | None:
+        with self._gathering:
+            first = self._held.popleft() if self._held else None
+            return self._gather_locked(first) if first is not None else None
 
     def _gather(self, first: _Pending) -> list[_Pending]:
+        with self._gathering:
+            return self._gather_locked(first)
+
+    def _gather_locked(self, first: _Pending) -> list[_Pending]:
         """`first` and the requests that can join it: those held back earlier first, then the queue."""
         batch, rows = [first], first.rows
         earlier = list(self._held)
@@ -222,6 +247,11 @@ class RowBatcher:
         if width is None or pending.length is None or output.ndim < 3 or output.shape[1] != width:
             return output
         return np.ascontiguousarray(output[:, : pending.length])
+
+
+def _stop(waiting: queue.Queue[_Pending | None], runners: int) -> None:
+    for _ in range(runners):  # each runner takes one and ends
+        waiting.put(None)
 
 
 def _similar_lengths(first: _Pending, other: _Pending) -> bool:

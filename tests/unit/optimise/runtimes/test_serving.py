@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from tiny_models import export_masked_mean_pooling
 
 from optimise.runtimes.openvino_session import OpenVinoSession
 from optimise.runtimes.ort_session import OnnxSession
-from service.sessions import ServingSession
+from optimise.runtimes.serving import FifoSlots, ServingSession
+from optimise.types import ServingSettings
 
 
 @pytest.fixture
@@ -25,14 +27,48 @@ def _expected(model: Path, rows: list[dict[str, np.ndarray]]) -> list[np.ndarray
     return [single.run(row)[0] for row in rows]
 
 
-def test_one_thread_build_has_a_single_session(tiny_onnx: Path) -> None:
-    assert not ServingSession(tiny_onnx, 1, ("CPUExecutionProvider",)).parallel
+CPU = ("CPUExecutionProvider",)
+
+
+def serving(model: Path, threads: int, parallel: int = 2, **batching: float) -> ServingSession:
+    return ServingSession.for_file(model, CPU, serving=ServingSettings(threads, parallel, **batching))  # type: ignore[arg-type]
+
+
+def test_one_thread_one_run_at_a_time_is_a_single_session(tiny_onnx: Path) -> None:
+    session = serving(tiny_onnx, 1, 1)
+    assert not session.parallel and session._single_thread is None
+    assert serving(tiny_onnx, 2, 1)._single_thread is None  # no run overlaps another: no one-thread twin
+
+
+def test_no_more_runs_than_parallel_sessions_are_in_flight(
+    tiny_onnx: Path, rows: list[dict[str, np.ndarray]]
+) -> None:
+    session = serving(tiny_onnx, 1, 2)
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    run = session.main.run
+
+    def counted(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)
+        try:
+            return run(feeds)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    session.main.run = counted  # type: ignore[method-assign]
+    with ThreadPoolExecutor(8) as callers:
+        list(callers.map(session.run, rows * 4))
+    assert most[0] == 2
 
 
 def test_overlapping_runs_all_answer_their_own_rows(
     tiny_onnx: Path, rows: list[dict[str, np.ndarray]]
 ) -> None:
-    session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
+    session = serving(tiny_onnx, 2, 6)
     assert session.parallel
     with ThreadPoolExecutor(6) as callers:
         answers = list(callers.map(lambda row: session.run(row)[0], rows * 20))
@@ -43,7 +79,7 @@ def test_overlapping_runs_all_answer_their_own_rows(
 def test_a_request_does_not_wait_for_the_busy_multi_thread_session(
     tiny_onnx: Path, rows: list[dict[str, np.ndarray]]
 ) -> None:
-    session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
+    session = serving(tiny_onnx, 2)
     with session._multi_thread_free:  # another request holds it
         done = threading.Event()
 
@@ -58,7 +94,7 @@ def test_a_request_does_not_wait_for_the_busy_multi_thread_session(
 
 
 def test_run_many_keeps_the_order_of_its_runs(tiny_onnx: Path, rows: list[dict[str, np.ndarray]]) -> None:
-    session = ServingSession(tiny_onnx, 2, ("CPUExecutionProvider",))
+    session = serving(tiny_onnx, 2)
     answers = [outputs[0] for outputs in session.run_many(rows)]
     for answer, expected in zip(answers, _expected(tiny_onnx, rows), strict=True):
         np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
@@ -67,7 +103,9 @@ def test_run_many_keeps_the_order_of_its_runs(tiny_onnx: Path, rows: list[dict[s
 
 def test_a_bucketed_openvino_session_and_its_twin_answer_alike(tmp_path: Path) -> None:
     model = export_masked_mean_pooling(tmp_path / "masked.onnx")
-    session = ServingSession(model, 2, ("CPUExecutionProvider",), "openvino", {"sequence_buckets": "4,8"})
+    session = ServingSession.for_file(
+        model, CPU, "openvino", {"sequence_buckets": "4,8"}, ServingSettings(threads=2, parallel_sessions=2)
+    )
     main, twin = session.main, session._single_thread
     assert isinstance(main, OpenVinoSession) and isinstance(twin, OpenVinoSession)
     assert main.buckets == twin.buckets == (4, 8)  # both run what the build measured
@@ -78,7 +116,8 @@ def test_a_bucketed_openvino_session_and_its_twin_answer_alike(tmp_path: Path) -
 def test_a_batching_session_merges_concurrent_runs_and_answers_as_runs_alone(tmp_path: Path) -> None:
     model = export_masked_mean_pooling(tmp_path / "masked.onnx")
     batches: list[int] = []
-    session = ServingSession(model, 2, ("CPUExecutionProvider",), batch_max_rows=16, on_batch=batches.append)
+    settings = ServingSettings(threads=2, parallel_sessions=2, batch_max_rows=16)
+    session = ServingSession.for_file(model, CPU, serving=settings, on_batch=batches.append)
     assert session.batcher is not None and session._single_thread is not None  # merged batches run there
     assert session.batcher.sequence_inputs == ("input_ids", "attention_mask")
     generator = np.random.default_rng(1)
@@ -101,3 +140,27 @@ def test_a_batching_session_merges_concurrent_runs_and_answers_as_runs_alone(tmp
     many = session.run_many(rows[:5])
     for row, answer in zip(rows[:5], many, strict=True):
         np.testing.assert_allclose(answer[1], alone.run(row)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_fifo_slots_hand_a_released_slot_to_the_oldest_waiter() -> None:
+    slots = FifoSlots(1)
+    order: list[int] = []
+    waiters = []
+    with slots:
+        for number in range(5):
+
+            def wait_for_a_slot(number: int = number) -> None:
+                with slots:
+                    order.append(number)
+
+            waiter = threading.Thread(target=wait_for_a_slot)
+            waiter.start()
+            waiters.append(waiter)
+            deadline = time.monotonic() + 10
+            while len(slots._waiters) < number + 1 and time.monotonic() < deadline:
+                time.sleep(0.001)  # queued before the next one asks
+    for waiter in waiters:
+        waiter.join(timeout=10)
+    assert order == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        FifoSlots(0)

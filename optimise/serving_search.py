@@ -1,0 +1,284 @@
+"""The build's last stage: serving settings, measured under concurrent load.
+
+The variant search ranks candidates by batch-1 latency; a service under load is limited by how
+many requests per second it answers within a latency bound. For the finalists (the selected
+variant and the next-fastest feasible one) this stage runs `concurrency` closed-loop clients, each
+sending one-row requests back to back (the rows of the evaluation set, text cut to its own length),
+through the `ServingSession` the service serves with, across serving settings: intra-op threads,
+parallel sessions, and for batch-invariant variants the batch size and wait. The winner for each
+variant is the setting with the most requests/s whose p99 stays within the bound (settings within
+`TIE_SHARE` of the most count as equal: the lower p99 wins); with none inside the bound, the lowest
+p99. Everything runs in this process: no server, no network.
+
+The grid is searched in two steps to keep the stage short: threads x parallel sessions without
+batching, then, at the best thread count, parallel sessions x batch rows x wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from optimise.runtimes import ATTENTION_MASK, InferenceSession, open_session
+from optimise.runtimes.serving import ServingSession
+from optimise.select import Selection
+from optimise.types import Batch, HardwareProfile, ServingChoice, ServingSettings, ServingTrial, Variant
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 32
+DEFAULT_P99_MS = 100.0
+DEFAULT_SECONDS = 1.0
+WARM_UP_S = 0.2  # of each trial, not counted: first runs of a new session and thread start-up
+MAX_REQUESTS = 64  # distinct request rows the clients cycle through
+BATCH_ROWS = (8, 32)
+BATCH_WAITS_MS = (0.0, 2.0)
+TIE_SHARE = 0.03
+"""Settings within this share of the most requests/s count as equally fast (run-to-run noise here
+is about that size); among them the lowest p99 wins."""
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """What the serving stage aims at. Raises ValueError for values out of range."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    """Closed-loop clients, each with one request in flight."""
+    p99_bound_ms: float | None = DEFAULT_P99_MS
+    """Settings whose p99 latency exceeds this are not chosen while any other stays within it."""
+    seconds: float = DEFAULT_SECONDS
+    """Measured seconds per setting (after `WARM_UP_S`)."""
+    finalists: int = 2
+    """Variants measured: the selected one and the next-fastest feasible ones."""
+    select_variant: bool = False
+    """Store the finalist that serves the most requests/s within the bound, not the batch-1 winner."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"the serving concurrency must be at least 1, got {self.concurrency}")
+        if self.p99_bound_ms is not None and self.p99_bound_ms <= 0:
+            raise ValueError(f"the serving p99 bound must be positive, got {self.p99_bound_ms} ms")
+        if self.seconds <= 0:
+            raise ValueError(f"the seconds per serving setting must be positive, got {self.seconds}")
+        if self.finalists < 1:
+            raise ValueError(f"at least one serving finalist is needed, got {self.finalists}")
+
+
+def request_rows(inputs: Batch, limit: int = MAX_REQUESTS) -> list[Batch]:
+    """One single-row request per row of `inputs` (at most `limit`): what a client sends. Rows of a
+    text model (with an `attention_mask`) are cut to their own length, as the service tokenises a
+    request. Raises ValueError for an empty batch."""
+    rows = len(next(iter(inputs.values()), ()))
+    if rows == 0:
+        raise ValueError("no inputs to send as requests")
+    mask = inputs.get(ATTENTION_MASK)
+    padded = {n for n, a in inputs.items() if mask is not None and a.ndim == 2 and a.shape == mask.shape}
+    requests = []
+    for index in range(min(rows, limit)):
+        length = _length(mask[index]) if mask is not None and padded else None
+        requests.append(
+            {
+                n: a[index : index + 1, :length] if n in padded else a[index : index + 1]
+                for n, a in inputs.items()
+            }
+        )
+    return requests
+
+
+def _length(mask_row: np.ndarray) -> int:
+    """A row's own length: up to its last real token (at least one)."""
+    real = np.flatnonzero(mask_row)
+    return int(real[-1]) + 1 if len(real) else 1
+
+
+def serving_stage(
+    selection: Selection,
+    variants: Sequence[Variant],
+    inputs: Batch,
+    profile: HardwareProfile,
+    target: ServingTarget,
+) -> tuple[Variant, ServingChoice]:
+    """Measure the finalists' serving settings; returns the variant to store (the selected one, or
+    with `target.select_variant` the one serving the most requests/s within the bound) and its choice."""
+    requests = request_rows(inputs)
+    finalists = _finalists(selection, variants, target.finalists)
+    trials: list[ServingTrial] = []
+    for variant in finalists:
+        trials += search_variant(variant, profile, requests, target)
+    best = {v.id: choose(trials_of(trials, v.id), target)[0] for v in finalists}
+    stored = selection.winner
+    if target.select_variant:
+        stored = max(finalists, key=lambda v: (_within(best[v.id], target), best[v.id].requests_per_s))
+    winning, reason = choose(trials_of(trials, stored.id), target)
+    choice = ServingChoice(
+        variant_id=stored.id,
+        settings=winning.settings,
+        concurrency=target.concurrency,
+        p99_bound_ms=target.p99_bound_ms,
+        seconds_per_trial=target.seconds,
+        reason=reason,
+        trials=tuple(trials),
+    )
+    return stored, choice
+
+
+def trials_of(trials: Sequence[ServingTrial], variant_id: str) -> list[ServingTrial]:
+    return [t for t in trials if t.variant_id == variant_id]
+
+
+def _finalists(selection: Selection, variants: Sequence[Variant], count: int) -> list[Variant]:
+    feasible = [
+        v
+        for v in variants
+        if v.id != selection.winner.id and v.metrics is not None and _feasible(selection, v.id)
+    ]
+    feasible.sort(key=lambda v: v.metrics.latency_p50_ms if v.metrics else float("inf"))
+    return [selection.winner, *feasible[: count - 1]]
+
+
+def _feasible(selection: Selection, variant_id: str) -> bool:
+    verdict = selection.verdicts.get(variant_id)
+    return verdict is not None and verdict.feasible
+
+
+def search_variant(
+    variant: Variant, profile: HardwareProfile, requests: Sequence[Batch], target: ServingTarget
+) -> list[ServingTrial]:
+    """The two-step grid (see the module docstring) for one variant, every trial in order."""
+    opened = _session_cache(variant, profile.execution_providers)
+    counts = sorted({1, max(1, profile.intra_op_threads)})
+
+    def trial(settings: ServingSettings) -> ServingTrial:
+        result = measure(variant.id, opened, settings, requests, target)
+        logger.info(
+            "serving %s with %s: %.0f req/s, p99 %.1f ms",
+            variant.id,
+            settings.describe(),
+            result.requests_per_s,
+            result.latency_p99_ms,
+        )
+        return result
+
+    trials = [trial(ServingSettings(threads, parallel)) for threads in counts for parallel in counts]
+    if variant.batch_invariant:
+        threads = choose(trials, target)[0].settings.threads
+        trials += [
+            trial(ServingSettings(threads, parallel, rows, wait))
+            for parallel in counts
+            for rows in BATCH_ROWS
+            for wait in BATCH_WAITS_MS
+        ]
+    return trials
+
+
+def _session_cache(variant: Variant, providers: Sequence[str]) -> Callable[[int, int], InferenceSession]:
+    """Sessions by (threads, streams), opened once for all the variant's trials."""
+
+    @cache
+    def opened(threads: int, streams: int) -> InferenceSession:
+        return open_session(
+            variant.runtime,
+            Path(variant.artefact),
+            threads,
+            providers,
+            dict(variant.runtime_settings),
+            streams,
+        )
+
+    return opened
+
+
+def measure(
+    variant_id: str,
+    opened: Callable[[int, int], InferenceSession],
+    settings: ServingSettings,
+    requests: Sequence[Batch],
+    target: ServingTarget,
+) -> ServingTrial:
+    """`target.concurrency` clients on one `ServingSession` with `settings` for `WARM_UP_S` +
+    `target.seconds`; latency is from a request's call to its answer, in the calling thread."""
+    session = ServingSession(opened, settings)
+    try:
+        latencies, in_window, errors = _closed_loop(session.run, requests, target.concurrency, target.seconds)
+    finally:
+        session.close()
+    if not latencies:
+        return ServingTrial(variant_id, settings, 0.0, 0.0, 0.0, errors)  # never chosen: no answers
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
+    return ServingTrial(variant_id, settings, in_window / target.seconds, float(p50), float(p99), errors)
+
+
+def _closed_loop(
+    run: Callable[[Batch], object], requests: Sequence[Batch], concurrency: int, seconds: float
+) -> tuple[list[float], int, int]:
+    """Latencies (s) of the requests answered from the end of the warm-up on (also those answered
+    after the window: a request starved through the whole window still counts, with its whole wait),
+    how many were answered inside the window, and the calls that raised."""
+    window: list[float] = []
+    start = threading.Barrier(concurrency + 1)
+    calls: list[list[tuple[float, float]]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+
+    def client(number: int) -> None:
+        mine, index = calls[number], number
+        start.wait()
+        end = window[1]
+        while (began := time.perf_counter()) < end:
+            try:
+                run(requests[index % len(requests)])
+            except Exception:
+                errors[number] += 1
+            mine.append((began, time.perf_counter()))
+            index += concurrency
+
+    clients = [threading.Thread(target=client, args=(n,), name="serving-client") for n in range(concurrency)]
+    for thread in clients:
+        thread.start()
+    now = time.perf_counter()
+    window[:] = [now + WARM_UP_S, now + WARM_UP_S + seconds]
+    start.wait()
+    for thread in clients:
+        thread.join()
+    counted_from, end = window
+    answered = [(began, done) for mine in calls for began, done in mine if done >= counted_from]
+    return (
+        [done - began for began, done in answered],
+        sum(1 for _, done in answered if done <= end),
+        sum(errors),
+    )
+
+
+def choose(trials: Sequence[ServingTrial], target: ServingTarget) -> tuple[ServingTrial, str]:
+    """The winning trial and one sentence on why (see the module docstring). Raises ValueError when
+    every trial had errors."""
+    working = [t for t in trials if t.errors == 0 and t.requests_per_s > 0]
+    if not working:
+        raise ValueError("every serving setting failed under load")
+    bound = target.p99_bound_ms
+    within = [t for t in working if _within(t, target)]
+    at = f"at concurrency {target.concurrency}"
+    if not within:
+        best = min(working, key=lambda t: t.latency_p99_ms)
+        return best, (
+            f"no setting kept p99 within {bound:g} ms {at}; the lowest p99: "
+            f"{best.latency_p99_ms:.1f} ms at {best.requests_per_s:,.0f} req/s"
+        )
+    most = max(t.requests_per_s for t in within)
+    tied = [t for t in within if t.requests_per_s >= most * (1 - TIE_SHARE)]
+    best = min(tied, key=lambda t: t.latency_p99_ms)
+    limit = f" with p99 <= {bound:g} ms" if bound is not None else ""
+    sentence = f"most requests/s {at}{limit}: {best.requests_per_s:,.0f}/s, p99 {best.latency_p99_ms:.1f} ms"
+    if len(tied) > 1:
+        sentence += f" (lowest p99 of {len(tied)} within {TIE_SHARE:.0%} of the most)"
+    return best, sentence
+
+
+def _within(trial: ServingTrial, target: ServingTarget) -> bool:
+    return target.p99_bound_ms is None or trial.latency_p99_ms <= target.p99_bound_ms
