@@ -14,10 +14,11 @@ carried from an earlier phase):
   code), and the server's RSS (all its processes) before, at its peak and after.
 The raw session runs in this process at c=1, back to back and with 3 ms of idle before each call
 (as a server's model call sees), and as 32-row calls (what cross-request batching can reach).
-Every server runs with the serving settings the build's serving stage chose and stored, except two
-native /embed phases: batching off (LEANSERVE_BATCH_MAX_ROWS=1), and the settings a build without
-the stage serves with (`service.repository.unmeasured_settings`), which confirms the stage's choice
-through the real server. Native /embed also runs once at a concurrency
+Every server runs with the serving settings the build's serving stage chose and stored, except
+native /embed phases that confirm (or refute) the choice through the real server: batching off
+(LEANSERVE_BATCH_MAX_ROWS=1), the settings a build without the stage serves with
+(`service.repository.unmeasured_settings`), and the choice with every core given to parallel runs
+(what the stage's `request_cores` leaves out), each where it differs from the choice. Native /embed also runs once at a concurrency
 past LEANSERVE_MAX_INFLIGHT_REQUESTS, where the excess must be shed with 503. Not a test:
 nothing is asserted.
 
@@ -335,11 +336,8 @@ def phases(artefact: StoredArtefact, load_text: str) -> list[Phase]:
     import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton_http
 
-    from service.repository import unmeasured_settings
-
     raw = raw_session(artefact)
     native, oip_json, message = bodies(load_text)
-    unmeasured = unmeasured_settings(artefact.manifest.selected)  # what a build without the stage serves with
 
     def host(s: Any) -> str:
         return str(s.http).removeprefix("http://")
@@ -369,13 +367,16 @@ def phases(artefact: StoredArtefact, load_text: str) -> list[Phase]:
             "rest",
             env={"LEANSERVE_BATCH_MAX_ROWS": "1"},
         ),
-        Phase(
-            f"leanserve native REST /embed, {unmeasured.describe()} (not the serving stage's choice)",
-            "leanserve",
-            lambda s: rest(s.http),
-            wrk("/embed", native),
-            "rest",
-            env=serving_env(unmeasured),
+        *(
+            Phase(
+                f"leanserve native REST /embed, {settings.describe()} ({why})",
+                "leanserve",
+                lambda s: rest(s.http),
+                wrk("/embed", native),
+                "rest",
+                env=serving_env(settings),
+            )
+            for settings, why in alternatives(artefact)
         ),
         Phase(
             "leanserve OIP v2 REST",
@@ -393,6 +394,25 @@ def phases(artefact: StoredArtefact, load_text: str) -> list[Phase]:
         ),
         Phase("baseline BentoML + PyTorch /embed", "baseline", lambda s: rest(s.http), wrk("/embed", native)),
     ]
+
+
+def alternatives(artefact: StoredArtefact) -> list[tuple[ServingSettings, str]]:
+    """Serving settings to run /embed with besides the build's choice, each with why: the defaults of
+    a build without the serving stage, and the choice with every core given to parallel runs (what
+    the stage's `request_cores` leaves out). Those equal to the choice are left out."""
+    from dataclasses import replace
+
+    from service.repository import unmeasured_settings
+
+    manifest = artefact.manifest
+    chosen = manifest.serving.settings if manifest.serving else None
+    cores = manifest.profile.intra_op_threads
+    candidates = [(unmeasured_settings(manifest.selected), "a build without the serving stage")]
+    if chosen is not None and chosen.parallel_sessions < cores:
+        candidates.append(
+            (replace(chosen, parallel_sessions=cores), "the choice with every core for parallel runs")
+        )
+    return [(settings, why) for settings, why in candidates if settings != chosen]
 
 
 def serving_env(settings: ServingSettings) -> dict[str, str]:

@@ -198,5 +198,7 @@ def _with_metrics(candidate: Candidate, timing: Timing) -> Variant:
         latency_p50_spread_ms=timing.latency_p50_spread_ms,
         latency_p50_rounds_ms=timing.latency_p50_rounds_ms,
         recall_at_10=candidate.quality.recall_at_10,
+        length_cosine_min=candidate.quality.length_minimum,
+        length_cosine_min_at=candidate.quality.length_minimum_at,
     )
     return replace(candidate.variant, metrics=metrics)

@@ -21,7 +21,13 @@ from optimise.cache import cache_root
 from optimise.console import console, fail
 from optimise.errors import OptimiseError
 from optimise.models_cli import models_app, promote_version
-from optimise.serving_search import DEFAULT_CONCURRENCY, DEFAULT_P99_MS, DEFAULT_SECONDS, ServingTarget
+from optimise.serving_search import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_P99_MS,
+    DEFAULT_REQUEST_CPU_MS,
+    DEFAULT_SECONDS,
+    ServingTarget,
+)
 from optimise.types import Constraints
 
 # BentoML reports usage by default; a build step has no business phoning home.
@@ -129,6 +135,19 @@ def optimise(
             help="serving stage: p99 latency bound, in ms, of the settings it may choose", min=0.001
         ),
     ] = DEFAULT_P99_MS,
+    serve_request_cores: Annotated[
+        int,
+        typer.Option(
+            help="serving stage: cores left to the request path when batching; parallel batches use the rest",
+            min=0,
+        ),
+    ] = 1,
+    serve_request_cpu_ms: Annotated[
+        float,
+        typer.Option(
+            help="serving stage: the server's own CPU work per request outside the model, in ms", min=0
+        ),
+    ] = DEFAULT_REQUEST_CPU_MS,
     serve_seconds: Annotated[
         float, typer.Option(help="serving stage: seconds of load per setting", min=0.05)
     ] = DEFAULT_SECONDS,
@@ -167,6 +186,8 @@ def optimise(
                 serve_concurrency,
                 serve_p99_ms,
                 serve_seconds,
+                request_cores=serve_request_cores,
+                request_cpu_ms=serve_request_cpu_ms,
                 select_variant=select_by is SelectBy.THROUGHPUT,
             )
             if serve_concurrency > 0

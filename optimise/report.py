@@ -20,7 +20,10 @@ def _quality_text(variant: Variant) -> str:
     assert m is not None
     if m.quality_metric is QualityMetric.ACCURACY:
         return f"{m.quality * 100:.2f} %"
-    return f"{m.quality:.4f} (min {m.quality_min:.4f})"
+    text = f"{m.quality:.4f} (min {m.quality_min:.4f}"
+    if m.length_cosine_min is not None:
+        text += f"; {m.length_cosine_min:.4f} at {m.length_cosine_min_at} tokens, the weakest length"
+    return text + ")"
 
 
 def candidate_rows(result: BuildResult) -> list[list[str]]:
@@ -177,7 +180,13 @@ def serving_rows(result: BuildResult) -> list[list[str]]:
 
 
 def _target_of(choice: ServingChoice) -> ServingTarget:
-    return ServingTarget(choice.concurrency, choice.p99_bound_ms, choice.seconds_per_trial)
+    return ServingTarget(
+        choice.concurrency,
+        choice.p99_bound_ms,
+        choice.seconds_per_trial,
+        request_cores=choice.request_cores,
+        request_cpu_ms=choice.request_cpu_ms,
+    )
 
 
 def _serving_section(result: BuildResult) -> list[str]:
@@ -189,7 +198,9 @@ def _serving_section(result: BuildResult) -> list[str]:
         "## Serving settings",
         "",
         f"Each row: {choice.concurrency} clients in this process sending one-row requests back to back "
-        f"for {choice.seconds_per_trial:g} s through the session the service runs ({bound}). Chosen for "
+        f"for {choice.seconds_per_trial:g} s through the session the service runs, each with "
+        f"{choice.request_cpu_ms:g} ms of the server's own Python work around its call; batches in parallel "
+        f"up to the threads less {choice.request_cores} core(s) left to the request path ({bound}). Chosen for "
         f"{choice.variant_id}: {choice.settings.describe()}, {choice.reason}.",
         "",
         "| " + " | ".join(SERVING_HEADERS) + " |",

@@ -22,17 +22,19 @@ from optimise.errors import ConfigError, OptimiseError, PassFailed, one_line
 from optimise.evaluate import (
     Quality,
     batch_invariant,
+    length_probes,
     measure_interleaved,
     predict_rows,
     reference_quality,
     score,
     size_on_disk,
+    unpadded_rows,
 )
 from optimise.pipeline import CandidateBuilder, Recipe
 from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT, RuntimeUnavailable, open_variant
 from optimise.source import ModelBundle
 from optimise.space import BUCKETS_KEY, SearchSpace, reference_recipe, suggest_recipe
-from optimise.types import HardwareProfile, Precision, Variant
+from optimise.types import Batch, HardwareProfile, Precision, Variant
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ class Search:
         self.reference_outputs = reference_outputs
         self.reference = reference_quality(bundle, reference_outputs)
         self.reference_quality = self.reference.value
+        self.length_probes, self.length_reference = _length_reference(bundle)
         self.candidates: dict[str, Candidate] = {}
 
     def run(self, settings: SearchSettings, on_trial: TrialCallback | None = None) -> list[Candidate]:
@@ -170,7 +173,10 @@ class Search:
             variant = candidate.variant
             session = open_variant(variant, self.profile.execution_providers)
             outputs = predict_rows(session, self.bundle.eval_inputs)
-            candidate.quality = score(outputs, self.bundle, self.reference_outputs)
+            probes = None
+            if self.length_probes is not None and self.length_reference is not None:
+                probes = (predict_rows(session, self.length_probes), self.length_reference)
+            candidate.quality = score(outputs, self.bundle, self.reference_outputs, probes)
             candidate.variant = replace(
                 variant, batch_invariant=batch_invariant(session, self.bundle.eval_inputs)
             )
@@ -255,6 +261,19 @@ class Search:
         own = [{**p, "student": "none"} for p in presets]
         with_students = [{k: v for k, v in own[0].items() if k != "prune"} | {"student": s} for s in students]
         return [own[0], *with_students, *own[1:]]
+
+
+def _length_reference(bundle: ModelBundle) -> tuple[Batch | None, np.ndarray | None]:
+    """`length_probes` of the evaluation inputs and FP32's answers on each alone at its own length
+    (as `predict_rows` runs a candidate); (None, None) for labelled data, inputs without a mask, or a
+    first output that is per token (its rows differ in shape, so no cosine per row)."""
+    probes = length_probes(bundle.eval_inputs) if bundle.eval_labels is None else None
+    if probes is None:
+        return None, None
+    answers = [bundle.run_torch(row)[0] for row in unpadded_rows(probes)]
+    if len({a.shape[1:] for a in answers}) > 1:
+        return None, None
+    return probes, np.concatenate(answers)
 
 
 def default_storage(cache_dir: Path) -> str:

@@ -65,8 +65,15 @@ def check(
         drop = reference_quality - metrics.quality
         if drop > constraints.max_accuracy_drop + 1e-12:
             failed.append(f"accuracy drop {drop * 100:.2f} pt > {constraints.max_accuracy_drop * 100:.2f} pt")
-    elif metrics.quality < constraints.min_cosine:
-        failed.append(f"mean cosine {metrics.quality:.4f} < {constraints.min_cosine:.4f}")
+    else:
+        if metrics.quality < constraints.min_cosine:
+            failed.append(f"mean cosine {metrics.quality:.4f} < {constraints.min_cosine:.4f}")
+        weakest = metrics.length_cosine_min
+        if weakest is not None and weakest < constraints.min_length_cosine:
+            failed.append(
+                f"cosine {weakest:.4f} at {metrics.length_cosine_min_at} tokens < "
+                f"{constraints.min_length_cosine:.4f} at any one length"
+            )
     for limit, what in (
         (constraints.max_size_bytes, "size limit"),
         (profile.max_size_bytes, "profile size budget"),

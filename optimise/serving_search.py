@@ -4,14 +4,17 @@ The variant search ranks candidates by batch-1 latency; a service under load is 
 many requests per second it answers within a latency bound. For the finalists (the selected
 variant and the next-fastest feasible one) this stage runs `concurrency` closed-loop clients, each
 sending one-row requests back to back (the rows of the evaluation set, text cut to its own length),
-through the `ServingSession` the service serves with, across serving settings: intra-op threads,
+each doing the service's own per-request work around its call (`request_cpu_ms` of Python: without
+it, settings that give both cores to the model win here and lose in the real server, where the
+request path needs a core too), through the `ServingSession` the service serves with, across serving settings: intra-op threads,
 parallel sessions, and for batch-invariant variants the batch size and wait. The winner for each
 variant is the setting with the most requests/s whose p99 stays within the bound (settings within
 `TIE_SHARE` of the most count as equal: the lower p99 wins); with none inside the bound, the lowest
 p99. Everything runs in this process: no server, no network.
 
-The grid is searched in two steps to keep the stage short: threads x parallel sessions without
-batching, then, at the best thread count, parallel sessions x batch rows x wait.
+The grid is searched in two steps to keep the stage short: threads (1, the profile's) x parallel
+sessions (1, the profile's threads) without batching, then, at the best thread count, parallel
+sessions (1 up to the profile's threads less `request_cores`) x batch rows x wait.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -36,6 +41,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 32
 DEFAULT_P99_MS = 100.0
 DEFAULT_SECONDS = 1.0
+DEFAULT_REQUEST_CPU_MS = 0.5
+"""What the server adds per request on the 2-core CPU profile: 0.3-0.5 ms by protocol, measured by
+`benchmarks/serving_bench.py` ("server adds": its request minus inference histograms)."""
 WARM_UP_S = 0.2  # of each trial, not counted: first runs of a new session and thread start-up
 MAX_REQUESTS = 64  # distinct request rows the clients cycle through
 BATCH_ROWS = (8, 32)
@@ -55,6 +63,17 @@ class ServingTarget:
     """Settings whose p99 latency exceeds this are not chosen while any other stays within it."""
     seconds: float = DEFAULT_SECONDS
     """Measured seconds per setting (after `WARM_UP_S`)."""
+    request_cores: int = 1
+    """Cores left to the request path when batching: merged batches in flight at once
+    (`parallel_sessions`, one thread each) are searched up to the profile's threads less these.
+    Through the real server on 2 cores (wrk, 32 clients), two parallel one-thread batches served
+    732-752 req/s and one 976-1,073 (this stage, in process, ranked them the other way), and merged
+    batches on 2 threads 807 req/s against 992 on one: what the model takes, the request path's
+    Python lacks. Without batching each request pays a whole run, and parallel one-thread runs on
+    every core served more (701 req/s, against 455-469 one at a time): searched up to all cores."""
+    request_cpu_ms: float = DEFAULT_REQUEST_CPU_MS
+    """The service's own CPU work per request outside the model (Python holding the GIL: the front
+    door, parsing, tokenising, encoding the answer), done by each client around its call."""
     finalists: int = 2
     """Variants measured: the selected one and the next-fastest feasible ones."""
     select_variant: bool = False
@@ -65,6 +84,10 @@ class ServingTarget:
             raise ValueError(f"the serving concurrency must be at least 1, got {self.concurrency}")
         if self.p99_bound_ms is not None and self.p99_bound_ms <= 0:
             raise ValueError(f"the serving p99 bound must be positive, got {self.p99_bound_ms} ms")
+        if self.request_cores < 0:
+            raise ValueError(f"the cores left to requests must not be negative, got {self.request_cores}")
+        if self.request_cpu_ms < 0:
+            raise ValueError(f"the per-request CPU time must not be negative, got {self.request_cpu_ms} ms")
         if self.seconds <= 0:
             raise ValueError(f"the seconds per serving setting must be positive, got {self.seconds}")
         if self.finalists < 1:
@@ -125,6 +148,8 @@ def serving_stage(
         seconds_per_trial=target.seconds,
         reason=reason,
         trials=tuple(trials),
+        request_cpu_ms=target.request_cpu_ms,
+        request_cores=target.request_cores,
     )
     return stored, choice
 
@@ -153,7 +178,9 @@ def search_variant(
 ) -> list[ServingTrial]:
     """The two-step grid (see the module docstring) for one variant, every trial in order."""
     opened = _session_cache(variant, profile.execution_providers)
-    counts = sorted({1, max(1, profile.intra_op_threads)})
+    cores = max(1, profile.intra_op_threads)
+    counts = sorted({1, cores})
+    batch_runners = sorted({1, max(1, cores - target.request_cores)})
 
     def trial(settings: ServingSettings) -> ServingTrial:
         result = measure(variant.id, opened, settings, requests, target)
@@ -171,7 +198,7 @@ def search_variant(
         threads = choose(trials, target)[0].settings.threads
         trials += [
             trial(ServingSettings(threads, parallel, rows, wait))
-            for parallel in counts
+            for parallel in batch_runners
             for rows in BATCH_ROWS
             for wait in BATCH_WAITS_MS
         ]
@@ -206,13 +233,42 @@ def measure(
     `target.seconds`; latency is from a request's call to its answer, in the calling thread."""
     session = ServingSession(opened, settings)
     try:
-        latencies, in_window, errors = _closed_loop(session.run, requests, target.concurrency, target.seconds)
+        serve = _with_server_work(session.run, target.request_cpu_ms / 1e3)
+        latencies, in_window, errors = _closed_loop(serve, requests, target.concurrency, target.seconds)
     finally:
         session.close()
     if not latencies:
         return ServingTrial(variant_id, settings, 0.0, 0.0, 0.0, errors)  # never chosen: no answers
     p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
     return ServingTrial(variant_id, settings, in_window / target.seconds, float(p50), float(p99), errors)
+
+
+def _with_server_work(run: Callable[[Batch], object], cpu_s: float) -> Callable[[Batch], object]:
+    """`run` with the service's own work per request around it, `cpu_s` of Python in all (counted
+    in thread CPU time, so it holds the GIL and a core as the server's request path does): half in
+    one shared thread, one request after another, as the server's event loop reads, routes and
+    writes every request (51 % of the Python time per request at 32 clients, `py-spy`); half in the
+    caller's thread (parsing, tokenising, encoding the answer), half of that before the model."""
+    if cpu_s <= 0:
+        return run
+    event_loop = ThreadPoolExecutor(1, thread_name_prefix="serving-loop")
+
+    def served(request: Batch) -> object:
+        event_loop.submit(_python_work, cpu_s / 4).result()
+        _python_work(cpu_s / 4)
+        answer = run(request)
+        _python_work(cpu_s / 4)
+        event_loop.submit(_python_work, cpu_s / 4).result()
+        return answer
+
+    weakref.finalize(served, event_loop.shutdown, wait=False)
+    return served
+
+
+def _python_work(cpu_s: float) -> None:
+    until = time.thread_time() + cpu_s
+    while time.thread_time() < until:
+        pass
 
 
 def _closed_loop(
@@ -278,6 +334,17 @@ def choose(trials: Sequence[ServingTrial], target: ServingTarget) -> tuple[Servi
     if len(tied) > 1:
         sentence += f" (lowest p99 of {len(tied)} within {TIE_SHARE:.0%} of the most)"
     return best, sentence
+
+
+def best_unbatched(choice: ServingChoice) -> ServingSettings | None:
+    """The best setting without batching the stage measured for the variant it chose for: what
+    serves that variant when batching is turned off (`LEANSERVE_BATCH_MAX_ROWS=1`); None if none."""
+    trials = [t for t in trials_of(choice.trials, choice.variant_id) if not t.settings.batching]
+    working = [t for t in trials if t.errors == 0 and t.requests_per_s > 0]
+    if not working:
+        return None
+    target = ServingTarget(choice.concurrency, choice.p99_bound_ms, choice.seconds_per_trial)
+    return choose(working, target)[0].settings
 
 
 def _within(trial: ServingTrial, target: ServingTarget) -> bool:

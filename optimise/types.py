@@ -92,6 +92,9 @@ class Constraints:
 
     max_accuracy_drop: float = 0.005  # absolute, 0.005 = 0.5 percentage points
     min_cosine: float = 0.99
+    min_length_cosine: float = 0.9
+    """Smallest cosine to FP32 allowed at any one sequence length (text models): a kernel path a
+    runtime takes at one length only can be wrong there while the mean over natural texts holds."""
     max_size_bytes: int | None = None
     latency_slo_ms: float | None = None
     latency_tolerance: float = 0.10
@@ -109,6 +112,8 @@ class Constraints:
             raise ValueError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
         if not -1.0 <= self.min_cosine <= 1.0:
             raise ValueError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if not -1.0 <= self.min_length_cosine <= 1.0:
+            raise ValueError(f"min_length_cosine must be in [-1, 1], got {self.min_length_cosine}")
         if self.max_size_bytes is not None and self.max_size_bytes <= 0:
             raise ValueError(f"max_size_bytes must be positive, got {self.max_size_bytes}")
         if self.latency_slo_ms is not None and self.latency_slo_ms <= 0:
@@ -182,6 +187,10 @@ class ServingChoice:
     reason: str
     """One sentence on why `settings` won, e.g. 'most requests/s with p99 <= 100 ms: 1,103/s, p99 41 ms'."""
     trials: tuple[ServingTrial, ...]
+    request_cpu_ms: float = 0.0
+    """The server's own CPU work per request the clients did around each call."""
+    request_cores: int = 0
+    """Cores left to the request path: parallel sessions were searched up to the threads less these."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,6 +231,10 @@ class VariantMetrics:
     latency_p50_rounds_ms: tuple[float, ...] = ()
     """The p50 of each measurement round, in ms, in round order (all variants of one build share the
     rounds, so two variants' round-by-round differences cancel the machine's common noise)."""
+    length_cosine_min: float | None = None
+    """Smallest cosine to FP32 over one probe row of every sequence length (text models only; None
+    for others and older manifests), and the length where it was found, in tokens."""
+    length_cosine_min_at: int | None = None
     recall_at_10: float | None = None
     """Neighbour agreement with the FP32 model on the evaluation set (embeddings only): for each
     sample, the share of its 10 nearest neighbours (cosine) that are also its 10 nearest under FP32,

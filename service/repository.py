@@ -18,6 +18,7 @@ from optimise.errors import OptimiseError, VersionNotFound
 from optimise.evaluate import cosine_per_sample, predict_rows
 from optimise.runtimes import RuntimeUnavailable
 from optimise.runtimes.serving import ServingSession
+from optimise.serving_search import best_unbatched
 from optimise.types import ServingSettings
 from service.errors import ModelNotFound, SwapRefused
 from service.served_model import ServedModel, TensorModel, TextEmbeddingModel
@@ -66,13 +67,16 @@ def load(tag: str, settings: ServiceSettings) -> ServedModel:
 
 def serving_settings(manifest: Manifest, settings: ServiceSettings) -> ServingSettings:
     """How the service runs a stored version: each `LEANSERVE_*` serving setting that is set, else the
-    build's serving stage's choice, else `unmeasured_settings`. Rows of concurrent requests are merged
-    only for batch-invariant variants, whatever is set."""
+    build's serving stage's choice (with batching turned off, its best setting without batching),
+    else `unmeasured_settings`. Rows of concurrent requests are merged only for batch-invariant
+    variants, whatever is set."""
     selected = manifest.selected
     stage = manifest.serving
     built = stage.settings if stage is not None and stage.variant_id == selected.id else None
     built = built or unmeasured_settings(selected)
     rows = settings.batch_max_rows if settings.batch_max_rows is not None else built.batch_max_rows
+    if rows == 1 and built.batching and stage is not None:  # batching turned off: its best without
+        built = best_unbatched(stage) or built
     return ServingSettings(
         threads=settings.threads or built.threads,
         parallel_sessions=settings.parallel_sessions or built.parallel_sessions,

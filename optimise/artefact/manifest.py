@@ -432,6 +432,8 @@ def _serving(fields: _Fields) -> ServingChoice:
             seconds_per_trial=fields.number("seconds_per_trial"),
             reason=fields.text("reason", ""),
             trials=trials,
+            request_cpu_ms=fields.number("request_cpu_ms", 0.0),
+            request_cores=fields.integer("request_cores", 0),
         )
     except (TypeError, ValueError) as exc:
         raise ArtefactError(f"{MANIFEST_FILE}: field {fields.path!r}: {one_line(exc)}") from None

@@ -15,6 +15,7 @@ from optimise.evaluate import (
     batch_invariant,
     compressed_size,
     cosine_per_sample,
+    length_probes,
     measure_interleaved,
     neighbour_recall,
     predict,
@@ -119,6 +120,37 @@ def test_score_of_embeddings_reports_neighbour_recall() -> None:
     quality = score(noisy, bundle, reference)
     assert quality.recall_at_10 == neighbour_recall(noisy, reference, k=10)
     assert quality.recall_at_10 is not None and 0.1 < quality.recall_at_10 < 1.0
+
+
+def test_length_probes_hold_one_row_of_every_length_up_to_the_longest() -> None:
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    ids = np.array([[5, 6, 7, 0, 0], [11, 12, 13, 14, 0], [8, 9, 0, 0, 0]])
+    extra = np.arange(3)[:, None]  # not a sequence input: repeated as it is
+    probes = length_probes({"input_ids": ids, "attention_mask": mask, "extra": extra})
+    assert probes is not None
+    assert probes["attention_mask"].sum(axis=1).tolist() == [1, 2, 3, 4]
+    assert probes["input_ids"].tolist() == [
+        [11, 0, 0, 0, 0],
+        [11, 12, 0, 0, 0],
+        [11, 12, 13, 0, 0],
+        [11, 12, 13, 14, 0],
+    ]
+    assert probes["extra"].tolist() == [[1]] * 4
+    assert length_probes({"x": np.ones((3, 4))}) is None  # no mask: not text
+
+
+def test_score_reports_the_weakest_sequence_length() -> None:
+    bundle = make_tiny_bundle()
+    bundle.eval_labels = None
+    rng = np.random.default_rng(5)
+    reference = rng.normal(size=(8, 4)).astype(np.float32)
+    probe_reference = rng.normal(size=(6, 4)).astype(np.float32)
+    probe_outputs = probe_reference.copy()
+    probe_outputs[3] = -probe_outputs[3]  # wrong at length 4 only
+    quality = score(reference, bundle, reference, (probe_outputs, probe_reference))
+    assert quality.value == pytest.approx(1.0)
+    assert quality.length_minimum == pytest.approx(-1.0) and quality.length_minimum_at == 4
+    assert score(reference, bundle, reference).length_minimum is None
 
 
 # --- neighbour_recall ---------------------------------------------------------------

@@ -95,6 +95,20 @@ def test_check_rejects_mean_cosine_under_the_minimum() -> None:
     assert check(ok, 1.0, Constraints(min_cosine=0.99), PROFILE) == ()
 
 
+def test_check_rejects_a_text_variant_that_fails_at_one_sequence_length() -> None:
+    # The mean over natural texts holds; one length takes a wrong kernel path (OpenVINO bf16 + int8).
+    broken = replace(
+        metrics(quality=0.995, metric=QualityMetric.COSINE), length_cosine_min=0.79, length_cosine_min_at=32
+    )
+    failed = check(broken, 1.0, Constraints(), PROFILE)
+    assert failed == ("cosine 0.7900 at 32 tokens < 0.9000 at any one length",)
+    fine = replace(broken, length_cosine_min=0.985)
+    assert check(fine, 1.0, Constraints(), PROFILE) == ()
+    assert check(broken, 1.0, Constraints(min_length_cosine=0.7), PROFILE) == ()
+    with pytest.raises(ValueError, match="min_length_cosine"):
+        Constraints(min_length_cosine=1.5)
+
+
 def test_cosine_metric_is_not_judged_by_the_accuracy_budget() -> None:
     # A cosine of 0.992 is a "drop" of 0.8 pt from 1.0, which the accuracy budget would reject.
     m = metrics(quality=0.992, metric=QualityMetric.COSINE)

@@ -4,6 +4,8 @@ on real builds (sessions of the real runtimes under concurrent load, recorded in
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from builds import OPENVINO_INT8, build, with_more_calibration_rows
 from tiny_models import make_tiny_bundle
 
-from optimise import store
+from optimise import serving_search, store
 from optimise.artefact import Manifest
 from optimise.report import SERVING_HEADERS, serving_rows, write_report
 from optimise.runtimes import ONNX_RUNTIME
@@ -66,7 +68,15 @@ def test_settings_that_raised_are_never_chosen() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"concurrency": 0}, {"p99_bound_ms": 0.0}, {"seconds": 0.0}, {"finalists": 0}]
+    "bad",
+    [
+        {"concurrency": 0},
+        {"p99_bound_ms": 0.0},
+        {"seconds": 0.0},
+        {"finalists": 0},
+        {"request_cores": -1},
+        {"request_cpu_ms": -0.5},
+    ],
 )
 def test_a_target_out_of_range_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
@@ -81,7 +91,12 @@ def test_a_batch_invariant_variant_gets_batching_tried_and_its_choice_is_stored(
     assert all(t.errors == 0 and t.requests_per_s > 0 for t in mine)
     tried = {t.settings for t in mine}
     assert choice.settings in tried
-    assert {s.threads for s in tried} == {1, 2} and {s.parallel_sessions for s in tried} == {1, 2}
+    cores = result.profile.intra_op_threads
+    assert {s.threads for s in tried} == {1, cores}
+    assert {s.parallel_sessions for s in tried if not s.batching} == {1, cores}
+    batched = {s.parallel_sessions for s in tried if s.batching}
+    assert batched == {1, max(1, cores - QUICK.request_cores)}  # a core left to the requests
+    assert choice.request_cores == 1 and choice.request_cpu_ms == QUICK.request_cpu_ms
     # Batching is tried exactly for the finalists measured batch-invariant; NNCF's int8 is one.
     invariant = {v.id: v.batch_invariant for v in result.variants}
     for variant_id in {t.variant_id for t in choice.trials}:
@@ -122,3 +137,19 @@ def test_selecting_by_throughput_stores_the_finalist_that_serves_the_most(tmp_pa
     }
     assert result.winner.id == max(finalists, key=lambda v: best_of[v].requests_per_s)
     assert result.serving.variant_id == result.winner.id
+
+
+def test_the_server_work_is_half_in_one_event_loop_thread_and_half_in_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done: list[tuple[str, float]] = []
+    monkeypatch.setattr(
+        serving_search, "_python_work", lambda s: done.append((threading.current_thread().name, s))
+    )
+    served = serving_search._with_server_work(lambda request: "answer", 0.002)
+    with ThreadPoolExecutor(4, thread_name_prefix="caller") as callers:
+        assert list(callers.map(served, range(8))) == ["answer"] * 8  # type: ignore[arg-type]
+    loop = {name for name, _ in done if not name.startswith("caller")}
+    assert len(loop) == 1 and len(done) == 32 and {s for _, s in done} == {0.0005}
+    assert sum(1 for name, _ in done if name in loop) == 16  # the serial half: one thread for all
+    assert serving_search._with_server_work(print, 0.0) is print  # no work: the call itself

@@ -20,7 +20,7 @@ from optimise.artefact import Manifest
 from optimise.build import BuildResult, optimise
 from optimise.profiles import get_profile
 from optimise.search import SearchSettings
-from optimise.types import Constraints, ServingChoice, ServingSettings
+from optimise.types import Constraints, ServingChoice, ServingSettings, ServingTrial
 from service import repository
 from service.errors import SwapRefused
 from service.settings import ServiceSettings
@@ -154,8 +154,13 @@ def test_a_stored_openvino_ir_without_the_runtime_is_refused_naming_the_package(
     assert refused.value.http_status == 409
 
 
-def _with_stage(manifest: Manifest, settings: ServingSettings, variant_id: str | None = None) -> Manifest:
-    choice = ServingChoice(variant_id or manifest.selected.id, settings, 32, 100.0, 1.0, "measured", ())
+def _with_stage(
+    manifest: Manifest,
+    settings: ServingSettings,
+    variant_id: str | None = None,
+    trials: tuple[ServingTrial, ...] = (),
+) -> Manifest:
+    choice = ServingChoice(variant_id or manifest.selected.id, settings, 32, 100.0, 1.0, "measured", trials)
     return dataclasses.replace(manifest, serving=choice)
 
 
@@ -177,6 +182,24 @@ def test_the_build_s_serving_settings_apply_unless_a_leanserve_setting_overrides
     varying = _with_stage(_invariant(manifest, False), chosen)
     batching = SETTINGS.model_copy(update={"batch_max_rows": 64})
     assert repository.serving_settings(varying, batching).batch_max_rows == 1
+
+
+def test_with_batching_turned_off_the_stage_s_best_setting_without_batching_serves(
+    versions: list[str],
+) -> None:
+    manifest = _invariant(store.artefact(store.get_model(f"tiny:{versions[0]}")).manifest, True)
+    vid, chosen = manifest.selected.id, ServingSettings(2, 1, 8)
+    trials = (
+        ServingTrial(vid, chosen, 1000.0, 30.0, 50.0),
+        ServingTrial(vid, ServingSettings(1, 2), 700.0, 40.0, 60.0),
+        ServingTrial(vid, ServingSettings(2, 1), 450.0, 70.0, 90.0),
+        ServingTrial("another", ServingSettings(1, 1), 5000.0, 5.0, 9.0),  # not this variant's
+    )
+    stored = _with_stage(manifest, chosen, trials=trials)
+    off = SETTINGS.model_copy(update={"batch_max_rows": 1})
+    assert repository.serving_settings(stored, off) == ServingSettings(1, 2)
+    pinned = off.model_copy(update={"parallel_sessions": 3})
+    assert repository.serving_settings(stored, pinned) == ServingSettings(1, 3)
 
 
 def test_without_a_serving_stage_for_the_stored_variant_the_unmeasured_defaults_apply(
