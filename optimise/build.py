@@ -121,8 +121,10 @@ def optimise(
         except ValueError as exc:  # every setting failed under load: the service's defaults will do
             logger.warning("serving stage skipped: %s", exc)
             stored, choice = selection.winner, None
-        if stored.id != selection.winner.id and choice is not None:
-            reason = f"serves the most requests/s within the p99 bound ({choice.reason})"
+        if serving.select_variant and choice is not None:
+            reason = f"serves the most requests/s within the p99 bound of the finalists ({choice.reason})"
+            if stored.id == selection.winner.id:
+                reason += f"; also the batch-1 pick: {selection.reason}"
             selection = replace(selection, winner=stored, reason=reason)
     return BuildResult(
         bundle,

@@ -347,6 +347,11 @@ def _print_summary(result: object, tag: str) -> None:
             f"serving settings: {result.serving.settings.describe()}: {result.serving.reason}",
             highlight=False,
         )
+    else:
+        console.print(
+            "[yellow]skipped[/] the serving stage (--serve-concurrency 0): the service's defaults apply",
+            highlight=False,
+        )
 
 
 @app.command()

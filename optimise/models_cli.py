@@ -99,7 +99,11 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
     if selected.runtime_settings:
         settings = ", ".join(f"{k}={v}" for k, v in selected.runtime_settings.items())
         console.print(f"session settings: {settings}", highlight=False)
-    console.print("served batched (batch-invariant)" if selected.batch_invariant else "served row by row")
+    console.print(
+        "batch-invariant: rows of concurrent requests may be merged"
+        if selected.batch_invariant
+        else "not batch-invariant: served row by row"
+    )
     stage = manifest.serving
     if stage is not None and stage.variant_id == selected.id:
         console.print(f"serving settings: {stage.settings.describe()} ({stage.reason})", highlight=False)

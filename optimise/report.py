@@ -144,7 +144,17 @@ def write_plot(result: BuildResult, target: Path) -> None:
     plt.close(fig)
 
 
-SERVING_HEADERS = ["variant", "threads", "parallel", "batch rows", "wait ms", "req/s", "p50 ms", "p99 ms", ""]
+SERVING_HEADERS = [
+    "variant",
+    "threads",
+    "parallel",
+    "batch rows",
+    "wait ms",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "choice",
+]
 
 
 def serving_rows(result: BuildResult) -> list[list[str]]:

@@ -227,6 +227,16 @@ def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
     assert "skipped distillation:" in " ".join(output.split()) and "--distil-data" in output
 
 
+def test_a_build_without_the_serving_stage_says_so() -> None:
+    code, output = invoke(
+        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote",
+        "--serve-concurrency", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "skipped the serving stage (--serve-concurrency 0)" in " ".join(output.split())
+    assert "serving settings at concurrency" not in output
+
+
 def test_training_options_without_students_are_said_to_be_ignored() -> None:
     code, output = invoke(
         "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote",

@@ -137,6 +137,7 @@ def test_selecting_by_throughput_stores_the_finalist_that_serves_the_most(tmp_pa
     }
     assert result.winner.id == max(finalists, key=lambda v: best_of[v].requests_per_s)
     assert result.serving.variant_id == result.winner.id
+    assert result.selection.reason.startswith("serves the most requests/s within the p99 bound")
 
 
 def test_the_server_work_is_half_in_one_event_loop_thread_and_half_in_the_caller(
