@@ -20,7 +20,7 @@ MIN_ADMIN_TOKEN_CHARS = 16
 class ServiceSettings(BaseSettings):
     """Every field can be set as LEANSERVE_<NAME> (e.g. LEANSERVE_GRPC_PORT=9001)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEANSERVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEANSERVE_", extra="ignore", allow_inf_nan=False)
 
     models: Annotated[list[str], NoDecode] = Field(
         default=["minilm", "digits"],

@@ -26,6 +26,16 @@ def test_a_short_admin_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -
         ServiceSettings()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name", ["BATCH_WAIT_MS", "REQUEST_READ_TIMEOUT_S", "DRIFT_SAMPLE_RATE"])
+def test_a_number_that_is_not_finite_is_refused_as_such(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"LEANSERVE_{name}", value)
+    with pytest.raises(ValidationError, match="finite number"):
+        ServiceSettings()
+
+
 def test_a_token_is_kept_without_surrounding_whitespace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEANSERVE_ADMIN_TOKEN", f"  {'k' * MIN_ADMIN_TOKEN_CHARS}\n")
     token = ServiceSettings().admin_token
