@@ -24,6 +24,7 @@ from optimise.models_cli import models_app, promote_version
 from optimise.serving_search import (
     DEFAULT_CONCURRENCY,
     DEFAULT_P99_MS,
+    DEFAULT_REQUEST_CORES,
     DEFAULT_REQUEST_CPU_MS,
     DEFAULT_SECONDS,
     ServingTarget,
@@ -141,7 +142,7 @@ def optimise(
             help="serving stage: cores left to the request path when batching; parallel batches use the rest",
             min=0,
         ),
-    ] = 1,
+    ] = DEFAULT_REQUEST_CORES,
     serve_request_cpu_ms: Annotated[
         float,
         typer.Option(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from optimise.serving_search import ServingTarget, choose, trials_of
-from optimise.types import QualityMetric, ServingChoice, Variant
+from optimise.serving_search import best_of, trials_of
+from optimise.types import QualityMetric, Variant
 
 if TYPE_CHECKING:
     from optimise.build import BuildResult
@@ -166,7 +166,7 @@ def serving_rows(result: BuildResult) -> list[list[str]]:
     rows = []
     for variant_id in dict.fromkeys(t.variant_id for t in choice.trials):
         trials = sorted(trials_of(choice.trials, variant_id), key=lambda t: -t.requests_per_s)
-        best = choose(trials, _target_of(choice))[0] if any(t.errors == 0 for t in trials) else None
+        best = best_of(trials, choice)
         for trial in trials:
             s = trial.settings
             chosen = variant_id == choice.variant_id and s == choice.settings
@@ -187,16 +187,6 @@ def serving_rows(result: BuildResult) -> list[list[str]]:
                 ]
             )
     return rows
-
-
-def _target_of(choice: ServingChoice) -> ServingTarget:
-    return ServingTarget(
-        choice.concurrency,
-        choice.p99_bound_ms,
-        choice.seconds_per_trial,
-        request_cores=choice.request_cores,
-        request_cpu_ms=choice.request_cpu_ms,
-    )
 
 
 def _serving_section(result: BuildResult) -> list[str]:

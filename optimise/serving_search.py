@@ -20,6 +20,7 @@ threads less `request_cores`) x batch rows x wait.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -32,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optimise.runtimes import ATTENTION_MASK, InferenceSession, open_session
+from optimise.evaluate import unpadded_rows
+from optimise.runtimes import InferenceSession, open_session
 from optimise.runtimes.serving import ServingSession
 from optimise.select import Selection
 from optimise.types import Batch, HardwareProfile, ServingChoice, ServingSettings, ServingTrial, Variant
@@ -44,6 +46,7 @@ DEFAULT_P99_MS = 200.0
 """Lenient by default: it keeps out settings with a starved tail, not settings a 1 s window's p99
 noise puts just over a tight line (MiniLM at 32 clients in process: p99 70-110 ms for the best)."""
 DEFAULT_SECONDS = 1.0
+DEFAULT_REQUEST_CORES = 1
 DEFAULT_REQUEST_CPU_MS = 0.5
 """What the server adds per request on the 2-core CPU profile: 0.3-0.5 ms by protocol, measured by
 `benchmarks/serving_bench.py` ("server adds": its request minus inference histograms)."""
@@ -66,7 +69,7 @@ class ServingTarget:
     """Settings whose p99 latency exceeds this are not chosen while any other stays within it."""
     seconds: float = DEFAULT_SECONDS
     """Measured seconds per setting (after `WARM_UP_S`)."""
-    request_cores: int = 1
+    request_cores: int = DEFAULT_REQUEST_CORES
     """Cores left to the request path when batching: merged batches in flight at once
     (`parallel_sessions`, one thread each) are searched up to the profile's threads less these.
     Through the real server on 2 cores (wrk, 32 clients), two parallel one-thread batches served
@@ -98,30 +101,13 @@ class ServingTarget:
 
 
 def request_rows(inputs: Batch, limit: int = MAX_REQUESTS) -> list[Batch]:
-    """One single-row request per row of `inputs` (at most `limit`): what a client sends. Rows of a
-    text model (with an `attention_mask`) are cut to their own length, as the service tokenises a
-    request. Raises ValueError for an empty batch."""
-    rows = len(next(iter(inputs.values()), ()))
-    if rows == 0:
+    """One single-row request per row of `inputs` (at most `limit`): what a client sends, text cut to
+    its own length as the service tokenises a request (`unpadded_rows`). Raises ValueError for an
+    empty batch."""
+    requests = list(itertools.islice(unpadded_rows(inputs), limit))
+    if not requests:
         raise ValueError("no inputs to send as requests")
-    mask = inputs.get(ATTENTION_MASK)
-    padded = {n for n, a in inputs.items() if mask is not None and a.ndim == 2 and a.shape == mask.shape}
-    requests = []
-    for index in range(min(rows, limit)):
-        length = _length(mask[index]) if mask is not None and padded else None
-        requests.append(
-            {
-                n: a[index : index + 1, :length] if n in padded else a[index : index + 1]
-                for n, a in inputs.items()
-            }
-        )
     return requests
-
-
-def _length(mask_row: np.ndarray) -> int:
-    """A row's own length: up to its last real token (at least one)."""
-    real = np.flatnonzero(mask_row)
-    return int(real[-1]) + 1 if len(real) else 1
 
 
 def serving_stage(
@@ -319,7 +305,7 @@ def _closed_loop(
 def choose(trials: Sequence[ServingTrial], target: ServingTarget) -> tuple[ServingTrial, str]:
     """The winning trial and one sentence on why (see the module docstring). Raises ValueError when
     every trial had errors."""
-    working = [t for t in trials if t.errors == 0 and t.requests_per_s > 0]
+    working = [t for t in trials if _answered(t)]
     if not working:
         raise ValueError("every serving setting failed under load")
     bound = target.p99_bound_ms
@@ -341,15 +327,34 @@ def choose(trials: Sequence[ServingTrial], target: ServingTarget) -> tuple[Servi
     return best, sentence
 
 
+def best_of(trials: Sequence[ServingTrial], choice: ServingChoice) -> ServingTrial | None:
+    """The trial `choose` picks from `trials` under the stage's own target; None when none answered."""
+    if not any(_answered(t) for t in trials):
+        return None
+    return choose(trials, target_of(choice))[0]
+
+
+def target_of(choice: ServingChoice) -> ServingTarget:
+    """The target the stage that made `choice` measured under."""
+    return ServingTarget(
+        choice.concurrency,
+        choice.p99_bound_ms,
+        choice.seconds_per_trial,
+        request_cores=choice.request_cores,
+        request_cpu_ms=choice.request_cpu_ms,
+    )
+
+
 def best_unbatched(choice: ServingChoice) -> ServingSettings | None:
     """The best setting without batching the stage measured for the variant it chose for: what
     serves that variant when batching is turned off (`LEANSERVE_BATCH_MAX_ROWS=1`); None if none."""
-    trials = [t for t in trials_of(choice.trials, choice.variant_id) if not t.settings.batching]
-    working = [t for t in trials if t.errors == 0 and t.requests_per_s > 0]
-    if not working:
-        return None
-    target = ServingTarget(choice.concurrency, choice.p99_bound_ms, choice.seconds_per_trial)
-    return choose(working, target)[0].settings
+    unbatched = [t for t in trials_of(choice.trials, choice.variant_id) if not t.settings.batching]
+    best = best_of(unbatched, choice)
+    return best.settings if best is not None else None
+
+
+def _answered(trial: ServingTrial) -> bool:
+    return trial.errors == 0 and trial.requests_per_s > 0
 
 
 def _within(trial: ServingTrial, target: ServingTarget) -> bool:

@@ -49,7 +49,6 @@ class ServingSession:
         threads, parallel = serving.threads, serving.parallel_sessions
         self.main: InferenceSession = opened(threads, 1 if threads > 1 else parallel)
         self.runtime = self.main.runtime
-        self.threads = threads
         self.input_names = self.main.input_names  # read on every request: worked out once
         self.output_names = self.main.output_names
         # Thread counts only matter on the CPU, and only where each session has its own (PyTorch's is

@@ -24,6 +24,23 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def quick_build(*extra: str, promote: bool = False) -> tuple[int, str]:
+    """`leanserve optimise` on the tiny factory model: 2 trials, 1 round, a short serving stage."""
+    flags = [] if promote else ["--no-promote"]
+    return invoke(
+        "optimise",
+        "--model",
+        "tiny_models:build",
+        "--trials",
+        "2",
+        "--rounds",
+        "1",
+        *flags,
+        *QUICK_SERVING,
+        *extra,
+    )
+
+
 def _store_tags() -> set[str]:
     return {str(m.tag) for m in bentoml.models.list()}
 
@@ -122,23 +139,11 @@ def test_the_build_records_its_version_as_live_unless_told_not_to(
     private_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the build's scratch folder goes here
-    code, output = invoke(
-        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", *QUICK_SERVING
-    )
+    code, output = quick_build(promote=True)
     assert code == 0, output
     tag = output.split("stored ")[1].split()[0]
     assert store.live_version("tiny") == tag.split(":")[1] and f"live version of tiny: {tag}" in output
-    code, output = invoke(
-        "optimise",
-        "--model",
-        "tiny_models:build",
-        "--trials",
-        "2",
-        "--rounds",
-        "1",
-        "--no-promote",
-        *QUICK_SERVING,
-    )
+    code, output = quick_build()
     assert code == 0, output
     assert store.live_version("tiny") == tag.split(":")[1]  # the second build is stored, not live
     assert len(store.versions("tiny")) == 2 and store.resolve("tiny") == tag
@@ -212,35 +217,19 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
 
 
 def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
-    code, output = invoke(
-        "optimise",
-        "--model",
-        "tiny_models:build",
-        "--trials",
-        "2",
-        "--rounds",
-        "1",
-        "--no-promote",
-        *QUICK_SERVING,
-    )
+    code, output = quick_build()
     assert code == 0, output
     assert "skipped distillation:" in " ".join(output.split()) and "--distil-data" in output
 
 
 def test_a_build_without_the_serving_stage_says_so() -> None:
-    code, output = invoke(
-        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote",
-        "--serve-concurrency", "0",
-    )  # fmt: skip
+    code, output = quick_build("--serve-concurrency", "0")  # the last value given wins
     assert code == 0, output
     assert "skipped the serving stage (--serve-concurrency 0)" in " ".join(output.split())
     assert "serving settings at concurrency" not in output
 
 
 def test_training_options_without_students_are_said_to_be_ignored() -> None:
-    code, output = invoke(
-        "optimise", "--model", "tiny_models:build", "--trials", "2", "--rounds", "1", "--no-promote",
-        "--no-distil", "--distil-time", "60", *QUICK_SERVING,
-    )  # fmt: skip
+    code, output = quick_build("--no-distil", "--distil-time", "60")
     assert code == 0, output
     assert "ignored --distil-time / --distil-steps: no students were trained" in " ".join(output.split())
