@@ -80,6 +80,7 @@ def _variant_record(variant: Variant, result: BuildResult) -> VariantRecord:
         runtime_version=_package_version(RUNTIME_PACKAGES.get(variant.runtime, variant.runtime)),
         runtime_settings=dict(variant.runtime_settings),
         batch_invariant=bool(variant.batch_invariant),
+        training=variant.training,
     )
 
 

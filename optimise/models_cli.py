@@ -96,6 +96,8 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
         f"selected {selected.id} ({selected.format} on {selected.runtime} {selected.runtime_version}): "
         f"{' -> '.join(p.name for p in selected.passes)}"
     )
+    if selected.training is not None:
+        console.print(f"distilled student: {selected.training.describe()}", highlight=False)
     if selected.runtime_settings:
         settings = ", ".join(f"{k}={v}" for k, v in selected.runtime_settings.items())
         console.print(f"session settings: {settings}", highlight=False)

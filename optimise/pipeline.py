@@ -28,7 +28,7 @@ from optimise.passes import build_pass
 from optimise.passes.base import ExportPass, OnnxPass, PassContext, TorchPass
 from optimise.runtimes import LITERT, ONNX_RUNTIME, OPENVINO, TORCHSCRIPT
 from optimise.source import ModelBundle
-from optimise.types import HardwareProfile, PassSpec, Precision, Variant
+from optimise.types import HardwareProfile, PassSpec, Precision, StudentTraining, Variant
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class CandidateBuilder:
         self._modules: dict[tuple[PassSpec, ...], torch.nn.Module] = {(): bundle.module}
         self._files: dict[tuple[PassSpec, ...], Path] = {}
         self._seconds: dict[tuple[PassSpec, ...], float] = {(): 0.0}
+        self._training: dict[tuple[PassSpec, ...], StudentTraining | None] = {(): None}
         self._failed: dict[tuple[PassSpec, ...], PassFailed] = {}
 
     def prepare(self, torch_passes: tuple[PassSpec, ...]) -> str | None:
@@ -147,6 +148,7 @@ class CandidateBuilder:
             format=recipe.format,
             runtime=recipe.runtime,
             runtime_settings=recipe.runtime_settings,
+            training=self._training[recipe.torch_passes],
         )
         return variant, self._seconds[recipe.passes]
 
@@ -169,6 +171,7 @@ class CandidateBuilder:
             raise
         self._seconds[torch_passes] = self._seconds[torch_passes[:-1]] + time.perf_counter() - start
         self._modules[torch_passes] = result
+        self._training[torch_passes] = step.training() or self._training[torch_passes[:-1]]
         return result
 
     def _run_file_pass(

@@ -212,9 +212,10 @@ def default_space(bundle: ModelBundle) -> SearchSpace:
         # without labelled recovery data lost fidelity too (cosine 0.6-0.9). Both stay searchable.
         # On OpenVINO, NNCF's static int8 is the fast path: both presets are tried. Length buckets
         # (static shapes for single rows) stay searchable but out of the default: on MiniLM they
-        # ran a 128-token row ~20 % faster, yet that static kernel answers up to 2 % off the
-        # dynamic one (so the variant is not batch-invariant and is served row by row) and each
-        # bucket costs ~70 MB per session in the server.
+        # ran a 128-token row ~15-20 % faster, yet that static kernel answers up to 6 % of the
+        # largest value off the dynamic one (so the variant is not batch-invariant and is served
+        # row by row: 557 against 963 requests/s at 32 clients) and each bucket costs ~70 MB per
+        # session in the server (benchmarks/openvino_levers.py).
         return SearchSpace(
             prune=("none",),
             graph_optimise=(True, False),

@@ -247,6 +247,19 @@ class VariantMetrics:
 
 
 @dataclass(frozen=True)
+class StudentTraining:
+    """What a distilled student was trained for: optimiser steps and seconds, counted across resumes.
+    A cached student trained longer than a build asks for is reused as it is, so this, not the
+    `distil` pass's `time_s`, says what the variant learnt."""
+
+    steps: int
+    seconds: float
+
+    def describe(self) -> str:
+        return f"trained {self.steps:,} steps in {self.seconds:.0f} s"
+
+
+@dataclass(frozen=True)
 class Variant:
     """A built candidate: its lineage, its artefact and (once measured) its metrics."""
 
@@ -263,6 +276,8 @@ class Variant:
     """Session settings the runtime opens it with (OpenVINO: CPU properties), as sorted pairs."""
     batch_invariant: bool | None = None
     """Whether a row gets the same answer alone and in a padded batch (None: not measured)."""
+    training: StudentTraining | None = None
+    """For a distilled student: the training it had (None for a variant of the model itself)."""
 
     @property
     def model_files(self) -> tuple[Path, ...]:
@@ -273,8 +288,13 @@ class Variant:
         """The passes after the export and the session settings, e.g. 'graph_optimise ->
         quantise_dynamic(per_channel=True)' or 'convert_openvino [INFERENCE_PRECISION_HINT=bf16]'."""
         # An export is named only when it does more than export (TorchScript's int8_dynamic).
-        steps = [p.label() for p in self.passes if not p.name.startswith("export_") or p.settings]
+        steps = [self._label(p) for p in self.passes if not p.name.startswith("export_") or p.settings]
         text = " -> ".join(steps) or "fp32 export"
         if self.runtime_settings:
             text += " [" + ", ".join(f"{k}={v}" for k, v in self.runtime_settings) + "]"
         return text
+
+    def _label(self, spec: PassSpec) -> str:
+        if spec.name == "distil" and self.training is not None:
+            return f"{spec.label()} {{{self.training.describe()}}}"
+        return spec.label()

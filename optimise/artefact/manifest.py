@@ -26,6 +26,7 @@ from optimise.types import (
     ServingChoice,
     ServingSettings,
     ServingTrial,
+    StudentTraining,
     VariantMetrics,
 )
 
@@ -74,6 +75,8 @@ class VariantRecord:
     """Whether it answered a row the same alone and in a padded batch when measured (only then may a
     service batch it: dynamic int8 scales activations per call, so a row's answer would depend on its
     neighbours). Manifests from before the measurement derive it from the precision."""
+    training: StudentTraining | None = None
+    """A distilled student's training (steps, seconds); None for a variant of the model itself."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,7 @@ def _variants_json(variants: tuple[VariantRecord, ...]) -> list[dict[str, Any]]:
             "runtime_version": v.runtime_version,
             "runtime_settings": dict(v.runtime_settings),
             "batch_invariant": v.batch_invariant,
+            "training": asdict(v.training) if v.training else None,
             "metrics": v.metrics.to_dict() if v.metrics else None,
             "feasible": v.feasible,
             "failed_constraints": list(v.failed_constraints),
@@ -405,7 +409,12 @@ def _variant(fields: _Fields) -> VariantRecord:
         runtime_version=fields.text("runtime_version", ""),
         runtime_settings={str(k): str(v) for k, v in fields.mapping("runtime_settings", {}).items()},
         batch_invariant=invariant,
+        training=_training(fields.sub("training")) if fields.data.get("training") is not None else None,
     )
+
+
+def _training(fields: _Fields) -> StudentTraining:
+    return StudentTraining(fields.integer("steps"), fields.number("seconds"))
 
 
 def _metrics(fields: _Fields) -> VariantMetrics:

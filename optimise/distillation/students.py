@@ -5,8 +5,10 @@ teacher's weights), how to run either on a training batch so that the student's
 outputs carry gradients, and the loss between the two:
 
 - `BertEncoderFamily` (BERT-style encoders, plain or inside a sentence-transformers
-  model): a subset of the teacher's layers, spread from the first to the last
-  (optionally with a share of each kept layer's heads and FFN neurons pruned).
+  model): a subset of the teacher's layers (by default the subset whose untrained
+  student is closest to the teacher on the training data, see `choose_layers`; or
+  spread from the first to the last), optionally with a share of each kept layer's
+  heads and FFN neurons pruned.
   Loss: the model's output (the pooled sentence embedding, or the token states) by
   cosine and MSE, plus token-level MSE of each student layer against the teacher
   layer it stands for (the layer mapping of TinyBERT-style distillation).
@@ -18,7 +20,7 @@ outputs carry gradients, and the loss between the two:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +40,12 @@ DEFAULT_WIDTH = 0.5
 """Share of channels a classifier student keeps when its settings name no width."""
 
 
+LAYER_CHOICES = ("fidelity", "spread")
+"""How a transformer student's layers are picked: `choose_layers` on the training data, or `kept_layers`."""
+PROBE_TEXTS = 256
+"""Training texts the layer choice scores each candidate subset on."""
+
+
 @dataclass(frozen=True)
 class StudentShape:
     """The architecture a student takes (see `optimise.passes.distil.DistilConfig`)."""
@@ -45,6 +53,7 @@ class StudentShape:
     layers: int | None = None
     prune_ratio: float = 0.0
     width: float | None = None
+    layer_choice: str = "fidelity"
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,9 @@ class LossWeights:
 class Family(Protocol):
     name: str
 
-    def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module: ...
+    def student(
+        self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
+    ) -> torch.nn.Module: ...
 
     def batches(
         self, data: DistillationData, batch_size: int, seed: int, epoch: int
@@ -98,6 +109,25 @@ def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
     return sorted({int(i) for i in np.floor(np.linspace(0, teacher_layers - 1, student_layers) + 0.5)})
 
 
+def choose_layers(score: Callable[[list[int]], float], teacher_layers: int, student_layers: int) -> list[int]:
+    """The teacher layers a student keeps, by backward elimination: starting from all of them, drop
+    the layer whose removal leaves the highest `score` (the untrained student's fidelity to the
+    teacher; higher is better), until `student_layers` remain. `teacher_layers * (teacher_layers -
+    student_layers)` calls at most, instead of one per subset.
+
+    Why: which layers a student starts from decides where training starts. On MiniLM (6 layers) the
+    untrained 4-layer students' mean cosine to the teacher on the held-out texts ranged from 0.37
+    (layers 0-3) to 0.81 (0, 2, 4, 5), the evenly spread 0, 2, 3, 5 at 0.73; after 300 steps the
+    choice 0, 2, 4, 5 led by 0.014. Raises ConfigError as `kept_layers` does."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise ConfigError(f"a student of {student_layers} layers: the teacher has {teacher_layers}")
+    kept = list(range(teacher_layers))
+    while len(kept) > student_layers:
+        candidates = [[layer for layer in kept if layer != dropped] for dropped in kept]
+        kept = max(candidates, key=score)  # ties: the first, i.e. the lowest layer dropped
+    return kept
+
+
 def prune_in_place(student: torch.nn.Module, bundle: ModelBundle, ratio: float) -> None:
     """Structured pruning of `ratio` of the student's channels (heads and FFN neurons for BERT), with the
     recipe of the `prune_structured` pass and no recovery: distillation is the recovery."""
@@ -126,17 +156,56 @@ class BertEncoderFamily:
         self.layer_map: list[int] = []
         self._ids: tuple[str, list[list[int]]] | None = None
 
-    def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
-        student = copy.deepcopy(teacher)
+    def student(
+        self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
+    ) -> torch.nn.Module:
+        student = copy.deepcopy(teacher).eval()
         encoder = _encoder(student)
-        total = len(encoder.encoder.layer)
-        keep = kept_layers(total, shape.layers or total)
-        encoder.encoder.layer = torch.nn.ModuleList([encoder.encoder.layer[i] for i in keep])
-        encoder.config.num_hidden_layers = len(keep)
+        layers = list(encoder.encoder.layer)
+        count = shape.layers or len(layers)
+        if shape.layer_choice not in LAYER_CHOICES:
+            raise ConfigError(f"layer_choice must be one of {LAYER_CHOICES}, got {shape.layer_choice!r}")
+        if shape.layer_choice == "spread" or count == len(layers):
+            keep = kept_layers(len(layers), count)
+        else:
+            keep = choose_layers(self._fidelity(teacher, student, layers, data), len(layers), count)
+        self._keep(student, [layers[i] for i in keep])
         self.layer_map = [i + 1 for i in keep]  # hidden_states[0] is the embedding output
         if shape.prune_ratio:
             self._prune(student, shape.prune_ratio, int(encoder.config.num_attention_heads))
-        return student.eval()
+        return student
+
+    @staticmethod
+    def _keep(student: torch.nn.Module, layers: list[torch.nn.Module]) -> None:
+        encoder = _encoder(student)
+        encoder.encoder.layer = torch.nn.ModuleList(layers)
+        encoder.config.num_hidden_layers = len(layers)
+
+    def _fidelity(
+        self,
+        teacher: torch.nn.Module,
+        student: torch.nn.Module,
+        layers: list[torch.nn.Module],
+        data: DistillationData,
+    ) -> Callable[[list[int]], float]:
+        """Mean cosine of the student made of a subset of `layers` to the teacher, per output row
+        (the pooled embedding; token states per real token), on the first `PROBE_TEXTS` training
+        texts: the data the student learns from, never the texts that judge it."""
+        probe = self._token_ids(data)[:PROBE_TEXTS]
+        batches = [self._pad(probe[i : i + 64]) for i in range(0, len(probe), 64)]
+        with torch.inference_mode():
+            targets = [self.outputs(teacher, batch) for batch in batches]
+
+        def score(subset: list[int]) -> float:
+            self._keep(student, [layers[i] for i in subset])
+            with torch.inference_mode():
+                cosines = [
+                    _row_cosines(self.outputs(student, batch), target, batch["attention_mask"])
+                    for batch, target in zip(batches, targets, strict=True)
+                ]
+            return float(torch.cat(cosines).mean())
+
+        return score
 
     def _prune(self, student: torch.nn.Module, ratio: float, heads: int) -> None:
         removed = ratio * heads
@@ -211,6 +280,12 @@ class BertEncoderFamily:
         return loss
 
 
+def _row_cosines(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cosine per row ([batch, dim]) or per real token ([batch, length, dim] under `mask`)."""
+    cosines = functional.cosine_similarity(output, target, dim=-1)
+    return cosines[mask.bool()] if cosines.dim() == 2 else cosines
+
+
 def _masked_mse(actual: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (((actual - target) ** 2) * mask).sum() / (mask.sum() * actual.shape[-1])
 
@@ -222,7 +297,9 @@ class ClassifierFamily:
         self.bundle = bundle
         self.weights = weights
 
-    def student(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
+    def student(
+        self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
+    ) -> torch.nn.Module:
         width = shape.width if shape.width is not None else DEFAULT_WIDTH
         if shape.layers is not None:
             raise ConfigError("a classifier student takes a width (share of channels kept), not layers")

@@ -30,7 +30,7 @@ from optimise.distillation.students import Family, batches_forever
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: layer choice by fidelity, inverse square-root learning rate
 KEEP_STUDENTS = 8
 """Students kept in the cache (the most recently trained or used); a MiniLM checkpoint, with the
 optimiser state it resumes from, is ~200 MB, so older ones are removed."""
@@ -82,6 +82,19 @@ def student_key(teacher: str, data: DistillationData, family: str, settings: dic
         "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def learning_rate(peak: float, step: int) -> float:
+    """The rate of optimiser step `step` (from 0): a linear warm-up to `peak` over `WARMUP_STEPS`, then
+    inverse square-root decay (`peak * sqrt(WARMUP_STEPS / (step + 1))`).
+
+    A function of the step alone, with no horizon: a time budget does not fix the number of steps in
+    advance, and a longer budget continues a cached run on the same schedule. Measured on MiniLM
+    4-layer students at 300 steps (mean cosine to the teacher on the held-out texts): constant 1e-4
+    0.869, constant 3e-4 0.874, 3e-4 with linear decay to the 300th step 0.876, this schedule at 3e-4
+    0.879."""
+    warm = step + 1
+    return peak * min(warm / WARMUP_STEPS, (WARMUP_STEPS / warm) ** 0.5)
 
 
 def device() -> torch.device:
@@ -140,7 +153,7 @@ class StudentTrainer:
         for batch in batches:
             batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
             for group in self.optimiser.param_groups:
-                group["lr"] = self.plan.lr * min(1.0, (self.steps + 1) / WARMUP_STEPS)
+                group["lr"] = learning_rate(self.plan.lr, self.steps)
             self.optimiser.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 loss = self.family.loss(self.student, self.teacher, batch)

@@ -24,7 +24,7 @@ import torch
 
 from optimise.errors import ConfigError, OptimiseError, PassFailed, one_line
 from optimise.source import ModelBundle
-from optimise.types import HardwareProfile, PassSpec
+from optimise.types import HardwareProfile, PassSpec, StudentTraining
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,10 @@ class Pass(ABC, Generic[ConfigT]):
 
 class TorchPass(Pass[ConfigT]):
     """Changes the PyTorch module (pruning, distillation) before export."""
+
+    def training(self) -> StudentTraining | None:
+        """What the last `apply` trained, for passes that train a student (None: nothing)."""
+        return None
 
     @final
     def apply(self, module: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from optimise.cache import cache_root
-from optimise.distillation.students import DEFAULT_WIDTH, Family, LossWeights, StudentShape, family_for
+from optimise.distillation.students import (
+    DEFAULT_WIDTH,
+    LAYER_CHOICES,
+    Family,
+    LossWeights,
+    StudentShape,
+    family_for,
+)
 from optimise.distillation.trainer import (
     StudentTrainer,
     TrainingPlan,
@@ -29,6 +36,7 @@ from optimise.distillation.trainer import (
 from optimise.errors import ConfigError
 from optimise.passes.base import PassConfig, PassContext, TorchPass
 from optimise.source import ModelBundle
+from optimise.types import StudentTraining
 
 logger = logging.getLogger(__name__)
 progress_logger = logging.getLogger("optimise.distillation.progress")
@@ -40,15 +48,19 @@ class DistilConfig(PassConfig):
     """Settings of a distilled student.
 
     Attributes:
-        layers: transformers: encoder layers the student keeps (1..the teacher's), spread from the
-            first to the last; None keeps them all.
+        layers: transformers: encoder layers the student keeps (1..the teacher's), which ones by
+            `layer_choice`; None keeps them all.
         prune_ratio: transformers: share of each kept layer's attention heads and FFN neurons removed
             (0 keeps them; it must remove a whole number of heads).
         width: classifiers: share of each layer's channels the student keeps, 0 < width < 1.
         time_s: training budget in seconds (counted across resumes).
         max_steps: stop after this many optimiser steps (None: the time budget decides).
         batch_size: inputs per step.
-        lr: AdamW learning rate after a 100-step linear warm-up.
+        lr: AdamW peak learning rate, after a 100-step linear warm-up, decaying as the inverse square
+            root of the step (`optimise.distillation.trainer.learning_rate`).
+        layer_choice: transformers: "fidelity" keeps the layers whose untrained student is closest to
+            the teacher on the training data (`optimise.distillation.students.choose_layers`);
+            "spread" keeps layers spread evenly from the first to the last.
         hidden_weight: transformers: weight of the token-level hidden-state loss per mapped layer.
         temperature: classifiers: softmax temperature of the soft labels.
         label_weight: classifiers: share of the loss on true labels, where the data has them.
@@ -61,13 +73,16 @@ class DistilConfig(PassConfig):
     time_s: float = 600.0
     max_steps: int | None = None
     batch_size: int = 64
-    lr: float = 1e-4
+    lr: float = 3e-4
     hidden_weight: float = 1.0
     temperature: float = 2.0
     label_weight: float = 0.5
     seed: int = 0
+    layer_choice: str = "fidelity"
 
     def __post_init__(self) -> None:
+        if self.layer_choice not in LAYER_CHOICES:
+            raise ValueError(f"layer_choice must be one of {LAYER_CHOICES}, got {self.layer_choice!r}")
         if self.layers is not None and (not _is_int(self.layers) or self.layers < 1):
             raise ValueError(f"layers must be an integer >= 1, got {self.layers!r}")
         if not _is_number(self.prune_ratio) or not 0 <= self.prune_ratio < 1:
@@ -92,7 +107,7 @@ class DistilConfig(PassConfig):
 
     @property
     def shape(self) -> StudentShape:
-        return StudentShape(layers=self.layers, prune_ratio=self.prune_ratio, width=self.width)
+        return StudentShape(self.layers, self.prune_ratio, self.width, self.layer_choice)
 
     def cache_settings(self) -> dict[str, object]:
         """What decides the weights besides the teacher and the data: everything but the budget, with
@@ -127,7 +142,7 @@ class Distil(TorchPass[DistilConfig]):
             raise ConfigError(f"{bundle.name} has no distillation data: pass --distil-data FILE")
         data = bundle.distillation_data()
         with self.failures("student"):
-            student = family.student(module, config.shape)
+            student = family.student(module, config.shape, data)
         # Texts become token ids at the bundle's length limit: a different limit trains another student.
         settings = {**config.cache_settings(), "max_length": bundle.max_length}
         key = student_key(teacher_digest(module), data, family.name, settings)
@@ -145,6 +160,9 @@ class Distil(TorchPass[DistilConfig]):
             self.state = trainer.run()
         _report(bundle.name, config, self.state, final=True)
         return trainer.student
+
+    def training(self) -> StudentTraining | None:
+        return StudentTraining(self.state.steps, self.state.seconds) if self.state is not None else None
 
 
 class HeldOutQuality:

@@ -16,7 +16,7 @@ masked, hence the `attention_mask` requirement: its zeros mask the padding (and 
 models token id 0 is [PAD]). The padded tokens are computed too, so buckets should lie close together
 (powers of two). Per-token outputs are cut back to the row's length. Several rows, or a row longer
 than the largest bucket, run on the dynamic model. Two costs, measured on MiniLM int8: the static
-[1, 128] kernel answers up to 2 % (per element) off the dynamic one, so a bucketed variant is not
+[1, 128] kernel answers up to 6 % of the largest value off the dynamic one, so a bucketed variant is not
 batch-invariant; and each compiled copy holds ~70 MB.
 
 OpenVINO's usage telemetry is off while openvino is imported (`telemetry.telemetry_off`).

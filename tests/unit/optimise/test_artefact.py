@@ -23,7 +23,7 @@ from optimise.artefact import (
     manifest_name,
     read_manifest,
 )
-from optimise.types import HardwareProfile, Precision
+from optimise.types import HardwareProfile, Precision, StudentTraining
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,16 @@ def test_a_stored_manifest_reads_back_typed(stored: StoredArtefact) -> None:
     assert stored.model_path.is_file() and stored.tokenizer_path is None
     assert manifest.selected.metrics is not None and manifest.selected.metrics.size_bytes > 0
     assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def test_a_students_training_round_trips_and_an_older_manifest_has_none(written: dict[str, Any]) -> None:
+    assert Manifest.from_json(written).selected.training is None  # the model itself, no student
+    written["selected"]["training"] = {"steps": 2211, "seconds": 900.4}
+    manifest = Manifest.from_json(written)
+    assert manifest.selected.training == StudentTraining(2211, 900.4)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    del written["selected"]["training"]  # written before the field existed
+    assert Manifest.from_json(written).selected.training is None
 
 
 def test_an_older_text_manifest_derives_kind_tokenizer_and_runtime(written: dict[str, Any]) -> None:
@@ -79,6 +89,10 @@ def test_an_older_text_manifest_derives_kind_tokenizer_and_runtime(written: dict
         (lambda m: m["candidates"][0].pop("id"), "field 'candidates[0].id' is missing"),
         (lambda m: m.update(source=[]), "field 'source' must be a JSON object"),
         (lambda m: m["constraints"].update(min_cosine=7), "field 'constraints'"),
+        (
+            lambda m: m["selected"].update(training={"steps": "many"}),
+            "'selected.training.steps' must be an integer",
+        ),
     ],
 )
 def test_a_malformed_manifest_names_the_field(written: dict[str, Any], damage: Any, message: str) -> None:

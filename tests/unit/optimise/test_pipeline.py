@@ -188,6 +188,29 @@ def test_a_torch_pass_runs_on_a_copy_and_changes_the_export(
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
+def test_a_students_variants_carry_the_training_it_had(
+    tiny_context: PassContext, scratch: Path, tiny_bundle: ModelBundle
+) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from optimise.distillation.data import tensor_data
+
+    rows = np.random.default_rng(0).normal(size=(256, 16)).astype(np.float32)
+    bundle = dataclasses.replace(
+        tiny_bundle, distillation_data=lambda: tensor_data({"features": rows}, None, "random rows")
+    )
+    builder = CandidateBuilder(bundle, tiny_context.profile, scratch)
+    student = PassSpec("distil", {"width": 0.5, "max_steps": 7})
+    distilled, _ = builder.build(recipe(torch_passes=(student,)))
+    quantised, _ = builder.build(recipe(QUANTISE, torch_passes=(student,)))
+    plain, _ = builder.build(recipe())
+    assert distilled.training is not None and distilled.training.steps == 7 and distilled.training.seconds > 0
+    assert quantised.training == distilled.training and plain.training is None
+    assert "distil(max_steps=7,width=0.5) {trained 7 steps in" in quantised.describe()
+
+
 def test_a_failing_pass_leaves_no_directory_behind(
     builder: CandidateBuilder, scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ from optimise.distillation.students import (
     LossWeights,
     StudentShape,
     batches_forever,
+    choose_layers,
     family_for,
     kept_layers,
 )
@@ -42,6 +43,25 @@ def test_kept_layers_spread_from_the_first_to_the_last(teacher: int, student: in
 def test_a_student_cannot_have_more_layers_than_its_teacher(student: int) -> None:
     with pytest.raises(ConfigError, match=f"a student of {student} layers: the teacher has 6"):
         kept_layers(6, student)
+    with pytest.raises(ConfigError, match=f"a student of {student} layers: the teacher has 6"):
+        choose_layers(lambda subset: 0.0, 6, student)
+
+
+def test_layers_are_chosen_by_backward_elimination_on_the_score() -> None:
+    # A score that wants layers 1, 4 and 5 kept, and cares least about the lowest layers.
+    wanted = {1: 10.0, 4: 5.0, 5: 8.0}
+    calls: list[list[int]] = []
+
+    def score(subset: list[int]) -> float:
+        calls.append(subset)
+        return sum(wanted.get(layer, 0.1 * layer) for layer in subset)
+
+    assert choose_layers(score, 6, 3) == [1, 4, 5]
+    assert len(calls) == 6 + 5 + 4  # one per layer that could go, at each of the three drops
+    assert choose_layers(score, 6, 6) == [0, 1, 2, 3, 4, 5] and len(calls) == 15
+
+
+NO_DATA = texts_data(["unused"], "classifier students do not read texts")
 
 
 def test_a_model_family_without_a_recipe_is_named() -> None:
@@ -58,12 +78,12 @@ def test_a_classifier_student_is_narrower_and_keeps_its_outputs() -> None:
     bundle = make_tiny_bundle()
     family = family_for(bundle, LossWeights())
     assert isinstance(family, ClassifierFamily)
-    student = family.student(bundle.module, StudentShape(width=0.5))
+    student = family.student(bundle.module, StudentShape(width=0.5), NO_DATA)
     assert student.net[0].out_features == 32 and bundle.module.net[0].out_features == 64
     batch = {"features": torch.from_numpy(bundle.eval_inputs["features"][:5])}
     assert family.outputs(student, batch).shape == (5, 4)
     with pytest.raises(ConfigError, match="takes a width"):
-        family.student(bundle.module, StudentShape(layers=2))
+        family.student(bundle.module, StudentShape(layers=2), NO_DATA)
 
 
 def test_classifier_loss_uses_labels_when_the_data_has_them() -> None:
@@ -109,7 +129,7 @@ def minilm() -> ModelBundle:
 def test_a_bert_student_keeps_the_chosen_layers_of_a_sentence_transformer(minilm: ModelBundle) -> None:
     family = family_for(minilm, LossWeights())
     assert isinstance(family, BertEncoderFamily)
-    student = family.student(minilm.module, StudentShape(layers=3))
+    student = family.student(minilm.module, StudentShape(layers=3, layer_choice="spread"), PROBE)
     assert (
         len(student[0].auto_model.encoder.layer) == 3 and student[0].auto_model.config.num_hidden_layers == 3
     )
@@ -123,6 +143,44 @@ def test_a_bert_student_keeps_the_chosen_layers_of_a_sentence_transformer(minilm
     assert family.outputs(student, batch).shape == (2, 384)
 
 
+PROBE = texts_data(
+    [
+        "the weather is fine today",
+        "no thanks",
+        "How do I reset my password?",
+        "Returns the number of items in the container.",
+        "a small dog barked at the postman all morning",
+        "Stop.",
+        "the quarterly report is due on friday, please send your figures",
+        "lol that was hilarious",
+    ],
+    "probe texts",
+)
+
+
+def test_a_bert_student_starts_from_the_layers_closest_to_its_teacher(minilm: ModelBundle) -> None:
+    family = BertEncoderFamily(minilm, LossWeights())
+    spread = family.student(minilm.module, StudentShape(layers=4, layer_choice="spread"), PROBE)
+    spread_map = family.layer_map
+    chosen = family.student(minilm.module, StudentShape(layers=4), PROBE)
+    assert len(chosen[0].auto_model.encoder.layer) == 4 and chosen[0].auto_model.config.num_hidden_layers == 4
+    assert family.layer_map != spread_map and family.layer_map[-1] == 6  # MiniLM's last layer matters most
+    batch = family.batches(PROBE, 8, 0, 0)[0]
+    with torch.no_grad():
+        target = family.outputs(minilm.module, batch)
+        closer = torch.cosine_similarity(family.outputs(chosen, batch), target).mean()
+        further = torch.cosine_similarity(family.outputs(spread, batch), target).mean()
+    assert float(closer) > float(further)
+    assert len(minilm.module[0].auto_model.encoder.layer) == 6  # the teacher is untouched
+
+
+def test_an_unknown_layer_choice_is_refused(minilm: ModelBundle) -> None:
+    with pytest.raises(ConfigError, match="layer_choice must be one of"):
+        BertEncoderFamily(minilm, LossWeights()).student(
+            minilm.module, StudentShape(3, layer_choice="best"), PROBE
+        )
+
+
 def test_bert_batches_pad_to_the_longest_text_of_the_batch(minilm: ModelBundle) -> None:
     family = BertEncoderFamily(minilm, LossWeights())
     texts = ["hi", "a much longer sentence with many more tokens in it than the first one"]
@@ -134,8 +192,8 @@ def test_bert_batches_pad_to_the_longest_text_of_the_batch(minilm: ModelBundle) 
 def test_pruning_a_bert_student_must_remove_whole_heads(minilm: ModelBundle) -> None:
     family = BertEncoderFamily(minilm, LossWeights())
     with pytest.raises(ConfigError, match=r"prune_ratio 0\.3 of 12 attention heads is not a whole number"):
-        family.student(minilm.module, StudentShape(layers=2, prune_ratio=0.3))
-    student = family.student(minilm.module, StudentShape(layers=2, prune_ratio=0.25))
+        family.student(minilm.module, StudentShape(layers=2, prune_ratio=0.3), PROBE)
+    student = family.student(minilm.module, StudentShape(layers=2, prune_ratio=0.25), PROBE)
     attention = student[0].auto_model.encoder.layer[0].attention.self
     assert attention.num_attention_heads == 9 and attention.query.out_features == 9 * 32
 
@@ -144,8 +202,10 @@ def test_the_bert_loss_is_zero_for_the_teacher_itself_and_positive_for_a_student
     family = family_for(minilm, LossWeights())
     batch = family.batches(texts_data(["the weather is fine", "hello there"], "x"), 2, 0, 0)[0]
     with torch.no_grad():
-        same = family.loss(family.student(minilm.module, StudentShape(layers=6)), minilm.module, batch)
-        smaller = family.loss(family.student(minilm.module, StudentShape(layers=2)), minilm.module, batch)
+        same = family.loss(family.student(minilm.module, StudentShape(layers=6), PROBE), minilm.module, batch)
+        smaller = family.loss(
+            family.student(minilm.module, StudentShape(layers=2), PROBE), minilm.module, batch
+        )
     assert float(same) == pytest.approx(0.0, abs=1e-5)
     assert float(smaller) > 0.01
 

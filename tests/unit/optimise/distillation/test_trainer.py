@@ -13,8 +13,10 @@ from tiny_models import make_tiny_bundle
 from optimise.distillation.data import tensor_data
 from optimise.distillation.students import ClassifierFamily, LossWeights, StudentShape
 from optimise.distillation.trainer import (
+    WARMUP_STEPS,
     StudentTrainer,
     TrainingPlan,
+    learning_rate,
     student_key,
     teacher_digest,
 )
@@ -26,13 +28,22 @@ DATA = tensor_data({"features": FEATURES}, None, "random rows")
 def _trainer(checkpoint: Path, steps: int, time_s: float = 600.0) -> StudentTrainer:
     bundle = make_tiny_bundle()
     family = ClassifierFamily(bundle, LossWeights())
-    student = family.student(bundle.module, StudentShape(width=0.5))
+    student = family.student(bundle.module, StudentShape(width=0.5), DATA)
     plan = TrainingPlan(time_s=time_s, max_steps=steps, batch_size=32, lr=1e-2, seed=0)
     return StudentTrainer(family, bundle.module, student, DATA, plan, checkpoint)
 
 
 def _weights(trainer: StudentTrainer) -> dict[str, torch.Tensor]:
     return {name: tensor.clone() for name, tensor in trainer.student.state_dict().items()}
+
+
+def test_the_learning_rate_warms_up_to_its_peak_then_decays_without_a_horizon() -> None:
+    rates = [learning_rate(1e-3, step) for step in range(4 * WARMUP_STEPS)]
+    assert rates[0] == pytest.approx(1e-3 / WARMUP_STEPS)
+    assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == WARMUP_STEPS - 1
+    assert all(a > b for a, b in zip(rates[WARMUP_STEPS - 1 :], rates[WARMUP_STEPS:], strict=False))
+    assert rates[4 * WARMUP_STEPS - 1] == pytest.approx(1e-3 / 2)  # inverse square root: 4x the steps, half
+    assert learning_rate(1e-3, 10**6) > 0
 
 
 def test_training_lowers_the_loss_and_stops_at_the_step_bound(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from optimise.types import PassSpec
         ({"batch_size": 0}, "batch_size"),
         ({"lr": -1}, "lr must be a positive"),
         ({"label_weight": 2}, "label_weight must lie in"),
+        ({"layer_choice": "best"}, "layer_choice must be one of"),
         ({"layres": 3}, "unexpected keyword"),
     ],
 )
