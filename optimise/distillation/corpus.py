@@ -10,16 +10,20 @@ sources a package registry provides:
 - Fortune cookies (Debian package `fortunes`, `/usr/share/games/fortunes`): quotes,
   jokes and short dialogue, the conversational register. Licence: BSD-4-Clause
   (fortune-mod) with the quotations' own notices.
-- Translated program messages (`/usr/share/locale/*/LC_MESSAGES/*.mo`, read with
-  `gettext`): every installed program's messages in up to ~90 languages (Debian's
-  essential coreutils alone ships 86), the only multilingual text on the machine.
+- Program messages (`/usr/share/locale/*/LC_MESSAGES/*.mo`, read with `gettext`):
+  every installed program's English messages and their translations in up to ~90
+  languages (Debian's essential coreutils alone ships 86), the only multilingual text
+  on the machine, and short interface text ("Cancel", "File not found").
   Licences: each program's own (coreutils: GPL-3.0-or-later).
 - Docstrings of the running Python's standard library, read with `ast` (nothing
   is imported): technical prose, names and code-like text. Licence: PSF-2.0.
 
 A share of lines is added again in the surface forms real traffic has and these
 sources lack (shouting, elongated words, runs of punctuation, emoji), made by
-`surface_variant` with a seeded generator.
+`surface_variant` with a seeded generator; a share are paragraphs of several lines
+joined (inputs as long as the model takes); and a share are generated forms
+(`generated_form`: numbers, amounts, dates, times, versions, addresses, paths).
+Lines from 2 characters are kept: short inputs are where a student is weakest.
 
 Lines shared with the texts that judge or calibrate a model (its fidelity and
 calibration sets) are removed, compared case- and whitespace-insensitively, so
@@ -52,13 +56,18 @@ WORDNET_PACKAGE = "wordnet-base"
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 FORTUNES_PACKAGE = "fortunes"
 LOCALE_DIR = Path("/usr/share/locale")
-CORPUS_FORMAT = 2  # bump when the extraction changes
+CORPUS_FORMAT = 3  # bump when the extraction changes
 SOURCE_CAP = 60_000
 """At most this many lines from one source, so that no source (WordNet's 160,000) drowns the others."""
 VARIANT_SHARE = 0.15
 """Lines added again in another surface form, as a share of the corpus."""
+PARAGRAPH_SHARE = 0.03
+"""Lines of 3-8 corpus lines joined, as a share of the corpus: the sources are sentences, and traffic
+also sends paragraphs up to the model's length limit."""
+FORM_SHARE = 0.05
+"""Generated numbers, dates, amounts, addresses... (`generated_form`), as a share of the corpus."""
 EMOJI = [chr(c) for c in (*range(0x1F600, 0x1F64F), *range(0x1F300, 0x1F3F0), *range(0x1F440, 0x1F4FC))]
-MIN_CHARS = 12
+MIN_CHARS = 2
 MAX_CHARS = 400
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -135,7 +144,8 @@ def fortune_sentences(root: Path = FORTUNES_DIR) -> Iterator[str]:
 
 
 def catalogue_messages(root: Path = LOCALE_DIR) -> Iterator[str]:
-    """The translated messages of every installed gettext catalogue, one language after another."""
+    """The messages of every installed gettext catalogue, one language after another: each translation
+    and its English original (repeats across languages are dropped by `assemble`)."""
     for path in sorted(root.glob("*/LC_MESSAGES/*.mo")):
         try:
             with path.open("rb") as handle:
@@ -143,10 +153,11 @@ def catalogue_messages(root: Path = LOCALE_DIR) -> Iterator[str]:
         except (OSError, LookupError, UnicodeDecodeError, ValueError):  # a malformed catalogue header
             continue
         # `_catalog` is the parsed message table (msgid -> msgstr); gettext has no public iterator.
-        for message in catalogue._catalog.values():  # type: ignore[attr-defined]
-            single_line = isinstance(message, str) and "\n" not in message.strip()
-            if single_line and (clean := _clean(message)) is not None:
-                yield clean
+        for pair in catalogue._catalog.items():  # type: ignore[attr-defined]
+            for text in pair:  # plural entries are keyed (msgid, index): only plain strings are text
+                single_line = isinstance(text, str) and "\n" not in text.strip()
+                if single_line and (clean := _clean(text)) is not None:
+                    yield clean
 
 
 def surface_variant(text: str, rng: random.Random) -> str:
@@ -169,6 +180,73 @@ def surface_variant(text: str, rng: random.Random) -> str:
     if kind == 4:
         return f"{text} {''.join(rng.choice(EMOJI) for _ in range(rng.randint(1, 4)))}"
     return " ".join(text.split()[: rng.randint(1, 3)]) + rng.choice(["", "?", "!", "..."])
+
+
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def generated_form(rng: random.Random, words: Sequence[str]) -> str:
+    """One line in a form that traffic has and prose sources lack: a number (integer, decimal, negative,
+    grouped, scientific, a fraction or a percentage), an amount of money, a date or a time in one of
+    several conventions, a version, a web or e-mail address, a hashtag or a file path; addresses are
+    made of `words` (lower-case words of the corpus itself). Generated, so nothing is copied."""
+    kind = rng.randrange(10)
+    year, month, day = rng.randint(1900, 2039), rng.randint(1, 12), rng.randint(1, 28)
+    if kind == 0:
+        value = rng.choice([rng.randint(0, 99), rng.randint(100, 99_999), rng.randint(10**5, 10**9)])
+        return rng.choice([str(value), f"{value:,}", f"-{value}", f"{value:,}".replace(",", " ")])
+    if kind == 1:
+        value = rng.uniform(-1000, 1000) * 10 ** rng.randint(-4, 2)
+        return rng.choice([f"{value:.{rng.randint(1, 5)}f}", f"{value:.3e}", f"{abs(value):.1f}%"])
+    if kind == 2:
+        amount = rng.uniform(0.5, 5000)
+        return rng.choice([f"${amount:,.2f}", f"€{amount:.2f}", f"£{amount:.0f}", f"{amount:.2f} USD"])
+    if kind == 3:
+        return f"{rng.randint(1, 9)}/{rng.choice([2, 3, 4, 8, 16])}"
+    if kind == 4:
+        return rng.choice(
+            [
+                f"{year}-{month:02d}-{day:02d}",
+                f"{day:02d}/{month:02d}/{year}",
+                f"{month}/{day}/{year % 100:02d}",
+                f"{_MONTHS[month - 1]} {_ordinal(day)}, {year}",
+                f"{day} {_MONTHS[month - 1]} {year}",
+                f"{_MONTHS[month - 1][:3]} {day}",
+            ]
+        )
+    if kind == 5:
+        hour, minute = rng.randint(0, 23), rng.randint(0, 59)
+        return rng.choice(
+            [f"{hour:02d}:{minute:02d}", f"{hour % 12 or 12}:{minute:02d} {'pm' if hour >= 12 else 'am'}"]
+        )
+    if kind == 6:
+        return rng.choice(["v", "", "version "]) + ".".join(
+            str(rng.randint(0, 20)) for _ in range(rng.randint(2, 3))
+        )
+    first, second = rng.choice(words), rng.choice(words)
+    if kind == 7:
+        return rng.choice(
+            [
+                f"https://www.{first}.com/{second}",
+                f"http://{first}.org/{second}?id={rng.randint(1, 999)}",
+                f"www.{first}-{second}.net",
+            ]
+        )
+    if kind == 8:
+        return rng.choice(
+            [f"{first}.{second}@{rng.choice(words)}.org", f"#{first}{second}", f"@{first}_{second}"]
+        )
+    return rng.choice(
+        [f"/usr/{first}/{second}.txt", f"C:\\{first.title()}\\{second}.docx", f"{first}_{second}.py"]
+    )
 
 
 def docstring_sentences(stdlib: Path | None = None) -> Iterator[str]:
@@ -236,6 +314,15 @@ def assemble(
     ]
     per_source["surface variants"] = len(variants)
     lines.extend(variants)
+    paragraphs = [
+        " ".join(rng.sample(lines, rng.randint(3, 8))) for _ in range(int(len(lines) * PARAGRAPH_SHARE))
+    ]
+    per_source["joined paragraphs"] = len(paragraphs)
+    words = sorted({w for line in lines for w in line.lower().split() if w.isalpha() and 3 <= len(w) <= 10})
+    forms = [f for f in (generated_form(rng, words) for _ in range(int(len(lines) * FORM_SHARE))) if keep(f)]
+    per_source["generated forms"] = len(forms)
+    lines.extend(forms)
+    lines.extend(paragraphs)
     rng.shuffle(lines)
     return lines, per_source, dropped
 

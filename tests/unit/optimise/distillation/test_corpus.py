@@ -94,6 +94,27 @@ def test_surface_variants_change_the_form_not_the_words() -> None:
     assert any(any(c in corpus.EMOJI for c in v) for v in variants)
 
 
+def test_generated_forms_cover_numbers_dates_amounts_and_addresses() -> None:
+    rng = random.Random(0)
+    forms = [corpus.generated_form(rng, ["river", "garden"]) for _ in range(400)]
+    assert any(f.lstrip("-").replace(",", "").isdigit() for f in forms)  # plain and grouped integers
+    assert any(f.count("-") == 2 and f[:4].isdigit() for f in forms)  # ISO dates
+    assert any(any(month in f for month in ("January", "March", "July", "December")) for f in forms)
+    assert any(f.startswith(("$", "€", "£")) for f in forms)
+    assert any(f.startswith("https://www.") and f.split("/")[-1] in {"river", "garden"} for f in forms)
+    assert any(":" in f and f.replace(":", "").isdigit() for f in forms)  # 24-hour times
+    assert len(set(forms)) > 300  # varied, not a handful of templates filled the same way
+
+
+def test_generated_forms_join_the_corpus_and_stay_out_of_the_protected_texts() -> None:
+    sources = {"a": [f"the river garden number {i} is green" for i in range(400)]}
+    rng = random.Random(5)  # the forms `assemble` draws after its shuffles differ, so probe broadly
+    protected = [corpus.generated_form(rng, ["river", "garden"]) for _ in range(2000)]
+    lines, per_source, _ = corpus.assemble(sources, protected, seed=2)
+    assert per_source["generated forms"] > 0
+    assert not {corpus.normalise(t) for t in protected} & {corpus.normalise(t) for t in lines}
+
+
 @pytest.fixture(scope="module")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> corpus.CorpusInfo:
     if not (corpus.WORDNET_DIR / "data.noun").is_file() or not corpus.FORTUNES_DIR.is_dir():
@@ -107,7 +128,9 @@ def test_the_demo_corpus_is_large_varied_and_disjoint_from_the_judging_texts(
 ) -> None:
     lines = demo_corpus.path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == demo_corpus.lines >= 20_000
-    assert {"wordnet", "fortunes", "python docstrings", "surface variants"} <= set(demo_corpus.per_source)
+    assert {"wordnet", "fortunes", "python docstrings", "surface variants", "generated forms"} <= set(
+        demo_corpus.per_source
+    )
     protected = read_lines(DATA_DIR / "minilm_fidelity.txt") + read_lines(DATA_DIR / "minilm_calibration.txt")
     assert not {corpus.normalise(t) for t in protected} & {corpus.normalise(t) for t in lines}
 
