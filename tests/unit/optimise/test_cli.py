@@ -214,6 +214,9 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
     assert code == 0, output
     assert "distil tiny (width 0.50) done: step 20" in output  # progress at the default verbosity
     assert "distil(" in output and "skipped distillation" not in output
+    tag = output.split("stored ")[1].split()[0]
+    report = store.artefact(store.get_model(tag)).report_path.read_text(encoding="utf-8")
+    assert "{trained 20 steps in" in report  # what the student had, not only the budget it was given
 
 
 def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:
