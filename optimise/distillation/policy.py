@@ -23,7 +23,9 @@ from optimise.types import Constraints, QualityMetric
 logger = logging.getLogger(__name__)
 
 AUTO_MIN_COSINE = 0.97
-"""A floor at or below this admits distilled students (MiniLM's reached 0.95-0.97 here)."""
+"""A floor at or below this admits distilled students. Measured on MiniLM on 2 cores: a 4-layer student
+stood at 0.928 mean cosine after 30 minutes (README, Measured), so at 0.97 the students train and are
+rejected with their figures; the floor says where distillation is worth asking for, not what it reaches."""
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,8 @@ class BertEncoderFamily:
     def student(
         self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
     ) -> torch.nn.Module:
+        if shape.width is not None:
+            raise ConfigError("a transformer student takes layers (and a prune_ratio), not a width")
         student = copy.deepcopy(teacher).eval()
         encoder = _encoder(student)
         layers = list(encoder.encoder.layer)

@@ -174,6 +174,11 @@ def test_a_bert_student_starts_from_the_layers_closest_to_its_teacher(minilm: Mo
     assert len(minilm.module[0].auto_model.encoder.layer) == 6  # the teacher is untouched
 
 
+def test_a_transformer_student_refuses_a_width(minilm: ModelBundle) -> None:
+    with pytest.raises(ConfigError, match="takes layers"):
+        BertEncoderFamily(minilm, LossWeights()).student(minilm.module, StudentShape(width=0.5), PROBE)
+
+
 def test_an_unknown_layer_choice_is_refused(minilm: ModelBundle) -> None:
     with pytest.raises(ConfigError, match="layer_choice must be one of"):
         BertEncoderFamily(minilm, LossWeights()).student(
