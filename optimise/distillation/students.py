@@ -20,7 +20,7 @@ outputs carry gradients, and the loss between the two:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -193,7 +193,8 @@ class BertEncoderFamily:
         """Mean cosine of the student made of a subset of `layers` to the teacher, per output row
         (the pooled embedding; token states per real token), on the first `PROBE_TEXTS` training
         texts: the data the student learns from, never the texts that judge it."""
-        probe = self._token_ids(data)[:PROBE_TEXTS]
+        # Only the probe texts: a student found complete in the cache never tokenises the whole corpus.
+        probe = self._tokenise((data.texts or ())[:PROBE_TEXTS])
         batches = [self._pad(probe[i : i + 64]) for i in range(0, len(probe), 64)]
         with torch.inference_mode():
             targets = [self.outputs(teacher, batch) for batch in batches]
@@ -233,10 +234,15 @@ class BertEncoderFamily:
     def _token_ids(self, data: DistillationData) -> list[list[int]]:
         """Token ids of every text, truncated to the bundle's length; tokenised once per data set."""
         if self._ids is None or self._ids[0] != data.digest:
-            max_length = self.bundle.max_length or 128
-            encoded = self.bundle.tokenizer(list(data.texts or ()), truncation=True, max_length=max_length)
-            self._ids = (data.digest, encoded["input_ids"])
+            self._ids = (data.digest, self._tokenise(data.texts or ()))
         return self._ids[1]
+
+    def _tokenise(self, texts: Sequence[str]) -> list[list[int]]:
+        encoded = self.bundle.tokenizer(
+            list(texts), truncation=True, max_length=self.bundle.max_length or 128
+        )
+        ids: list[list[int]] = encoded["input_ids"]
+        return ids
 
     def _pad(self, rows: list[list[int]]) -> TensorBatch:
         length = max(len(r) for r in rows)
@@ -267,13 +273,11 @@ class BertEncoderFamily:
             target, target_states = self._run(teacher, batch)
         output, states = self._run(student, batch)
         mask = batch["attention_mask"].unsqueeze(-1).to(output.dtype)
+        cosine = _row_cosines(output, target, batch["attention_mask"]).mean()
         if output.dim() == 3:  # token states: compare real tokens only
-            cosine = (functional.cosine_similarity(output, target, dim=-1) * mask[..., 0]).sum() / mask.sum()
             loss = 1 - cosine + _masked_mse(output, target, mask)
         else:
-            loss = (1 - functional.cosine_similarity(output, target, dim=-1)).mean() + functional.mse_loss(
-                output, target
-            ) * output.shape[-1]
+            loss = 1 - cosine + functional.mse_loss(output, target) * output.shape[-1]
         if self.weights.hidden:
             for student_layer, teacher_layer in enumerate(self.layer_map, start=1):
                 loss = loss + self.weights.hidden * _masked_mse(
