@@ -50,7 +50,9 @@ class TriggerConfig:
     live traffic) and build_timeout_s (the build process), audit_log (JSON lines; default `audit_log_path()`, beside the
     model store), history (windows kept per model), stop_grace_s (seconds a build has to exit on SIGTERM
     at stop before SIGKILL), build_command (the argv that runs `leanserve optimise`; empty: this
-    interpreter's `-m optimise.cli optimise`; the build's options are appended)."""
+    interpreter's `-m optimise.cli optimise`; the build's options are appended), distil_time_s (seconds
+    a rebuild trains distilled students on the recent inputs added to the model's distillation data,
+    apart from its search budget and its timeout; 0: a rebuild does not distil)."""
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     min_fidelity: float = 0.99
@@ -64,3 +66,4 @@ class TriggerConfig:
     history: int = 20
     stop_grace_s: float = 10.0
     build_command: tuple[str, ...] = ()
+    distil_time_s: float = 0.0

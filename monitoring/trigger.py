@@ -260,9 +260,8 @@ class Trigger:
             }
             command = [*(self.config.build_command or _OPTIMISE), *chain(*options.items()), "--no-promote"]
             recent = self.control.recent_inputs(model)
-            if recent is not None:  # recalibrate on what the model sees now
-                np.savez(Path(scratch) / "recent.npz", **recent)  # type: ignore[arg-type]  # numpy stub quirk
-                command += ["--calibration-inputs", str(Path(scratch) / "recent.npz")]
+            if recent is not None:
+                command += self._recent_input_options(recent, Path(scratch))
             code, stderr = self._run_child(command)
             if self._stopping.is_set() or code == -signal.SIGTERM:
                 # A server that stops terminates its children; BentoML's supervisor does so before
@@ -272,19 +271,36 @@ class Trigger:
                 raise StepFailed("failed", f"build {_status(code)}: {stderr.strip()[-300:]}")
             return tag_file.read_text(encoding="utf-8").split(":")[1]
 
+    def _recent_input_options(self, recent: dict[str, np.ndarray], scratch: Path) -> list[str]:
+        """Recalibrate on what the model sees now; when rebuilds distil, students learn half the recent
+        rows (every second one) and the other half calibrates and judges: a student is never graded on
+        the rows it learnt."""
+        calibration = recent
+        options = []
+        if self.config.distil_time_s > 0:
+            calibration = {name: rows[0::2] for name, rows in recent.items()}
+            np.savez(scratch / "live.npz", **{name: rows[1::2] for name, rows in recent.items()})  # type: ignore[arg-type]  # numpy stub quirk
+            options += [
+                "--distil-live",
+                str(scratch / "live.npz"),
+                "--distil-time",
+                f"{self.config.distil_time_s:g}",
+            ]
+        np.savez(scratch / "recent.npz", **calibration)  # type: ignore[arg-type]  # numpy stub quirk
+        return ["--calibration-inputs", str(scratch / "recent.npz"), *options]
+
     def _run_child(self, command: list[str]) -> tuple[int, str]:
         """Run the build as a child `stop()` can end; returns its exit status and standard error."""
+        timeout = self.config.build_timeout_s + self.config.distil_time_s  # training is apart from the search
         with self._lock:
             if self._stopping.is_set():
                 raise StepFailed("interrupted", "the server stopped before the build started")
             child = self._child = buildproc.start(command)
         try:
-            _, stderr = child.communicate(timeout=self.config.build_timeout_s)
+            _, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             buildproc.stop(child, self.config.stop_grace_s)
-            raise StepFailed(
-                "failed", f"build still running after {self.config.build_timeout_s:g} s"
-            ) from None
+            raise StepFailed("failed", f"build still running after {timeout:g} s") from None
         finally:
             with self._lock:
                 self._child = None

@@ -8,6 +8,7 @@ a test can narrow it; the profile decides which runtimes, precisions and precisi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any, Protocol
 
 from optimise.passes.quantise_nncf import IGNORED_SCOPES, PRESETS
@@ -75,7 +76,8 @@ class SearchSpace:
     shape per length for single rows, padded to the next (needs an attention mask)."""
     students: tuple[str, ...] = ("none",)
     """'none' (the model itself) or distilled students by name: 'layers=N' (transformers: N encoder
-    layers kept) or 'width=W' (classifiers: share W of the channels kept); see `student_pass`."""
+    layers kept, optionally ',prune_ratio=R' and ',layer_choice=fidelity|spread') or 'width=W'
+    (classifiers: share W of the channels kept); see `student_settings`."""
     distil_time_s: float = 600.0
     """Training budget of each student, in seconds (apart from the search's time budget)."""
     distil_steps: int | None = None
@@ -167,17 +169,45 @@ class SearchSpace:
         return [student_pass(name, self) for name in self.students if name != "none"]
 
 
+STUDENT_SETTINGS: dict[str, type] = {"layers": int, "prune_ratio": float, "layer_choice": str, "width": float}
+"""What a student's name may set (comma-separated `key=value`), and each setting's type; the `distil`
+pass checks the ranges (`optimise.passes.distil.DistilConfig`)."""
+STUDENT_FORMS = (
+    "'layers=N[,prune_ratio=R][,layer_choice=fidelity|spread]' (transformers) or 'width=W' (classifiers)"
+)
+
+
 def student_settings(name: str) -> dict[str, Any]:
-    """'layers=3' -> {'layers': 3}; 'width=0.5' -> {'width': 0.5}. Raises ValueError for other names."""
-    key, _, value = name.partition("=")
+    """The `distil` settings a student's name stands for: 'layers=3' -> {'layers': 3};
+    'layers=4,prune_ratio=0.25' -> {'layers': 4, 'prune_ratio': 0.25}; 'width=0.5' -> {'width': 0.5};
+    a number may be a fraction ('prune_ratio=1/3': 4 of 12 heads exactly).
+
+    Raises ValueError naming the student and the part that is not a known setting of the right type,
+    a setting given twice, or a name with neither (or both) of layers and width."""
+    settings: dict[str, Any] = {}
+    for part in name.split(","):
+        key, sep, value = (piece.strip() for piece in part.partition("="))
+        kind = STUDENT_SETTINGS.get(key)
+        if key in settings:
+            raise ValueError(f"unknown student {name!r}: {key} is given twice")
+        if not sep or kind is None or not value:
+            raise ValueError(f"unknown student {name!r} (at {part.strip()!r}): use {STUDENT_FORMS}")
+        try:
+            settings[key] = float(Fraction(value)) if kind is float else kind(value)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(
+                f"unknown student {name!r}: {key} takes {'an integer' if kind is int else 'a number'}, "
+                f"got {value!r}"
+            ) from None
+    if ("layers" in settings) == ("width" in settings):
+        raise ValueError(f"unknown student {name!r}: use {STUDENT_FORMS}")
+    from optimise.passes.distil import DistilConfig
+
     try:
-        if key == "layers":
-            return {"layers": int(value)}
-        if key == "width":
-            return {"width": float(value)}
-    except ValueError:
-        pass
-    raise ValueError(f"unknown student {name!r}: use 'layers=N' (transformers) or 'width=W' (classifiers)")
+        DistilConfig(**settings)
+    except ValueError as exc:
+        raise ValueError(f"student {name!r}: {exc}") from None
+    return settings
 
 
 def student_pass(name: str, space: SearchSpace) -> PassSpec:
@@ -189,7 +219,7 @@ def student_pass(name: str, space: SearchSpace) -> PassSpec:
 
 def default_students(bundle: ModelBundle) -> tuple[str, ...]:
     """Students worth distilling for this kind of model, from the larger to the smaller: transformers
-    keep 4 or 3 of MiniLM's 6 layers (measured as NNCF int8: 4.5x and 5.5x the speed of PyTorch eager),
+    keep 4 or 3 of MiniLM's 6 layers (measured as NNCF int8: 5.3x and 7.0x the speed of PyTorch eager),
     classifiers half their channels."""
     if bundle.transformer_type is not None:
         return ("layers=4", "layers=3")

@@ -40,5 +40,6 @@ def trigger_config(settings: ServiceSettings) -> TriggerConfig:
         policy=policy_config(settings),
         shadow_rows=settings.shadow_rows,
         build_time_budget_s=settings.reoptimise_time_budget_s,
+        distil_time_s=settings.reoptimise_distil_time_s,
     )
     return config if settings.audit_log is None else replace(config, audit_log=settings.audit_log)

@@ -157,6 +157,13 @@ class ServiceSettings(BaseSettings):
     reoptimise_time_budget_s: float = Field(
         default=TriggerConfig.build_time_budget_s, gt=0, description="Search budget of a re-optimisation."
     )
+    reoptimise_distil_time_s: float = Field(
+        default=TriggerConfig.distil_time_s,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds a re-optimisation trains distilled students on half the recent inputs added "
+        "to the model's distillation data, apart from its search budget; 0: it does not distil.",
+    )
     audit_log: Path | None = Field(
         default=None, description="JSON-lines audit log; default $BENTOML_HOME/leanserve-audit.jsonl."
     )

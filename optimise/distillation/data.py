@@ -4,11 +4,17 @@ Text models learn from texts (one per line), tensor models from a `.npz` of name
 inputs shaped like the model's (first axis: samples), with true labels under
 `labels` where the user has them. A file is checked before anything is built:
 missing, empty, binary or too small is a `ConfigError` naming the cause.
+
+Inputs a server recorded (its window of recent traffic, a `.npz` of the model's
+inputs: token ids for text models) are added to that data by `with_live_rows`,
+repeated to a share of it: the student sees the traffic it will serve, and the
+corpus keeps it general.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +27,14 @@ MIN_TEXTS = 1_000
 """Fewer texts than this cannot move a student past its layer-dropped start (measured on MiniLM)."""
 MIN_ROWS = 256
 """Fewer tensor rows than a few batches overfit the student to them."""
+MIN_LIVE_ROWS = 50
+"""Recorded inputs below this are too few to weight a student towards (the server's window holds up to
+1,000; its drift verdicts start at 200)."""
+LIVE_SHARE = 0.1
+"""Share of the distillation data the recorded inputs make up once added (`with_live_rows`)."""
 LABELS_KEY = "labels"
+NO_LABEL = -1
+"""The label of a row without one (recorded inputs added to labelled data)."""
 _BINARY_PROBE = 8192
 
 
@@ -32,9 +45,12 @@ class DistillationData:
     Attributes:
         texts: one input per item, for models the bundle tokenises; None for tensor models.
         inputs: named arrays [N, ...] for tensor models; None for text models.
-        labels: true class labels [N] where present (classifiers), else None.
+        labels: true class labels [N] where present (classifiers; `NO_LABEL` for a row without),
+            else None.
         source: where the data came from, for the report (e.g. 'traffic.txt, 24,000 texts').
         digest: sha256 of the content: part of the trained student's cache key.
+        token_ids: text models: inputs already tokenised (recorded traffic), each the token ids of its
+            real tokens, special tokens included; learnt from after `texts`.
     """
 
     texts: tuple[str, ...] | None
@@ -42,13 +58,47 @@ class DistillationData:
     labels: np.ndarray | None
     source: str
     digest: str
+    token_ids: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def size(self) -> int:
-        if self.texts is not None:
-            return len(self.texts)
-        assert self.inputs is not None
-        return len(next(iter(self.inputs.values())))
+        if self.inputs is not None:
+            return len(next(iter(self.inputs.values())))
+        return len(self.texts or ()) + len(self.token_ids or ())
+
+
+def token_data(rows: list[tuple[int, ...]], source: str) -> DistillationData:
+    """Tokenised texts (token ids of the real tokens per row) as distillation data for a text model."""
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    return DistillationData(None, None, None, f"{source}, {len(rows):,} token rows", digest, tuple(rows))
+
+
+def with_live_rows(
+    base: DistillationData, live: DistillationData, share: float = LIVE_SHARE
+) -> DistillationData:
+    """`base` with the recorded rows `live` added, repeated (whole copies, at least one) until they make
+    up about `share` of the result: 1,000 rows beside a 178,000-line corpus are added 20 times.
+
+    Text data takes token rows (`token_data`), tensor data the same named inputs; labelled tensor data
+    labels the added rows `NO_LABEL`. Raises ConfigError when the two cannot be joined."""
+    repeats = max(1, round(share * base.size / ((1 - share) * live.size)))
+    source = f"{base.source} + {live.size:,} recorded rows x{repeats}"
+    digest = hashlib.sha256(f"{base.digest}+{live.digest}x{repeats}".encode()).hexdigest()
+    if base.inputs is None:
+        if live.token_ids is None:
+            raise ConfigError("recorded inputs for a text model must be token ids (input_ids)")
+        rows = (*(base.token_ids or ()), *(live.token_ids * repeats))
+        return DistillationData(base.texts, None, None, source, digest, rows)
+    if live.inputs is None or set(live.inputs) != set(base.inputs):
+        raise ConfigError(f"recorded inputs must hold the model's inputs {sorted(base.inputs)}")
+    inputs = {
+        name: np.concatenate([base.inputs[name], *[live.inputs[name]] * repeats]) for name in base.inputs
+    }
+    labels = None
+    if base.labels is not None:
+        added = np.full(live.size * repeats, NO_LABEL, dtype=base.labels.dtype)
+        labels = np.concatenate([base.labels, added])
+    return DistillationData(None, inputs, labels, source, digest)
 
 
 def texts_data(texts: list[str], source: str) -> DistillationData:
@@ -90,6 +140,45 @@ def read_text_file(path: Path, minimum: int = MIN_TEXTS) -> DistillationData:
     return texts_data(texts, path.name)
 
 
+def read_token_file(path: Path, vocab_size: int, minimum: int = MIN_LIVE_ROWS) -> DistillationData:
+    """A `.npz` of a text model's token inputs, as a server records them: `input_ids` [N, L] (integers
+    below `vocab_size`) and optionally `attention_mask` [N, L] (0 marks padding, dropped). Raises
+    ConfigError for a missing or unreadable file, missing or malformed ids, ids outside the vocabulary,
+    or fewer than `minimum` rows with a real token."""
+    arrays = _load_npz(path)
+    ids = arrays.get("input_ids")
+    if ids is None:
+        raise ConfigError(f"distillation data {path} lacks 'input_ids' (a text model's recorded inputs)")
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise ConfigError(f"distillation data {path}: 'input_ids' must be integer token ids [rows, tokens]")
+    mask = arrays.get("attention_mask", np.ones_like(ids))
+    if mask.shape != ids.shape:
+        raise ConfigError(
+            f"distillation data {path}: 'attention_mask' has shape {mask.shape}, 'input_ids' {ids.shape}"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ConfigError(
+            f"distillation data {path}: token ids run from {ids.min()} to {ids.max()}, "
+            f"the model's vocabulary from 0 to {vocab_size - 1}"
+        )
+    rows = [tuple(int(t) for t in row[m != 0]) for row, m in zip(ids, mask, strict=True)]
+    rows = [row for row in rows if row]
+    if len(rows) < minimum:
+        raise ConfigError(
+            f"distillation data {path} holds {len(rows):,} rows; distillation needs {minimum:,}"
+        )
+    return token_data(rows, path.name)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    _read_bytes(path)  # existence and emptiness, with the same messages as text
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except Exception as exc:  # zip / npy errors come in many types
+        raise ConfigError(f"distillation data {path} is not a readable .npz: {exc}") from None
+
+
 def read_npz_file(
     path: Path,
     input_names: tuple[str, ...],
@@ -100,12 +189,7 @@ def read_npz_file(
     """A `.npz` with one array per model input (and optionally `labels`). Raises ConfigError for a
     missing or unreadable file, a missing input, a row shape other than `row_shapes[name]` (None:
     any size on that axis), ragged row counts or too few rows."""
-    _read_bytes(path)  # existence and emptiness, with the same messages as text
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # zip / npy errors come in many types
-        raise ConfigError(f"distillation data {path} is not a readable .npz: {exc}") from None
+    arrays = _load_npz(path)
     missing = [name for name in input_names if name not in arrays]
     if missing:
         raise ConfigError(
@@ -142,8 +226,8 @@ def read_npz_file(
     if count < minimum:
         raise ConfigError(f"distillation data {path} holds {count:,} rows; distillation needs {minimum:,}")
     inputs = {name: arrays[name].astype(dtypes[name], copy=False) for name in input_names}
-    labels = arrays[LABELS_KEY].astype(np.int64) if LABELS_KEY in arrays else None
-    return tensor_data(inputs, labels, path.name)
+    classes = arrays[LABELS_KEY].astype(np.int64) if LABELS_KEY in arrays else None
+    return tensor_data(inputs, classes, path.name)
 
 
 def _read_bytes(path: Path) -> bytes:

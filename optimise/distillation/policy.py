@@ -13,19 +13,31 @@ from pathlib import Path
 
 import numpy as np
 
-from optimise.distillation.data import MIN_TEXTS, DistillationData, read_npz_file, read_text_file, texts_data
-from optimise.distillation.students import LossWeights, family_for
+from optimise.distillation.data import (
+    MIN_LIVE_ROWS,
+    MIN_ROWS,
+    MIN_TEXTS,
+    DistillationData,
+    read_npz_file,
+    read_text_file,
+    read_token_file,
+    texts_data,
+    token_data,
+    with_live_rows,
+)
+from optimise.distillation.students import LossWeights, StudentShape, family_for
 from optimise.errors import ConfigError
 from optimise.source import ModelBundle
-from optimise.space import SearchSpace, default_students
+from optimise.space import SearchSpace, default_students, student_settings
 from optimise.types import Constraints, QualityMetric
 
 logger = logging.getLogger(__name__)
 
 AUTO_MIN_COSINE = 0.97
 """A floor at or below this admits distilled students. Measured on MiniLM on 2 cores: a 4-layer student
-stood at 0.928 mean cosine after 30 minutes (README, Measured), so at 0.97 the students train and are
-rejected with their figures; the floor says where distillation is worth asking for, not what it reaches."""
+stood at 0.936 mean cosine after 30 minutes of bf16 training (README, Measured), so at 0.97 the students
+train and are rejected with their figures; the floor says where distillation is worth asking for, not
+what it reaches."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +47,21 @@ class DistillationDecision:
     """Why distillation was skipped and how to ask for it (None when it runs)."""
 
 
-def decide(bundle: ModelBundle, constraints: Constraints, forced: bool | None) -> DistillationDecision:
-    """Students to train: `forced` True/False decides; None leaves it to the quality budget.
+def decide(
+    bundle: ModelBundle, constraints: Constraints, forced: bool | None, students: tuple[str, ...] = ()
+) -> DistillationDecision:
+    """Students to train: `students` by name (`optimise.space.student_settings`) when given, else the
+    family's defaults; `forced` True/False decides; None leaves it to the quality budget (named
+    students force it).
 
-    Raises ConfigError when distillation is forced on a model without a recipe or without data.
+    Raises ConfigError when distillation is forced on a model without a recipe or without data, or a
+    named student is one the model cannot become; ValueError for a name that is not a student.
     """
     if forced is False:
         return DistillationDecision((), None)
+    if students:
+        check_students(bundle, students)
+        forced = True
     try:
         family_for(bundle, LossWeights())
         if bundle.distillation_data is None:
@@ -52,12 +72,31 @@ def decide(bundle: ModelBundle, constraints: Constraints, forced: bool | None) -
         return DistillationDecision((), f"distillation: {exc}")
     cosine = bundle.quality_metric is QualityMetric.COSINE
     if forced or (cosine and constraints.min_cosine <= AUTO_MIN_COSINE):
-        return DistillationDecision(default_students(bundle), None)
+        return DistillationDecision(students or default_students(bundle), None)
     budget = f"--min-cosine {constraints.min_cosine}" if cosine else "the accuracy budget"
     hint = f"--distil or --min-cosine {AUTO_MIN_COSINE}" if cosine else "--distil"
     return DistillationDecision(
         (), f"distillation: off under {budget} (it trains for minutes); ask for it with {hint}"
     )
+
+
+def check_students(bundle: ModelBundle, students: tuple[str, ...]) -> None:
+    """Refuse, before anything is built, a student name that is not one (ValueError) or a student the
+    model's architecture cannot take (ConfigError: more layers than it has, a prune ratio that is not a
+    whole number of heads, a width on a transformer, layers on a classifier)."""
+    family = family_for(bundle, LossWeights())
+    for name in students:
+        settings = student_settings(name)
+        shape = StudentShape(
+            layers=settings.get("layers"),
+            prune_ratio=settings.get("prune_ratio", 0.0),
+            width=settings.get("width"),
+            layer_choice=settings.get("layer_choice", "fidelity"),
+        )
+        try:
+            family.check(bundle.module, shape)
+        except ConfigError as exc:
+            raise ConfigError(f"student {name!r}: {exc}") from None
 
 
 def with_students(
@@ -89,6 +128,10 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
     """
     if bundle.tokenizer is not None:
         return _without_judging_texts(bundle, read_text_file(path), path)
+    return _read_tensor_file(bundle, path, MIN_ROWS)
+
+
+def _read_tensor_file(bundle: ModelBundle, path: Path, minimum: int) -> DistillationData:
     dtypes = {name: np.asarray(bundle.latency_inputs[name]).dtype for name in bundle.input_names}
     shapes = {
         name: tuple(
@@ -97,7 +140,7 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
         )
         for name in bundle.input_names
     }
-    data = read_npz_file(path, bundle.input_names, dtypes, row_shapes=shapes)
+    data = read_npz_file(path, bundle.input_names, dtypes, minimum, row_shapes=shapes)
     if data.labels is not None:
         classes = bundle.run_torch(bundle.latency_inputs)[0].shape[-1]
         if int(data.labels.max(initial=0)) >= classes:
@@ -108,12 +151,53 @@ def read_user_data(bundle: ModelBundle, path: Path) -> DistillationData:
     return data
 
 
-def _without_judging_texts(bundle: ModelBundle, data: DistillationData, path: Path) -> DistillationData:
-    """The user's texts less those the build judges or calibrates with (the same token ids as an
-    evaluation or calibration row): a student trained on them would be graded on what it learnt.
-    Raises ConfigError when too few texts are left."""
-    assert data.texts is not None
-    judged = set()
+def read_live_data(bundle: ModelBundle, path: Path) -> DistillationData:
+    """`--distil-live`: inputs a server recorded (a `.npz` of the model's inputs: token ids for text
+    models), less the rows the build judges or calibrates with. Raises ConfigError for a file
+    distillation cannot use or fewer than `MIN_LIVE_ROWS` rows left."""
+    if bundle.tokenizer is None:
+        return _read_tensor_file(bundle, path, MIN_LIVE_ROWS)
+    data = read_token_file(path, len(bundle.tokenizer), MIN_LIVE_ROWS)
+    assert data.token_ids is not None
+    judged = _judged_rows(bundle)
+    kept = [row for row in data.token_ids if row not in judged]
+    if len(kept) == len(data.token_ids):
+        return data
+    if len(kept) < MIN_LIVE_ROWS:
+        raise ConfigError(
+            f"distillation data {path}: {len(kept):,} rows once the {len(data.token_ids) - len(kept):,} "
+            f"that are evaluation or calibration rows are left out; distillation needs {MIN_LIVE_ROWS:,}"
+        )
+    return token_data(kept, f"{path.name} ({len(data.token_ids) - len(kept):,} evaluation rows left out)")
+
+
+def add_live_rows(bundle: ModelBundle, live: DistillationData) -> None:
+    """Make the bundle's distillation data (its own, or `--distil-data`) include the recorded rows
+    `live` (`with_live_rows`), joined when first read; a bundle without data of its own learns from
+    `live` alone. Raises ConfigError when `live` alone is fewer rows than distillation needs."""
+    own = bundle.distillation_data
+    if own is None:
+        minimum = MIN_TEXTS if bundle.tokenizer is not None else MIN_ROWS
+        if live.size < minimum:
+            raise ConfigError(
+                f"distilling {bundle.name} needs unlabelled inputs: {live.size:,} recorded rows alone are "
+                f"fewer than {minimum:,}; pass --distil-data FILE as well"
+            )
+        bundle.distillation_data = lambda: live
+        return
+    joined: list[DistillationData] = []
+
+    def data() -> DistillationData:
+        if not joined:
+            joined.append(with_live_rows(own(), live))
+        return joined[0]
+
+    bundle.distillation_data = data
+
+
+def _judged_rows(bundle: ModelBundle) -> set[tuple[int, ...]]:
+    """Token ids (real tokens) of every evaluation and calibration row of a text model."""
+    judged: set[tuple[int, ...]] = set()
     for inputs in (bundle.eval_inputs, bundle.calibration_inputs):
         if inputs is None or "input_ids" not in inputs:
             continue
@@ -121,6 +205,15 @@ def _without_judging_texts(bundle: ModelBundle, data: DistillationData, path: Pa
         judged |= {
             tuple(ids[m.astype(bool)].tolist()) for ids, m in zip(inputs["input_ids"], mask, strict=True)
         }
+    return judged
+
+
+def _without_judging_texts(bundle: ModelBundle, data: DistillationData, path: Path) -> DistillationData:
+    """The user's texts less those the build judges or calibrates with (the same token ids as an
+    evaluation or calibration row): a student trained on them would be graded on what it learnt.
+    Raises ConfigError when too few texts are left."""
+    assert data.texts is not None
+    judged = _judged_rows(bundle)
     if not judged:
         return data
     max_length = bundle.max_length or np.shape(bundle.eval_inputs["input_ids"])[1]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from optimise.distillation.data import DistillationData
+from optimise.distillation.data import NO_LABEL, DistillationData
 from optimise.errors import ConfigError
 from optimise.source import ModelBundle
 
@@ -65,6 +65,10 @@ class LossWeights:
 
 class Family(Protocol):
     name: str
+
+    def check(self, teacher: torch.nn.Module, shape: StudentShape) -> None:
+        """Raise ConfigError naming why `teacher` cannot become a student of `shape` (before any work)."""
+        ...
 
     def student(
         self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
@@ -156,17 +160,31 @@ class BertEncoderFamily:
         self.layer_map: list[int] = []
         self._ids: tuple[str, list[list[int]]] | None = None
 
+    def check(self, teacher: torch.nn.Module, shape: StudentShape) -> None:
+        if shape.width is not None:
+            raise ConfigError("a transformer student takes layers (and a prune_ratio), not a width")
+        if shape.layer_choice not in LAYER_CHOICES:
+            raise ConfigError(f"layer_choice must be one of {LAYER_CHOICES}, got {shape.layer_choice!r}")
+        encoder = _encoder(teacher)
+        teacher_layers = len(encoder.encoder.layer)
+        if shape.layers is not None and not 1 <= shape.layers <= teacher_layers:
+            raise ConfigError(f"a student of {shape.layers} layers: the teacher has {teacher_layers}")
+        heads = int(encoder.config.num_attention_heads)
+        removed = shape.prune_ratio * heads
+        if abs(removed - round(removed)) > 1e-6 or round(removed) >= heads:
+            raise ConfigError(
+                f"prune_ratio {shape.prune_ratio} of {heads} attention heads is not a whole number of heads "
+                f"below {heads}"
+            )
+
     def student(
         self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
     ) -> torch.nn.Module:
-        if shape.width is not None:
-            raise ConfigError("a transformer student takes layers (and a prune_ratio), not a width")
+        self.check(teacher, shape)
         student = copy.deepcopy(teacher).eval()
         encoder = _encoder(student)
         layers = list(encoder.encoder.layer)
         count = shape.layers or len(layers)
-        if shape.layer_choice not in LAYER_CHOICES:
-            raise ConfigError(f"layer_choice must be one of {LAYER_CHOICES}, got {shape.layer_choice!r}")
         if shape.layer_choice == "spread" or count == len(layers):
             keep = kept_layers(len(layers), count)
         else:
@@ -174,7 +192,7 @@ class BertEncoderFamily:
         self._keep(student, [layers[i] for i in keep])
         self.layer_map = [i + 1 for i in keep]  # hidden_states[0] is the embedding output
         if shape.prune_ratio:
-            self._prune(student, shape.prune_ratio, int(encoder.config.num_attention_heads))
+            prune_in_place(student, self.bundle, shape.prune_ratio)
         return student
 
     @staticmethod
@@ -195,6 +213,7 @@ class BertEncoderFamily:
         texts: the data the student learns from, never the texts that judge it."""
         # Only the probe texts: a student found complete in the cache never tokenises the whole corpus.
         probe = self._tokenise((data.texts or ())[:PROBE_TEXTS])
+        probe += [self._truncate(row) for row in (data.token_ids or ())[: PROBE_TEXTS - len(probe)]]
         batches = [self._pad(probe[i : i + 64]) for i in range(0, len(probe), 64)]
         with torch.inference_mode():
             targets = [self.outputs(teacher, batch) for batch in batches]
@@ -210,17 +229,9 @@ class BertEncoderFamily:
 
         return score
 
-    def _prune(self, student: torch.nn.Module, ratio: float, heads: int) -> None:
-        removed = ratio * heads
-        if abs(removed - round(removed)) > 1e-6 or round(removed) >= heads:
-            raise ConfigError(
-                f"prune_ratio {ratio} of {heads} attention heads is not a whole number of heads below {heads}"
-            )
-        prune_in_place(student, self.bundle, ratio)
-
     def batches(self, data: DistillationData, batch_size: int, seed: int, epoch: int) -> list[TensorBatch]:
         """Texts in batches of similar length (less padding), in a seeded order per epoch."""
-        assert data.texts is not None
+        assert data.texts is not None or data.token_ids is not None
         ids = self._token_ids(data)
         order = np.random.default_rng([seed, epoch]).permutation(len(ids))
         chunk = batch_size * 50
@@ -232,12 +243,22 @@ class BertEncoderFamily:
         return [self._pad([ids[i] for i in group]) for group in groups]
 
     def _token_ids(self, data: DistillationData) -> list[list[int]]:
-        """Token ids of every text, truncated to the bundle's length; tokenised once per data set."""
+        """Token ids of every text, then of every tokenised row, truncated to the bundle's length;
+        tokenised once per data set."""
         if self._ids is None or self._ids[0] != data.digest:
-            self._ids = (data.digest, self._tokenise(data.texts or ()))
+            rows = self._tokenise(data.texts or ())
+            rows += [self._truncate(row) for row in data.token_ids or ()]
+            self._ids = (data.digest, rows)
         return self._ids[1]
 
+    def _truncate(self, row: tuple[int, ...]) -> list[int]:
+        """A tokenised row cut to the bundle's length, keeping its last (separator) token."""
+        limit = self.bundle.max_length or 128
+        return list(row) if len(row) <= limit else [*row[: limit - 1], row[-1]]
+
     def _tokenise(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:  # the tokenizer raises on an empty list
+            return []
         encoded = self.bundle.tokenizer(
             list(texts), truncation=True, max_length=self.bundle.max_length or 128
         )
@@ -303,12 +324,18 @@ class ClassifierFamily:
         self.bundle = bundle
         self.weights = weights
 
+    def check(self, teacher: torch.nn.Module, shape: StudentShape) -> None:
+        if shape.layers is not None or shape.prune_ratio or shape.layer_choice != "fidelity":
+            raise ConfigError(
+                "a classifier student takes a width (share of channels kept), not layers, prune_ratio or "
+                "layer_choice"
+            )
+
     def student(
         self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
     ) -> torch.nn.Module:
+        self.check(teacher, shape)
         width = shape.width if shape.width is not None else DEFAULT_WIDTH
-        if shape.layers is not None:
-            raise ConfigError("a classifier student takes a width (share of channels kept), not layers")
         student = copy.deepcopy(teacher).eval()
         prune_in_place(student, self.bundle, 1 - width)
         return student
@@ -341,9 +368,12 @@ class ClassifierFamily:
         loss = (
             functional.kl_div(functional.log_softmax(logits / t, dim=-1), soft, reduction="batchmean") * t * t
         )
-        if LABELS in batch:
+        labelled = batch[LABELS] != NO_LABEL if LABELS in batch else None
+        if labelled is not None and bool(labelled.any()):  # recorded rows added to the data have none
             alpha = self.weights.label_weight
-            loss = (1 - alpha) * loss + alpha * functional.cross_entropy(logits, batch[LABELS])
+            loss = (1 - alpha) * loss + alpha * functional.cross_entropy(
+                logits[labelled], batch[LABELS][labelled]
+            )
         return loss
 
 

@@ -8,7 +8,8 @@ writes a checkpoint (student, optimiser, step, seconds trained) every
 one, and a longer budget continues a shorter run. Batches and initial weights
 come from the seed, so the same number of steps gives the same student; a time
 budget decides how many steps that is on a given machine. Runs on CUDA when the
-machine has it.
+machine has it, and in bfloat16 mixed precision where the device computes it
+natively (`resolve_precision`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ optimiser state it resumes from, is ~200 MB, so older ones are removed."""
 CHECKPOINT_EVERY_S = 60.0
 REPORT_EVERY_S = 30.0
 WARMUP_STEPS = 100
+PRECISIONS = ("auto", "bf16", "fp32")
+"""Arithmetic of a training step: "bf16" autocasts matrix products to bfloat16 (weights, optimiser and
+loss stay float32), "fp32" does not, "auto" picks bf16 where the device has it natively."""
 Progress = Callable[["TrainingState"], None]
 
 
@@ -49,6 +54,8 @@ class TrainingPlan:
     batch_size: int
     lr: float
     seed: int
+    precision: str = "fp32"
+    """"bf16" or "fp32" (`resolve_precision` turns "auto" into one of them)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,40 @@ def learning_rate(peak: float, step: int) -> float:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(requested: str, where: torch.device) -> str:
+    """ "bf16" or "fp32" for a requested precision (one of `PRECISIONS`) on `where`: "auto" is bf16 on a
+    CUDA device that supports it and on a CPU whose oneDNN computes bf16 natively (AVX512-BF16 or AMX),
+    fp32 elsewhere (emulated bf16 would be slower). Raises ValueError for anything else."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if where.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if where.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+@contextmanager
+def computing_in(precision: str, where: torch.device) -> Iterator[None]:
+    """The forward passes of a training step in `precision` ("bf16": autocast; "fp32": as they are).
+
+    On the CPU, bf16 attention runs on PyTorch's math kernel: the fused flash-attention kernel's bf16
+    backward took 46 ms per MiniLM layer and batch (44 % of the step) on this machine's 2 cores, the
+    math kernel's matrix products a few. Measured on a 4-layer MiniLM student, batch 64, 300 steps: fp32
+    2.17 steps/s, bf16 3.18 steps/s, mean cosine to the teacher 0.8964 and 0.8963."""
+    if precision == "fp32":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with torch.autocast(where.type, dtype=torch.bfloat16):
+        if where.type == "cpu":
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
+        else:
+            yield
 
 
 class StudentTrainer:
@@ -156,7 +197,8 @@ class StudentTrainer:
                 group["lr"] = learning_rate(self.plan.lr, self.steps)
             self.optimiser.zero_grad(set_to_none=True)
             with torch.enable_grad():
-                loss = self.family.loss(self.student, self.teacher, batch)
+                with computing_in(self.plan.precision, self.device):
+                    loss = self.family.loss(self.student, self.teacher, batch)
                 loss.backward()
             self.optimiser.step()
             self.steps += 1

@@ -27,9 +27,12 @@ from optimise.distillation.students import (
     family_for,
 )
 from optimise.distillation.trainer import (
+    PRECISIONS,
     StudentTrainer,
     TrainingPlan,
     TrainingState,
+    device,
+    resolve_precision,
     student_key,
     teacher_digest,
 )
@@ -65,6 +68,8 @@ class DistilConfig(PassConfig):
         temperature: classifiers: softmax temperature of the soft labels.
         label_weight: classifiers: share of the loss on true labels, where the data has them.
         seed: batch order (and so the trained weights, for a given number of steps).
+        precision: arithmetic of the training steps, "auto" (bf16 where the device computes it
+            natively, else fp32), "bf16" or "fp32" (`optimise.distillation.trainer.computing_in`).
     """
 
     layers: int | None = None
@@ -79,8 +84,11 @@ class DistilConfig(PassConfig):
     label_weight: float = 0.5
     seed: int = 0
     layer_choice: str = "fidelity"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.layer_choice not in LAYER_CHOICES:
             raise ValueError(f"layer_choice must be one of {LAYER_CHOICES}, got {self.layer_choice!r}")
         if self.layers is not None and (not _is_int(self.layers) or self.layers < 1):
@@ -143,15 +151,20 @@ class Distil(TorchPass[DistilConfig]):
         data = bundle.distillation_data()
         with self.failures("student"):
             student = family.student(module, config.shape, data)
-        # Texts become token ids at the bundle's length limit: a different limit trains another student.
-        settings = {**config.cache_settings(), "max_length": bundle.max_length}
+        precision = resolve_precision(config.precision, device())
+        # Texts become token ids at the bundle's length limit: a different limit trains another student;
+        # "auto" precision is keyed as what it resolved to on this machine.
+        settings = {**config.cache_settings(), "max_length": bundle.max_length, "precision": precision}
         key = student_key(teacher_digest(module), data, family.name, settings)
+        plan = TrainingPlan(
+            config.time_s, config.max_steps, config.batch_size, config.lr, config.seed, precision
+        )
         trainer = StudentTrainer(
             family,
             module,
             student,
             data,
-            TrainingPlan(config.time_s, config.max_steps, config.batch_size, config.lr, config.seed),
+            plan,
             cache_root() / "students" / key / "checkpoint.pt",
             held_out=HeldOutQuality(family, module, bundle),
             progress=lambda state: _report(bundle.name, config, state),

@@ -55,8 +55,10 @@ class RecordingControl:
     def live_source(self, model: str) -> str:
         return self.source
 
+    recent_rows: int = 40
+
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None:
-        return {"features": np.random.default_rng(1).normal(size=(40, 16)).astype(np.float32)}
+        return {"features": np.random.default_rng(1).normal(size=(self.recent_rows, 16)).astype(np.float32)}
 
     def stage(self, model: str, version: str) -> Manifest:
         self.calls.append(f"stage {version}")
@@ -109,6 +111,17 @@ def test_a_good_candidate_is_built_gated_shadowed_and_promoted(make_trigger: Any
     events = [e["event"] for e in read_audit_log(trigger.config.audit_log, "tiny")]
     assert events == ["started", "promoted"]
     assert _outcomes("manual", "promoted") == before + 1
+
+
+def test_a_distilling_rebuild_trains_students_on_half_the_recent_inputs(make_trigger: Any) -> None:
+    control = RecordingControl(recent_rows=600)  # 300 learnt (>= 256: enough alone), 300 calibrate
+    trigger = make_trigger(control, distil_time_s=3)
+    assert trigger.run("tiny", Reason.MANUAL, "test") in {"promoted", "refused"}
+    manifest = control.staged_manifest
+    assert manifest is not None and manifest.calibration_fidelity is not None
+    students = [c.training for c in manifest.candidates if c.training is not None]
+    assert students, "no distilled candidate in the rebuild"
+    assert all(0 < training.seconds <= 3.5 for training in students)  # the rebuild's distil budget
 
 
 def test_a_shadow_that_disagrees_keeps_the_live_model(make_trigger: Any) -> None:

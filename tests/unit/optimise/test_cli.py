@@ -78,6 +78,12 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
         (["--model", "tiny_models:build", "--distil"], "needs unlabelled inputs: pass --distil-data FILE"),
         (["--model", "tiny_models:build", "--distil-data", "no/such.npz"], "no/such.npz does not exist"),
         (["--model", "tiny_models:build", "--distil-data", "pyproject.toml"], "not a readable .npz"),
+        (["--model", "tiny_models:build", "--distil-live", "pyproject.toml"], "not a readable .npz"),
+        (["--model", "tiny_models:build", "--student", "depth=2"], "unknown student 'depth=2'"),
+        (["--model", "tiny_models:build", "--student", "width=1.5"], "0 < width < 1"),
+        (["--model", "tiny_models:build", "--student", "layers=2"], "student 'layers=2': a classifier"),
+        (["--model", "tiny_models:build", "--student", "width=0.5", "--no-distil"], "--no-distil refuses"),
+        (["--model", "tiny_models:build", "--distil-time", "inf"], "--distil-time must be a finite number"),
         (
             ["--model", "tiny_models:build", "--select-by", "throughput", "--serve-concurrency", "0"],
             "--select-by throughput needs the serving stage",
@@ -217,6 +223,28 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
     tag = output.split("stored ")[1].split()[0]
     report = store.artefact(store.get_model(tag)).report_path.read_text(encoding="utf-8")
     assert "{trained 20 steps in" in report  # what the student had, not only the budget it was given
+
+
+def test_recorded_inputs_alone_can_train_a_student(tmp_path: Path) -> None:
+    import numpy as np
+
+    live = tmp_path / "window.npz"
+    np.savez(live, features=np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))
+    args = ["--model", "tiny_models:build", "--distil-live", str(live), "--student", "width=0.25"]
+    code, output = invoke(
+        "optimise",
+        *args,
+        "--distil-steps",
+        "5",
+        "--trials",
+        "6",
+        "--rounds",
+        "1",
+        "--no-promote",
+        *QUICK_SERVING,
+    )  # recorded inputs imply --distil; the named student replaces the default width 0.5
+    assert code == 0, output
+    assert "distil tiny (width 0.25) done: step 5" in output and "width 0.50" not in output
 
 
 def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from optimise.space import (
     default_space,
     length_buckets,
     reference_recipe,
+    student_settings,
     suggest_recipe,
 )
 from optimise.types import HardwareProfile, PassSpec, Precision
@@ -381,10 +382,44 @@ def test_a_space_without_students_asks_no_student_question(bundle: ModelBundle) 
     assert "student" not in [name for name, _, _ in suggester.calls]
 
 
-@pytest.mark.parametrize("name", ["layers=x", "depth=3", "width=", "none=1"])
-def test_unknown_students_are_refused(name: str) -> None:
-    with pytest.raises(ValueError, match="unknown student"):
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("layers=3", {"layers": 3}),
+        ("width=0.5", {"width": 0.5}),
+        ("layers=4,prune_ratio=0.25", {"layers": 4, "prune_ratio": 0.25}),
+        (" layers = 4 , layer_choice = spread", {"layers": 4, "layer_choice": "spread"}),
+        ("layers=6,prune_ratio=1/3", {"layers": 6, "prune_ratio": 1 / 3}),
+    ],
+)
+def test_a_student_name_carries_its_distil_settings(name: str, settings: dict[str, object]) -> None:
+    assert student_settings(name) == settings
+    space = SearchSpace(students=("none", name), distil_time_s=60)
+    assert space.student_passes() == [PassSpec("distil", {**settings, "time_s": 60})]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("layers=x", "layers takes an integer, got 'x'"),
+        ("layers=4,prune_ratio=1/0", "prune_ratio takes a number, got '1/0'"),
+        ("layers=4/2", "layers takes an integer, got '4/2'"),
+        ("depth=3", "at 'depth=3'"),
+        ("width=", "at 'width='"),
+        ("none=1", "at 'none=1'"),
+        ("layers=4,layers=3", "layers is given twice"),
+        ("layers=4,width=0.5", "use 'layers=N"),
+        ("prune_ratio=0.25", "use 'layers=N"),
+        ("layers=4,", "at ''"),
+        ("layers=4,prune_ratio=1.5", "prune_ratio must be a number with 0 <= ratio < 1"),
+        ("layers=0", "layers must be an integer >= 1"),
+        ("layers=4,layer_choice=best", "layer_choice must be one of"),
+    ],
+)
+def test_unknown_students_are_refused(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match="student") as raised:
         SearchSpace(students=("none", name))
+    assert message in str(raised.value)
 
 
 def test_steps_make_student_training_exact() -> None:

@@ -57,6 +57,7 @@ DOCUMENTED_MONITORING_DEFAULTS = {
     "LEANSERVE_LATENCY_SLO_MS": None,
     "LEANSERVE_SHADOW_ROWS": 50,
     "LEANSERVE_REOPTIMISE_TIME_BUDGET_S": 60.0,
+    "LEANSERVE_REOPTIMISE_DISTIL_TIME_S": 0.0,
     "LEANSERVE_AUDIT_LOG": None,
 }
 
@@ -98,6 +99,7 @@ def test_each_monitoring_setting_reaches_its_config_field(clean_env: pytest.Monk
         "LATENCY_SLO_MS": "25",
         "SHADOW_ROWS": "80",
         "REOPTIMISE_TIME_BUDGET_S": "30",
+        "REOPTIMISE_DISTIL_TIME_S": "600",
         "AUDIT_LOG": "/var/log/leanserve.jsonl",
     }
     for name, value in values.items():
@@ -118,6 +120,7 @@ def test_each_monitoring_setting_reaches_its_config_field(clean_env: pytest.Monk
         policy=policy,
         shadow_rows=80,
         build_time_budget_s=30.0,
+        distil_time_s=600.0,
         audit_log=Path("/var/log/leanserve.jsonl"),
     )
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimise.distillation.data import read_npz_file, read_text_file, tensor_data, texts_data
+from optimise.distillation.data import (
+    NO_LABEL,
+    read_npz_file,
+    read_text_file,
+    read_token_file,
+    tensor_data,
+    texts_data,
+    with_live_rows,
+)
 from optimise.errors import ConfigError
 
 DTYPES = {"pixels": np.dtype(np.float32)}
@@ -91,3 +99,66 @@ def test_npz_values_the_model_cannot_learn_from_are_user_errors(
     np.savez(path, **arrays)
     with pytest.raises(ConfigError, match=message):
         read_npz_file(path, ("pixels",), DTYPES)
+
+
+# --- recorded inputs (a server's window) ---------------------------------------------------------
+
+
+def _token_npz(path: Path, rows: int, **extra: np.ndarray) -> Path:
+    ids = np.tile(np.array([[101, 7592, 2088, 102, 0, 0]], np.int64), (rows, 1))
+    ids[:, 1] += np.arange(rows)  # distinct rows
+    mask = (ids != 0).astype(np.int64)
+    np.savez(path, **{"input_ids": ids, "attention_mask": mask, **extra})
+    return path
+
+
+def test_recorded_token_ids_drop_their_padding(tmp_path: Path) -> None:
+    data = read_token_file(_token_npz(tmp_path / "live.npz", 60), vocab_size=30522)
+    assert data.token_ids is not None and data.size == 60 and data.texts is None
+    assert data.token_ids[0] == (101, 7592, 2088, 102) and data.token_ids[1] == (101, 7593, 2088, 102)
+    assert data.digest == read_token_file(_token_npz(tmp_path / "again.npz", 60), 30522).digest
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"pixels": np.zeros((60, 4))}, "lacks 'input_ids'"),
+        ({"input_ids": np.zeros((60, 4), np.float32)}, "integer token ids"),
+        ({"input_ids": np.zeros(60, np.int64)}, "integer token ids"),
+        (
+            {"input_ids": np.ones((60, 4), np.int64), "attention_mask": np.ones((60, 3))},
+            "'attention_mask' has",
+        ),
+        ({"input_ids": np.full((60, 4), 40_000, np.int64)}, "the model's vocabulary from 0 to 30521"),
+        ({"input_ids": np.full((60, 4), -1, np.int64)}, "token ids run from -1"),
+        ({"input_ids": np.ones((49, 4), np.int64)}, "holds 49 rows; distillation needs 50"),
+        ({"input_ids": np.ones((60, 4), np.int64), "attention_mask": np.zeros((60, 4))}, "holds 0 rows"),
+    ],
+)
+def test_unusable_recorded_inputs_are_user_errors(tmp_path: Path, arrays: dict, message: str) -> None:
+    np.savez(tmp_path / "live.npz", **arrays)
+    with pytest.raises(ConfigError, match=message):
+        read_token_file(tmp_path / "live.npz", vocab_size=30522)
+
+
+def test_recorded_rows_join_a_corpus_at_a_tenth_of_it(tmp_path: Path) -> None:
+    corpus = texts_data([f"line {i}" for i in range(1_800)], "corpus")
+    live = read_token_file(_token_npz(tmp_path / "live.npz", 100), vocab_size=30522)
+    joined = with_live_rows(corpus, live)
+    assert joined.texts == corpus.texts and joined.token_ids == live.token_ids * 2  # type: ignore[operator]
+    assert joined.size == 2_000 and "100 recorded rows x2" in joined.source
+    assert joined.digest not in {corpus.digest, live.digest}
+    assert with_live_rows(texts_data(["a"] * 10, "small"), live).token_ids == live.token_ids  # at least once
+
+
+def test_recorded_rows_added_to_labelled_tensors_carry_no_label() -> None:
+    base = tensor_data({"pixels": np.zeros((900, 4), np.float32)}, np.ones(900, np.int64), "train split")
+    live = tensor_data({"pixels": np.ones((100, 4), np.float32)}, None, "window")
+    joined = with_live_rows(base, live)
+    assert joined.inputs is not None and joined.labels is not None
+    assert joined.size == 1_000 and joined.inputs["pixels"][900:].min() == 1
+    assert (joined.labels[:900] == 1).all() and (joined.labels[900:] == NO_LABEL).all()
+    with pytest.raises(ConfigError, match="must be token ids"):
+        with_live_rows(texts_data(["a"], "texts"), live)
+    with pytest.raises(ConfigError, match="must hold the model's inputs"):
+        with_live_rows(base, tensor_data({"other": np.ones((100, 4), np.float32)}, None, "x"))

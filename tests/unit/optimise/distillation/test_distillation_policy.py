@@ -40,6 +40,29 @@ def test_forcing_distillation_without_data_or_recipe_is_a_user_error() -> None:
     assert note is not None and "no distillation recipe" in note  # auto: skipped with the reason
 
 
+def test_named_students_replace_the_defaults_and_force_distillation() -> None:
+    bundle = _with_data(make_tiny_bundle())
+    decision = policy.decide(bundle, Constraints(), forced=None, students=("width=0.25", "width=0.75"))
+    assert decision == policy.DistillationDecision(("width=0.25", "width=0.75"), None)
+    assert policy.decide(bundle, Constraints(), forced=False, students=("width=0.25",)).students == ()
+
+
+@pytest.mark.parametrize(
+    ("student", "error", "message"),
+    [
+        ("layers=2", ConfigError, "student 'layers=2': a classifier student takes a width"),
+        ("width=0.5,prune_ratio=0.5", ConfigError, "not layers, prune_ratio or layer_choice"),
+        ("width=2", ValueError, "student 'width=2': width must be a number with 0 < width < 1"),
+        ("depth=2", ValueError, "unknown student 'depth=2'"),
+    ],
+)
+def test_a_student_the_model_cannot_become_is_refused_before_any_work(
+    student: str, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        policy.decide(_with_data(make_tiny_bundle()), Constraints(), forced=None, students=(student,))
+
+
 def test_the_budget_split_goes_to_each_student() -> None:
     space = policy.with_students(SearchSpace(), ("layers=4", "layers=3"), time_s=600, steps=None)
     assert space.students == ("none", "layers=4", "layers=3") and space.distil_time_s == 300
@@ -114,3 +137,23 @@ def test_user_texts_that_the_build_judges_with_are_left_out(tmp_path: Path) -> N
     (tmp_path / "small.txt").write_text("\n".join(own[:960] + judged) + "\n")
     with pytest.raises(ConfigError, match="960 texts once the 50"):
         policy.read_user_data(bundle, tmp_path / "small.txt")
+
+
+def test_recorded_rows_join_the_data_of_the_model_or_stand_alone(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    np.savez(tmp_path / "live.npz", features=rows)
+    bundle = _with_data(make_tiny_bundle())
+    live = policy.read_live_data(bundle, tmp_path / "live.npz")
+    policy.add_live_rows(bundle, live)
+    joined = policy.resolve_data(bundle)
+    assert joined.size == 300 + 300 and "300 recorded rows x1" in joined.source
+    alone = make_tiny_bundle()  # no data of its own: the recorded rows are enough (300 >= 256)
+    policy.add_live_rows(alone, live)
+    assert policy.resolve_data(alone) is live
+    np.savez(tmp_path / "few.npz", features=rows[:100])
+    few = policy.read_live_data(make_tiny_bundle(), tmp_path / "few.npz")  # 100 >= 50: fine beside data
+    with pytest.raises(ConfigError, match="100 recorded rows alone are fewer than 256"):
+        policy.add_live_rows(make_tiny_bundle(), few)
+    np.savez(tmp_path / "tiny.npz", features=rows[:10])
+    with pytest.raises(ConfigError, match="holds 10 rows; distillation needs 50"):
+        policy.read_live_data(make_tiny_bundle(), tmp_path / "tiny.npz")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_models import make_tiny_bundle
 
-from optimise.distillation.data import tensor_data, texts_data
+from optimise.distillation.data import NO_LABEL, tensor_data, texts_data, token_data, with_live_rows
 from optimise.distillation.students import (
     BertEncoderFamily,
     ClassifierFamily,
@@ -103,6 +103,20 @@ def test_classifier_loss_uses_labels_when_the_data_has_them() -> None:
     assert float(unlabelled_loss) == pytest.approx(0.0, abs=1e-6)  # soft labels of the teacher itself
 
 
+def test_rows_without_a_label_learn_from_the_soft_labels_alone() -> None:
+    bundle = make_tiny_bundle()
+    family = ClassifierFamily(bundle, LossWeights(label_weight=1.0))
+    features = torch.from_numpy(bundle.eval_inputs["features"][:4])
+    none = {"features": features, "labels": torch.full((4,), NO_LABEL)}
+    some = {"features": features, "labels": torch.tensor([0, NO_LABEL, NO_LABEL, NO_LABEL])}
+    with torch.no_grad():
+        assert float(family.loss(bundle.module, bundle.module, none)) == pytest.approx(0.0, abs=1e-6)
+        only_first = {"features": features[:1], "labels": torch.tensor([0])}
+        assert float(family.loss(bundle.module, bundle.module, some)) == pytest.approx(
+            float(family.loss(bundle.module, bundle.module, only_first))
+        )
+
+
 def test_a_resumed_run_sees_the_batches_an_uninterrupted_one_would() -> None:
     bundle = make_tiny_bundle()
     family = ClassifierFamily(bundle, LossWeights())
@@ -174,6 +188,23 @@ def test_a_bert_student_starts_from_the_layers_closest_to_its_teacher(minilm: Mo
     assert len(minilm.module[0].auto_model.encoder.layer) == 6  # the teacher is untouched
 
 
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (StudentShape(layers=7), "a student of 7 layers: the teacher has 6"),
+        (StudentShape(layers=3, prune_ratio=0.3), "not a whole number of heads"),
+        (StudentShape(layers=3, prune_ratio=12 / 12 - 1 / 24), "not a whole number of heads"),
+        (StudentShape(width=0.5), "takes layers"),
+    ],
+)
+def test_a_transformer_student_shape_is_checked_before_any_copy(
+    minilm: ModelBundle, shape: StudentShape, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BertEncoderFamily(minilm, LossWeights()).check(minilm.module, shape)
+    BertEncoderFamily(minilm, LossWeights()).check(minilm.module, StudentShape(layers=4, prune_ratio=0.5))
+
+
 def test_a_transformer_student_refuses_a_width(minilm: ModelBundle) -> None:
     with pytest.raises(ConfigError, match="takes layers"):
         BertEncoderFamily(minilm, LossWeights()).student(minilm.module, StudentShape(width=0.5), PROBE)
@@ -184,6 +215,26 @@ def test_an_unknown_layer_choice_is_refused(minilm: ModelBundle) -> None:
         BertEncoderFamily(minilm, LossWeights()).student(
             minilm.module, StudentShape(3, layer_choice="best"), PROBE
         )
+
+
+def test_recorded_token_rows_are_learnt_after_the_texts(minilm: ModelBundle) -> None:
+    family = BertEncoderFamily(minilm, LossWeights())
+    texts = texts_data(["hello world"], "x")
+    live = token_data([(101, 7592, 102), (101, *range(2000, 2200), 102)], "window")
+    joined = with_live_rows(texts, live, share=0.5)
+    rows = sorted(
+        (
+            tuple(ids[mask.bool()].tolist())
+            for b in family.batches(joined, 1, 0, 0)
+            for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)
+        ),
+        key=len,
+    )
+    assert rows[0] == (101, 7592, 102) and rows[1] == tuple(minilm.tokenizer("hello world")["input_ids"])
+    longest = rows[-1]
+    assert len(longest) == minilm.max_length and longest[0] == 101 and longest[-1] == 102  # cut, [SEP] kept
+    student = family.student(minilm.module, StudentShape(layers=4), live)  # a probe of token rows only
+    assert len(student[0].auto_model.encoder.layer) == 4
 
 
 def test_bert_batches_pad_to_the_longest_text_of_the_batch(minilm: ModelBundle) -> None:

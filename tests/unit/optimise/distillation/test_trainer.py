@@ -16,7 +16,9 @@ from optimise.distillation.trainer import (
     WARMUP_STEPS,
     StudentTrainer,
     TrainingPlan,
+    computing_in,
     learning_rate,
+    resolve_precision,
     student_key,
     teacher_digest,
 )
@@ -25,11 +27,11 @@ FEATURES = np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32)
 DATA = tensor_data({"features": FEATURES}, None, "random rows")
 
 
-def _trainer(checkpoint: Path, steps: int, time_s: float = 600.0) -> StudentTrainer:
+def _trainer(checkpoint: Path, steps: int, time_s: float = 600.0, precision: str = "fp32") -> StudentTrainer:
     bundle = make_tiny_bundle()
     family = ClassifierFamily(bundle, LossWeights())
     student = family.student(bundle.module, StudentShape(width=0.5), DATA)
-    plan = TrainingPlan(time_s=time_s, max_steps=steps, batch_size=32, lr=1e-2, seed=0)
+    plan = TrainingPlan(time_s=time_s, max_steps=steps, batch_size=32, lr=1e-2, seed=0, precision=precision)
     return StudentTrainer(family, bundle.module, student, DATA, plan, checkpoint)
 
 
@@ -46,19 +48,23 @@ def test_the_learning_rate_warms_up_to_its_peak_then_decays_without_a_horizon() 
     assert learning_rate(1e-3, 10**6) > 0
 
 
-def test_training_lowers_the_loss_and_stops_at_the_step_bound(tmp_path: Path) -> None:
-    trainer = _trainer(tmp_path / "a.pt", steps=60)
-    first = _trainer(tmp_path / "b.pt", steps=1).run()
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_lowers_the_loss_and_stops_at_the_step_bound(tmp_path: Path, precision: str) -> None:
+    trainer = _trainer(tmp_path / "a.pt", steps=60, precision=precision)
+    first = _trainer(tmp_path / "b.pt", steps=1, precision=precision).run()
     state = trainer.run()
     assert state.steps == 60 and state.loss < first.loss
     assert not trainer.student.training and next(trainer.student.parameters()).device.type == "cpu"
 
 
-def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path: Path) -> None:
-    straight = _trainer(tmp_path / "straight.pt", steps=40)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
+    tmp_path: Path, precision: str
+) -> None:
+    straight = _trainer(tmp_path / "straight.pt", steps=40, precision=precision)
     straight.run()
-    _trainer(tmp_path / "resumed.pt", steps=15).run()
-    resumed = _trainer(tmp_path / "resumed.pt", steps=40)
+    _trainer(tmp_path / "resumed.pt", steps=15, precision=precision).run()
+    resumed = _trainer(tmp_path / "resumed.pt", steps=40, precision=precision)
     assert resumed.resumed_from == 15
     state = resumed.run()
     assert state.steps == 40 and state.resumed_from == 15
@@ -72,6 +78,29 @@ def test_a_finished_student_is_loaded_not_trained_again(tmp_path: Path) -> None:
     assert again.done()
     state = again.run()
     assert state.steps == 20 and state.resumed_from == 20
+
+
+def test_auto_precision_is_bf16_where_the_device_computes_it_natively() -> None:
+    cpu = torch.device("cpu")
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", cpu)
+
+
+def test_bf16_computes_matrix_products_in_bfloat16_and_keeps_float32_weights() -> None:
+    layer = torch.nn.Linear(8, 8)
+    x = torch.ones(2, 8)
+    with computing_in("bf16", torch.device("cpu")):
+        out = layer(x)
+        attention = torch.nn.functional.scaled_dot_product_attention(
+            x.view(1, 1, 2, 8), x.view(1, 1, 2, 8), x.view(1, 1, 2, 8)
+        )
+    assert out.dtype == torch.bfloat16 and attention.dtype == torch.bfloat16
+    assert layer.weight.dtype == torch.float32
+    with computing_in("fp32", torch.device("cpu")):
+        assert layer(x).dtype == torch.float32
 
 
 def test_the_time_budget_bounds_the_run(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from optimise.types import PassSpec
         ({"lr": -1}, "lr must be a positive"),
         ({"label_weight": 2}, "label_weight must lie in"),
         ({"layer_choice": "best"}, "layer_choice must be one of"),
+        ({"precision": "fp16"}, "precision must be one of"),
         ({"layres": 3}, "unexpected keyword"),
     ],
 )
@@ -141,3 +142,15 @@ def test_held_out_quality_runs_the_teacher_once_and_scores_the_student_each_time
         scored = quality(torch.nn.Sequential(other))
     assert len(calls) == teacher_calls  # the second report did not run the teacher again
     assert 0.0 <= scored <= 1.0
+
+
+def test_each_precision_trains_its_own_cached_student(
+    tiny_context: PassContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LEANSERVE_CACHE_DIR", str(tmp_path))
+    ctx = _with_data(tiny_context)
+    for precision in ("fp32", "bf16", "fp32"):
+        build_pass(PassSpec("distil", {"width": 0.5, "max_steps": 3, "precision": precision})).apply(
+            ctx.bundle.module, ctx
+        )
+    assert len(list((tmp_path / "students").glob("*/checkpoint.pt"))) == 2
