@@ -7,10 +7,11 @@ latency at batch 1 (MiniLM at 128 tokens), throughput at batch 32, size,
 quality and the ratios against PyTorch. Medians over rounds; not a test.
 
     .venv/bin/python benchmarks/optimise_bench.py [--demo minilm] [--rounds 7] [--profile edge]
-        [--distil --distil-time 3600 --min-cosine 0.95]
+        [--distil --distil-time 3600 --min-cosine 0.95] [--student layers=4 ...]
 
-With `--distil` the demo's students compete too (trained for `--distil-time` seconds
-in all, or taken from the cache that `distillation_curve.py` filled).
+With `--distil` the demo's students (or those named by `--student`) compete too
+(trained for `--distil-time` seconds in all, or taken from the cache that
+`distillation_curve.py` filled).
 """
 
 from __future__ import annotations
@@ -58,13 +59,18 @@ def _state_dict_bytes(module: torch.nn.Module) -> int:
 
 
 def bench(
-    demo: str, rounds: int, constraints: Constraints, distil_time_s: float | None, profile_name: str = "cpu"
+    demo: str,
+    rounds: int,
+    constraints: Constraints,
+    distil_time_s: float | None,
+    profile_name: str = "cpu",
+    students: tuple[str, ...] = (),
 ) -> str:
     profile = get_profile(profile_name)
     bundle = load_source(demo)
     space = default_space(bundle)
     if distil_time_s is not None:
-        space = with_students(space, default_students(bundle), distil_time_s, None)
+        space = with_students(space, students or default_students(bundle), distil_time_s, None)
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         settings = SearchSettings(time_budget_s=TIME_BUDGETS[demo])
@@ -117,11 +123,14 @@ def main() -> None:
     parser.add_argument("--distil", action="store_true", help="let distilled students compete")
     parser.add_argument("--distil-time", type=float, default=1200.0, help="seconds for all students")
     parser.add_argument("--min-cosine", type=float, default=Constraints().min_cosine)
+    parser.add_argument("--student", action="append", default=[], help="a student name (repeatable)")
     args = parser.parse_args()
     constraints = Constraints(min_cosine=args.min_cosine)
     for demo in args.demo or ["minilm", "digits"]:
         distil_time = args.distil_time if args.distil else None
-        print(bench(demo, args.rounds, constraints, distil_time, args.profile), flush=True)
+        print(
+            bench(demo, args.rounds, constraints, distil_time, args.profile, tuple(args.student)), flush=True
+        )
         print()
 
 
