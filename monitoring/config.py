@@ -52,7 +52,8 @@ class TriggerConfig:
     at stop before SIGKILL), build_command (the argv that runs `leanserve optimise`; empty: this
     interpreter's `-m optimise.cli optimise`; the build's options are appended), distil_time_s (seconds
     a rebuild trains distilled students on the recent inputs added to the model's distillation data,
-    apart from its search budget and its timeout; 0: a rebuild does not distil)."""
+    apart from its search budget and its timeout, where the server has recent inputs to give: tensor
+    models; 0: a rebuild does not distil)."""
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     min_fidelity: float = 0.99

@@ -161,8 +161,9 @@ class ServiceSettings(BaseSettings):
         default=TriggerConfig.distil_time_s,
         ge=0,
         allow_inf_nan=False,
-        description="Seconds a re-optimisation trains distilled students on half the recent inputs added "
-        "to the model's distillation data, apart from its search budget; 0: it does not distil.",
+        description="Seconds a re-optimisation of a tensor model trains distilled students on half the "
+        "recent inputs added to the model's distillation data, apart from its search budget; 0: it does "
+        "not distil.",
     )
     audit_log: Path | None = Field(
         default=None, description="JSON-lines audit log; default $BENTOML_HOME/leanserve-audit.jsonl."
