@@ -8,6 +8,7 @@ the quality budget admits what a student reaches (a mean-cosine floor at or belo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from optimise.distillation.data import (
     read_npz_file,
     read_text_file,
     read_token_file,
+    tensor_data,
     texts_data,
     token_data,
     with_live_rows,
@@ -148,7 +150,38 @@ def _read_tensor_file(bundle: ModelBundle, path: Path, minimum: int) -> Distilla
                 f"distillation data {path}: 'labels' go up to {int(data.labels.max())}, "
                 f"the model has {classes} classes (0 to {classes - 1})"
             )
-    return data
+    return _without_judging_rows(bundle, data, path, minimum)
+
+
+def _without_judging_rows(
+    bundle: ModelBundle, data: DistillationData, path: Path, minimum: int
+) -> DistillationData:
+    """Tensor rows less those equal (byte for byte, every input) to an evaluation or calibration row, as
+    `_without_judging_texts` does for texts. Raises ConfigError when fewer than `minimum` are left."""
+    assert data.inputs is not None
+
+    def row_keys(inputs: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> list[bytes]:
+        arrays = [np.ascontiguousarray(np.asarray(inputs[name]), dtypes[name]) for name in bundle.input_names]
+        return [b"".join(array[i].tobytes() for array in arrays) for i in range(len(arrays[0]))]
+
+    dtypes = {name: data.inputs[name].dtype for name in bundle.input_names}
+    judged: set[bytes] = set()
+    for inputs in (bundle.eval_inputs, bundle.calibration_inputs):
+        if inputs is not None and all(name in inputs for name in bundle.input_names):
+            judged |= set(row_keys(inputs, dtypes))
+    keep = np.array([key not in judged for key in row_keys(data.inputs, dtypes)], dtype=bool)
+    left_out = int((~keep).sum())
+    if left_out == 0:
+        return data
+    if int(keep.sum()) < minimum:
+        raise ConfigError(
+            f"distillation data {path}: {int(keep.sum()):,} rows once the {left_out:,} that are evaluation or "
+            f"calibration rows are left out; distillation needs {minimum:,}"
+        )
+    logger.info("distillation data %s: %d evaluation or calibration rows left out", path, left_out)
+    inputs = {name: array[keep] for name, array in data.inputs.items()}
+    labels = data.labels[keep] if data.labels is not None else None
+    return tensor_data(inputs, labels, f"{path.name} ({left_out:,} evaluation rows left out)")
 
 
 def read_live_data(bundle: ModelBundle, path: Path) -> DistillationData:

@@ -140,7 +140,7 @@ def test_user_texts_that_the_build_judges_with_are_left_out(tmp_path: Path) -> N
 
 
 def test_recorded_rows_join_the_data_of_the_model_or_stand_alone(tmp_path: Path) -> None:
-    rows = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    rows = np.random.default_rng(7).normal(size=(300, 16)).astype(np.float32)  # not the tiny model's rows
     np.savez(tmp_path / "live.npz", features=rows)
     bundle = _with_data(make_tiny_bundle())
     live = policy.read_live_data(bundle, tmp_path / "live.npz")
@@ -157,3 +157,17 @@ def test_recorded_rows_join_the_data_of_the_model_or_stand_alone(tmp_path: Path)
     np.savez(tmp_path / "tiny.npz", features=rows[:10])
     with pytest.raises(ConfigError, match="holds 10 rows; distillation needs 50"):
         policy.read_live_data(make_tiny_bundle(), tmp_path / "tiny.npz")
+
+
+def test_tensor_rows_the_build_judges_with_are_left_out(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle()
+    assert bundle.eval_inputs is not None
+    judged = np.asarray(bundle.eval_inputs["features"], np.float32)
+    fresh = np.random.default_rng(5).normal(size=(300, 16)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", features=np.concatenate([fresh, judged[:20]]))
+    data = policy.read_user_data(bundle, tmp_path / "x.npz")
+    assert data.size == 300 and "20 evaluation rows left out" in data.source
+    assert policy.read_live_data(bundle, tmp_path / "x.npz").size == 300
+    np.savez(tmp_path / "mostly.npz", features=np.concatenate([fresh[:40], judged[:20]]))
+    with pytest.raises(ConfigError, match="40 rows once the 20 that are evaluation or calibration rows"):
+        policy.read_live_data(bundle, tmp_path / "mostly.npz")
