@@ -58,6 +58,7 @@ from monitoring.config import TriggerConfig
 from monitoring.drift import DriftReport
 from monitoring.policy import Action, Decision, Reason, WindowState, decide
 from optimise.artefact import Manifest
+from optimise.distillation.data import MIN_LIVE_ROWS
 
 __all__ = ["ServingControl", "Trigger", "TriggerConfig", "audit_log_path", "read_audit_log"]
 
@@ -277,7 +278,10 @@ class Trigger:
         the rows it learnt."""
         calibration = recent
         options = []
-        if self.config.distil_time_s > 0:
+        rows = len(next(iter(recent.values())))
+        if self.config.distil_time_s > 0 and rows // 2 < MIN_LIVE_ROWS:
+            logger.info("re-optimisation without distillation: %d recent rows, half of them too few", rows)
+        elif self.config.distil_time_s > 0:
             calibration = {name: rows[0::2] for name, rows in recent.items()}
             np.savez(scratch / "live.npz", **{name: rows[1::2] for name, rows in recent.items()})  # type: ignore[arg-type]  # numpy stub quirk
             options += [

@@ -110,7 +110,6 @@ def optimise(
         float | None,
         typer.Option(
             help="seconds of training for all students together, apart from --time-budget [default: 1200]",
-            min=1,
         ),
     ] = None,
     student: Annotated[
@@ -191,8 +190,10 @@ def optimise(
     from optimise.space import default_space, student_settings
 
     try:
-        if distil_time is not None and not math.isfinite(distil_time):
-            raise ValueError(f"--distil-time must be a finite number of seconds, got {distil_time}")
+        if distil_time is not None and not (math.isfinite(distil_time) and distil_time >= 1):
+            raise ValueError(
+                f"--distil-time must be a finite number of seconds, at least 1, got {distil_time}"
+            )
         if student and distil is False:
             raise ValueError("--student asks for distillation, --no-distil refuses it: drop one of them")
         for name in student or ():

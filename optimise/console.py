@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Wide enough for the summary table when stdout is a pipe or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -14,7 +15,8 @@ errors = Console(stderr=True)
 
 def fail(exc: Exception) -> typer.Exit:
     """Print `exc` as one error line on stderr; the exit to raise (code 2: a user error)."""
-    errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # The message is text, not markup: "[rows, tokens]" or a path with brackets must print as it is.
+    errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 

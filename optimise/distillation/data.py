@@ -79,8 +79,9 @@ def with_live_rows(
     """`base` with the recorded rows `live` added, repeated (whole copies, at least one) until they make
     up about `share` of the result: 1,000 rows beside a 178,000-line corpus are added 20 times.
 
-    Text data takes token rows (`token_data`), tensor data the same named inputs; labelled tensor data
-    labels the added rows `NO_LABEL`. Raises ConfigError when the two cannot be joined."""
+    Text data takes token rows (`token_data`), tensor data the same named inputs; where only one side
+    has labels, the other's rows are labelled `NO_LABEL`. Raises ConfigError when the two cannot be
+    joined."""
     repeats = max(1, round(share * base.size / ((1 - share) * live.size)))
     source = f"{base.source} + {live.size:,} recorded rows x{repeats}"
     digest = hashlib.sha256(f"{base.digest}+{live.digest}x{repeats}".encode()).hexdigest()
@@ -95,9 +96,10 @@ def with_live_rows(
         name: np.concatenate([base.inputs[name], *[live.inputs[name]] * repeats]) for name in base.inputs
     }
     labels = None
-    if base.labels is not None:
-        added = np.full(live.size * repeats, NO_LABEL, dtype=base.labels.dtype)
-        labels = np.concatenate([base.labels, added])
+    if base.labels is not None or live.labels is not None:
+        base_labels = base.labels if base.labels is not None else np.full(base.size, NO_LABEL, np.int64)
+        live_labels = live.labels if live.labels is not None else np.full(live.size, NO_LABEL, np.int64)
+        labels = np.concatenate([base_labels.astype(np.int64), *[live_labels.astype(np.int64)] * repeats])
     return DistillationData(None, inputs, labels, source, digest)
 
 
@@ -165,13 +167,16 @@ def read_token_file(path: Path, vocab_size: int, minimum: int = MIN_LIVE_ROWS) -
     rows = [row for row in rows if row]
     if len(rows) < minimum:
         raise ConfigError(
-            f"distillation data {path} holds {len(rows):,} rows; distillation needs {minimum:,}"
+            f"distillation data {path} holds {len(rows):,} rows with a token (of {len(ids):,}); "
+            f"distillation needs {minimum:,}"
         )
     return token_data(rows, path.name)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    _read_bytes(path)  # existence and emptiness, with the same messages as text
+    raw = _read_bytes(path)  # existence and emptiness, with the same messages as text
+    if not raw.startswith(b"PK"):  # numpy would blame pickled data for any file that is not a zip
+        raise ConfigError(f"distillation data {path} is not a readable .npz (a NumPy zip archive, np.savez)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

@@ -7,6 +7,7 @@ the quality budget admits what a student reaches (a mean-cosine floor at or belo
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -62,7 +63,7 @@ def decide(
     if forced is False:
         return DistillationDecision((), None)
     if students:
-        check_students(bundle, students)
+        students = check_students(bundle, students)
         forced = True
     try:
         family_for(bundle, LossWeights())
@@ -82,13 +83,17 @@ def decide(
     )
 
 
-def check_students(bundle: ModelBundle, students: tuple[str, ...]) -> None:
-    """Refuse, before anything is built, a student name that is not one (ValueError) or a student the
+def check_students(bundle: ModelBundle, students: tuple[str, ...]) -> tuple[str, ...]:
+    """The named students less repeats (two spellings of the same settings: 'width=0.5', 'width=1/2').
+
+    Refuses, before anything is built, a student name that is not one (ValueError) or a student the
     model's architecture cannot take (ConfigError: more layers than it has, a prune ratio that is not a
     whole number of heads, a width on a transformer, layers on a classifier)."""
     family = family_for(bundle, LossWeights())
+    unique: dict[str, str] = {}
     for name in students:
         settings = student_settings(name)
+        unique.setdefault(json.dumps(settings, sort_keys=True), name)
         shape = StudentShape(
             layers=settings.get("layers"),
             prune_ratio=settings.get("prune_ratio", 0.0),
@@ -99,6 +104,7 @@ def check_students(bundle: ModelBundle, students: tuple[str, ...]) -> None:
             family.check(bundle.module, shape)
         except ConfigError as exc:
             raise ConfigError(f"student {name!r}: {exc}") from None
+    return tuple(unique.values())
 
 
 def with_students(

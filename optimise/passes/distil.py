@@ -224,11 +224,25 @@ def _origin(state: TrainingState) -> str:
     return f" (resumed at step {state.resumed_from})"
 
 
+def student_label(config: DistilConfig) -> str:
+    """What tells one student from another in progress lines: '4 layers', '6 layers, prune_ratio 0.333',
+    '4 layers, spread', 'width 0.125'."""
+    if config.layers is None:
+        return f"width {config.width if config.width is not None else DEFAULT_WIDTH:g}"
+    parts = [f"{config.layers} layers"]
+    if config.prune_ratio:
+        parts.append(f"prune_ratio {config.prune_ratio:.3g}")
+    if config.layer_choice != "fidelity":
+        parts.append(config.layer_choice)
+    return ", ".join(parts)
+
+
 def _report(model: str, config: DistilConfig, state: TrainingState, final: bool = False) -> None:
-    what = f"{config.layers} layers" if config.layers else f"width {config.width or 0.5:.2f}"
+    what = student_label(config)
     held_out = "" if state.held_out is None else f", held-out {state.held_out:.4f}"
     progress_logger.info(
-        "distil %s (%s)%s: step %d, %.0f/%.0f s, loss %.4f%s%s",
-        model, what, " done" if final else "", state.steps, state.seconds, config.time_s, state.loss, held_out,
-        _origin(state),
+        "distil %s (%s)%s: step %d%s, %.0f/%.0f s, loss %.4f%s%s",
+        model, what, " done" if final else "", state.steps,
+        "" if config.max_steps is None else f"/{config.max_steps}", state.seconds, config.time_s, state.loss,
+        held_out, _origin(state),
     )  # fmt: skip

@@ -124,6 +124,17 @@ def test_a_distilling_rebuild_trains_students_on_half_the_recent_inputs(make_tri
     assert all(0 < training.seconds <= 3.5 for training in students)  # the rebuild's distil budget
 
 
+def test_a_window_too_small_to_halve_rebuilds_without_distillation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, record = _fake_build(tmp_path, monkeypatch, seconds=0)
+    control = RecordingControl(fail_stage=True, recent_rows=80)  # 40 rows to learn from: fewer than 50
+    config = TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command, distil_time_s=60)
+    Trigger(control, config).run("tiny", Reason.MANUAL)
+    argv = _wait_for(record)["argv"]
+    assert "--calibration-inputs" in argv and "--distil-live" not in argv
+
+
 def test_a_shadow_that_disagrees_keeps_the_live_model(make_trigger: Any) -> None:
     control = RecordingControl(shadow_result=Shadow(50, 0.80))
     assert make_trigger(control).run("tiny", Reason.DATA_DRIFT) == "refused"

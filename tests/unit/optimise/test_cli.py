@@ -84,6 +84,9 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
         (["--model", "tiny_models:build", "--student", "layers=2"], "student 'layers=2': a classifier"),
         (["--model", "tiny_models:build", "--student", "width=0.5", "--no-distil"], "--no-distil refuses"),
         (["--model", "tiny_models:build", "--distil-time", "inf"], "--distil-time must be a finite number"),
+        (["--model", "tiny_models:build", "--distil-time", "nan"], "--distil-time must be a finite number"),
+        (["--model", "tiny_models:build", "--distil-time", "0.5"], "at least 1, got 0.5"),
+        (["--model", "tiny_models:build", "--distil-live", "README.md"], "(a NumPy zip archive, np.savez)"),
         (
             ["--model", "tiny_models:build", "--select-by", "throughput", "--serve-concurrency", "0"],
             "--select-by throughput needs the serving stage",
@@ -218,7 +221,7 @@ def test_a_distilled_student_competes_in_the_search(tmp_path: Path) -> None:
         "optimise", *args, "--trials", "10", "--rounds", "1", "--no-promote", *QUICK_SERVING
     )  # data implies --distil
     assert code == 0, output
-    assert "distil tiny (width 0.50) done: step 20" in output  # progress at the default verbosity
+    assert "distil tiny (width 0.5) done: step 20/20" in output  # progress at the default verbosity
     assert "distil(" in output and "skipped distillation" not in output
     tag = output.split("stored ")[1].split()[0]
     report = store.artefact(store.get_model(tag)).report_path.read_text(encoding="utf-8")
@@ -244,7 +247,7 @@ def test_recorded_inputs_alone_can_train_a_student(tmp_path: Path) -> None:
         *QUICK_SERVING,
     )  # recorded inputs imply --distil; the named student replaces the default width 0.5
     assert code == 0, output
-    assert "distil tiny (width 0.25) done: step 5" in output and "width 0.50" not in output
+    assert "distil tiny (width 0.25) done: step 5/5" in output and "width 0.5)" not in output
 
 
 def test_a_build_that_does_not_distil_says_how_to_ask(tmp_path: Path) -> None:

@@ -131,8 +131,14 @@ def test_recorded_token_ids_drop_their_padding(tmp_path: Path) -> None:
         ),
         ({"input_ids": np.full((60, 4), 40_000, np.int64)}, "the model's vocabulary from 0 to 30521"),
         ({"input_ids": np.full((60, 4), -1, np.int64)}, "token ids run from -1"),
-        ({"input_ids": np.ones((49, 4), np.int64)}, "holds 49 rows; distillation needs 50"),
-        ({"input_ids": np.ones((60, 4), np.int64), "attention_mask": np.zeros((60, 4))}, "holds 0 rows"),
+        (
+            {"input_ids": np.ones((49, 4), np.int64)},
+            "holds 49 rows with a token .of 49.; distillation needs 50",
+        ),
+        (
+            {"input_ids": np.ones((60, 4), np.int64), "attention_mask": np.zeros((60, 4))},
+            "0 rows with a token .of 60",
+        ),
     ],
 )
 def test_unusable_recorded_inputs_are_user_errors(tmp_path: Path, arrays: dict, message: str) -> None:
@@ -149,6 +155,26 @@ def test_recorded_rows_join_a_corpus_at_a_tenth_of_it(tmp_path: Path) -> None:
     assert joined.size == 2_000 and "100 recorded rows x2" in joined.source
     assert joined.digest not in {corpus.digest, live.digest}
     assert with_live_rows(texts_data(["a"] * 10, "small"), live).token_ids == live.token_ids  # at least once
+
+
+def test_a_file_that_is_not_a_zip_archive_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "t.npz").write_text("a text file renamed\n")
+    with pytest.raises(ConfigError, match=r"is not a readable \.npz \(a NumPy zip archive") as raised:
+        read_token_file(tmp_path / "t.npz", vocab_size=10)
+    assert "pickle" not in str(raised.value)
+
+
+def test_labelled_recorded_rows_keep_their_labels() -> None:
+    base = tensor_data({"pixels": np.zeros((900, 4), np.float32)}, None, "unlabelled")
+    live = tensor_data(
+        {"pixels": np.ones((100, 4), np.float32)}, np.full(100, 3, np.int64), "labelled window"
+    )
+    joined = with_live_rows(base, live)
+    assert (
+        joined.labels is not None
+        and (joined.labels[:900] == NO_LABEL).all()
+        and (joined.labels[900:] == 3).all()
+    )
 
 
 def test_recorded_rows_added_to_labelled_tensors_carry_no_label() -> None:

@@ -42,7 +42,8 @@ def test_forcing_distillation_without_data_or_recipe_is_a_user_error() -> None:
 
 def test_named_students_replace_the_defaults_and_force_distillation() -> None:
     bundle = _with_data(make_tiny_bundle())
-    decision = policy.decide(bundle, Constraints(), forced=None, students=("width=0.25", "width=0.75"))
+    names = ("width=0.25", "width=0.75", "width=1/4", " width = 0.75")  # the last two repeat the first two
+    decision = policy.decide(bundle, Constraints(), forced=None, students=names)
     assert decision == policy.DistillationDecision(("width=0.25", "width=0.75"), None)
     assert policy.decide(bundle, Constraints(), forced=False, students=("width=0.25",)).students == ()
 
@@ -171,3 +172,28 @@ def test_tensor_rows_the_build_judges_with_are_left_out(tmp_path: Path) -> None:
     np.savez(tmp_path / "mostly.npz", features=np.concatenate([fresh[:40], judged[:20]]))
     with pytest.raises(ConfigError, match="40 rows once the 20 that are evaluation or calibration rows"):
         policy.read_live_data(bundle, tmp_path / "mostly.npz")
+
+
+def test_recorded_token_rows_the_build_judges_with_are_left_out(tmp_path: Path) -> None:
+    from tiny_models import MASKED_VOCAB, make_tiny_text_bundle
+
+    class Vocabulary:  # read_live_data asks the tokenizer only for its size
+        def __len__(self) -> int:
+            return MASKED_VOCAB
+
+    bundle = dataclasses.replace(make_tiny_text_bundle(), tokenizer=Vocabulary())
+    assert bundle.eval_inputs is not None
+    judged_ids, judged_mask = bundle.eval_inputs["input_ids"], bundle.eval_inputs["attention_mask"]
+    fresh = np.random.default_rng(9).integers(1, MASKED_VOCAB, size=(60, judged_ids.shape[1]))
+    ids = np.concatenate([fresh, judged_ids[:10]])
+    mask = np.concatenate([np.ones_like(fresh), judged_mask[:10]])
+    np.savez(tmp_path / "live.npz", input_ids=ids, attention_mask=mask)
+    data = policy.read_live_data(bundle, tmp_path / "live.npz")
+    assert data.size == 60 and "10 evaluation rows left out" in data.source
+    twice = {
+        "input_ids": np.concatenate([judged_ids] * 2),
+        "attention_mask": np.concatenate([judged_mask] * 2),
+    }
+    np.savez(tmp_path / "judged.npz", **twice)
+    with pytest.raises(ConfigError, match="0 rows once the 96 that are evaluation or calibration rows"):
+        policy.read_live_data(bundle, tmp_path / "judged.npz")
