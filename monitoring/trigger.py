@@ -278,9 +278,9 @@ class Trigger:
         the rows it learnt."""
         calibration = recent
         options = []
-        rows = len(next(iter(recent.values())))
-        if self.config.distil_time_s > 0 and rows // 2 < MIN_LIVE_ROWS:
-            logger.info("re-optimisation without distillation: %d recent rows, half of them too few", rows)
+        count = len(next(iter(recent.values())))
+        if self.config.distil_time_s > 0 and count // 2 < MIN_LIVE_ROWS:
+            logger.info("re-optimisation without distillation: %d recent rows, half of them too few", count)
         elif self.config.distil_time_s > 0:
             calibration = {name: rows[0::2] for name, rows in recent.items()}
             np.savez(scratch / "live.npz", **{name: rows[1::2] for name, rows in recent.items()})  # type: ignore[arg-type]  # numpy stub quirk

@@ -28,8 +28,9 @@ from optimise.distillation.data import (
     token_data,
     with_live_rows,
 )
-from optimise.distillation.students import LossWeights, StudentShape, family_for
+from optimise.distillation.students import LossWeights, family_for
 from optimise.errors import ConfigError
+from optimise.passes.distil import DistilConfig
 from optimise.source import ModelBundle
 from optimise.space import SearchSpace, default_students, student_settings
 from optimise.types import Constraints, QualityMetric
@@ -94,14 +95,8 @@ def check_students(bundle: ModelBundle, students: tuple[str, ...]) -> tuple[str,
     for name in students:
         settings = student_settings(name)
         unique.setdefault(json.dumps(settings, sort_keys=True), name)
-        shape = StudentShape(
-            layers=settings.get("layers"),
-            prune_ratio=settings.get("prune_ratio", 0.0),
-            width=settings.get("width"),
-            layer_choice=settings.get("layer_choice", "fidelity"),
-        )
         try:
-            family.check(bundle.module, shape)
+            family.check(bundle.module, DistilConfig(**settings).shape)
         except ConfigError as exc:
             raise ConfigError(f"student {name!r}: {exc}") from None
     return tuple(unique.values())
@@ -179,12 +174,7 @@ def _without_judging_rows(
     left_out = int((~keep).sum())
     if left_out == 0:
         return data
-    if int(keep.sum()) < minimum:
-        raise ConfigError(
-            f"distillation data {path}: {int(keep.sum()):,} rows once the {left_out:,} that are evaluation or "
-            f"calibration rows are left out; distillation needs {minimum:,}"
-        )
-    logger.info("distillation data %s: %d evaluation or calibration rows left out", path, left_out)
+    _enough_left(path, int(keep.sum()), left_out, minimum, "rows")
     inputs = {name: array[keep] for name, array in data.inputs.items()}
     labels = data.labels[keep] if data.labels is not None else None
     return tensor_data(inputs, labels, f"{path.name} ({left_out:,} evaluation rows left out)")
@@ -200,14 +190,11 @@ def read_live_data(bundle: ModelBundle, path: Path) -> DistillationData:
     assert data.token_ids is not None
     judged = _judged_rows(bundle)
     kept = [row for row in data.token_ids if row not in judged]
-    if len(kept) == len(data.token_ids):
+    left_out = len(data.token_ids) - len(kept)
+    if left_out == 0:
         return data
-    if len(kept) < MIN_LIVE_ROWS:
-        raise ConfigError(
-            f"distillation data {path}: {len(kept):,} rows once the {len(data.token_ids) - len(kept):,} "
-            f"that are evaluation or calibration rows are left out; distillation needs {MIN_LIVE_ROWS:,}"
-        )
-    return token_data(kept, f"{path.name} ({len(data.token_ids) - len(kept):,} evaluation rows left out)")
+    _enough_left(path, len(kept), left_out, MIN_LIVE_ROWS, "rows")
+    return token_data(kept, f"{path.name} ({left_out:,} evaluation rows left out)")
 
 
 def add_live_rows(bundle: ModelBundle, live: DistillationData) -> None:
@@ -261,10 +248,16 @@ def _without_judging_texts(bundle: ModelBundle, data: DistillationData, path: Pa
     left_out = len(data.texts) - len(kept)
     if left_out == 0:
         return data
-    if len(kept) < MIN_TEXTS:
-        raise ConfigError(
-            f"distillation data {path}: {len(kept):,} texts once the {left_out:,} that are evaluation or "
-            f"calibration texts are left out; distillation needs {MIN_TEXTS:,}"
-        )
-    logger.info("distillation data %s: %d evaluation or calibration texts left out", path, left_out)
+    _enough_left(path, len(kept), left_out, MIN_TEXTS, "texts")
     return texts_data(kept, f"{path.name} ({left_out:,} evaluation texts left out)")
+
+
+def _enough_left(path: Path, kept: int, left_out: int, minimum: int, what: str) -> None:
+    """Log the `left_out` evaluation or calibration `what` (texts, rows) taken from the user's data; raise
+    ConfigError when the `kept` ones are fewer than `minimum`."""
+    if kept < minimum:
+        raise ConfigError(
+            f"distillation data {path}: {kept:,} {what} once the {left_out:,} that are evaluation or "
+            f"calibration {what} are left out; distillation needs {minimum:,}"
+        )
+    logger.info("distillation data %s: %d evaluation or calibration %s left out", path, left_out, what)
