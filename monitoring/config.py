@@ -53,7 +53,8 @@ class TriggerConfig:
     interpreter's `-m optimise.cli optimise`; the build's options are appended), distil_time_s (seconds
     a rebuild trains distilled students on the recent inputs added to the model's distillation data,
     apart from its search budget and its timeout, where the server has recent inputs to give: tensor
-    models; 0: a rebuild does not distil)."""
+    models; 0: a rebuild trains no new students, and a live student is taken from the student cache or
+    trained for as long as it was)."""
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     min_fidelity: float = 0.99

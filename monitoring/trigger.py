@@ -3,7 +3,8 @@
 Runs in one background worker, one job at a time, so the request path never
 waits on it. The build runs as a separate `leanserve optimise` process on the
 recent traffic (it recalibrates static quantisation on it and re-runs the
-selection for the profile); a crash there cannot take the server down. The new
+selection), with the live version's source, profile, quality budget and
+distilled student (`monitoring.rebuild`); a crash there cannot take the server down. The new
 version must pass, in order: the load checks (hashes, smoke inference), the
 gate (its build met the constraints on the labelled evaluation data, and it
 follows the FP32 model on the recent traffic), and a shadow run on live
@@ -57,6 +58,7 @@ from monitoring.audit import (
 from monitoring.config import TriggerConfig
 from monitoring.drift import DriftReport
 from monitoring.policy import Action, Decision, Reason, WindowState, decide
+from monitoring.rebuild import build_options, fidelity_floor, live_student
 from optimise.artefact import Manifest
 from optimise.distillation.data import MIN_LIVE_ROWS
 
@@ -78,8 +80,8 @@ class ServingControl(Protocol):
     """What the trigger needs from the server (the service implements it over its data plane)."""
 
     def live_version(self, model: str) -> str: ...
-    def live_source(self, model: str) -> str:
-        """The source spec the live version was built from (what a rebuild builds again)."""
+    def live_manifest(self, model: str) -> Manifest:
+        """The live version's manifest: what a rebuild builds again, and how (`monitoring.rebuild`)."""
         ...
 
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None: ...
@@ -248,22 +250,38 @@ class Trigger:
             raise StepFailed("interrupted", "the server stopped during the run")
 
     def _build(self, model: str) -> str:
-        """Run the build process (see the module doc); returns the stored version."""
-        source = self.control.live_source(model)
+        """Run the build process (see the module doc) with the live version's source, profile, quality
+        budget and student (`monitoring.rebuild`); returns the stored version."""
+        live = self.control.live_manifest(model)
+        student = live_student(live)
         with tempfile.TemporaryDirectory(prefix="leanserve-reoptimise-") as scratch:
             tag_file = Path(scratch) / "tag"
             options = {
-                "--model": source,
                 "--tag-file": str(tag_file),
                 "--time-budget": str(self.config.build_time_budget_s),
                 "--rounds": "3",
                 "--serve-seconds": str(self.config.serve_seconds),
             }
-            command = [*(self.config.build_command or _OPTIMISE), *chain(*options.items()), "--no-promote"]
+            command = [
+                *(self.config.build_command or _OPTIMISE),
+                *build_options(live),
+                *chain(*options.items()),
+                "--no-promote",
+            ]
             recent = self.control.recent_inputs(model)
+            distilling = False
             if recent is not None:
-                command += self._recent_input_options(recent, Path(scratch))
-            code, stderr = self._run_child(command)
+                recent_options, distilling = self._recent_input_options(recent, Path(scratch))
+                command += recent_options
+            training_s = self.config.distil_time_s if distilling else 0.0
+            if student is not None:
+                command += ["--student", student.name]
+                if not distilling:  # the live student again: from the cache, or trained as long again
+                    command += student.budget_options()
+                    training_s = student.seconds or 0.0
+            elif not distilling:
+                command.append("--no-distil")  # a budget that admits students must not start training here
+            code, stderr = self._run_child(command, self.config.build_timeout_s + training_s)
             if self._stopping.is_set() or code == -signal.SIGTERM:
                 # A server that stops terminates its children; BentoML's supervisor does so before
                 # the shutdown hook that calls stop() runs.
@@ -272,12 +290,12 @@ class Trigger:
                 raise StepFailed("failed", f"build {_status(code)}: {stderr.strip()[-300:]}")
             return tag_file.read_text(encoding="utf-8").split(":")[1]
 
-    def _recent_input_options(self, recent: dict[str, np.ndarray], scratch: Path) -> list[str]:
+    def _recent_input_options(self, recent: dict[str, np.ndarray], scratch: Path) -> tuple[list[str], bool]:
         """Recalibrate on what the model sees now; when rebuilds distil, students learn half the recent
         rows (every second one) and the other half calibrates and judges: a student is never graded on
-        the rows it learnt."""
+        the rows it learnt. Returns the options and whether they distil."""
         calibration = recent
-        options = []
+        options: list[str] = []
         count = len(next(iter(recent.values())))
         if self.config.distil_time_s > 0 and count // 2 < MIN_LIVE_ROWS:
             logger.info("re-optimisation without distillation: %d recent rows, half of them too few", count)
@@ -291,11 +309,11 @@ class Trigger:
                 f"{self.config.distil_time_s:g}",
             ]
         np.savez(scratch / "recent.npz", **calibration)  # type: ignore[arg-type]  # numpy stub quirk
-        return ["--calibration-inputs", str(scratch / "recent.npz"), *options]
+        return ["--calibration-inputs", str(scratch / "recent.npz"), *options], bool(options)
 
-    def _run_child(self, command: list[str]) -> tuple[int, str]:
-        """Run the build as a child `stop()` can end; returns its exit status and standard error."""
-        timeout = self.config.build_timeout_s + self.config.distil_time_s  # training is apart from the search
+    def _run_child(self, command: list[str], timeout: float) -> tuple[int, str]:
+        """Run the build as a child `stop()` can end, for at most `timeout` seconds (the build's own, and
+        its students' training, which is apart from the search); returns its exit status and stderr."""
         with self._lock:
             if self._stopping.is_set():
                 raise StepFailed("interrupted", "the server stopped before the build started")
@@ -315,10 +333,9 @@ class Trigger:
         if not selected.feasible:
             raise StepFailed("refused", f"the build's winner failed {list(selected.failed_constraints)}")
         fidelity = manifest.calibration_fidelity
-        if fidelity is not None and fidelity < self.config.min_fidelity:
-            raise StepFailed(
-                "refused", f"fidelity to FP32 on recent traffic {fidelity:.4f} < {self.config.min_fidelity}"
-            )
+        floor = fidelity_floor(manifest.source.quality_metric, manifest.constraints, self.config.min_fidelity)
+        if fidelity is not None and fidelity < floor:
+            raise StepFailed("refused", f"fidelity to FP32 on recent traffic {fidelity:.4f} < {floor:g}")
 
     def _open(self, model: str, reason: Reason, detail: str) -> _Run:
         run = _Run(model, reason.value, time.time(), self.control.live_version(model))

@@ -7,6 +7,7 @@ a test can narrow it; the profile decides which runtimes, precisions and precisi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Protocol
@@ -208,6 +209,21 @@ def student_settings(name: str) -> dict[str, Any]:
     except ValueError as exc:
         raise ValueError(f"student {name!r}: {exc}") from None
     return settings
+
+
+def student_name(settings: Mapping[str, Any]) -> str:
+    """The name of the student a `distil` pass's settings describe, the inverse of `student_settings`
+    (settings that are not part of a name, such as the budget, are left out): {'layers': 4,
+    'prune_ratio': 0.25, 'time_s': 600} -> 'layers=4,prune_ratio=0.25'. Floats are written exactly
+    (`repr`), so the name gives back the same settings. Raises ValueError when they name no student."""
+    parts = [
+        f"{key}={settings[key] if isinstance(settings[key], str) else repr(settings[key])}"
+        for key in STUDENT_SETTINGS
+        if key in settings
+    ]
+    name = ",".join(parts)
+    student_settings(name)  # settings that are no student fail here, naming what is wrong
+    return name
 
 
 def student_pass(name: str, space: SearchSpace) -> PassSpec:

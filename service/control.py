@@ -18,8 +18,8 @@ class DataPlaneControl:
     def live_version(self, model: str) -> str:
         return self.dataplane.model(model).version
 
-    def live_source(self, model: str) -> str:
-        return self.dataplane.model(model).manifest.source.spec
+    def live_manifest(self, model: str) -> Manifest:
+        return self.dataplane.model(model).manifest
 
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None:
         served = self.dataplane.model(model)

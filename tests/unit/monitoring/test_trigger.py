@@ -12,13 +12,14 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import typer
+from manifests import small_manifest
 from processes import running
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
@@ -29,7 +30,8 @@ from monitoring.drift import DriftReport
 from monitoring.policy import Action, PolicyConfig, Reason, WindowState
 from monitoring.trigger import Trigger, TriggerConfig, read_audit_log
 from optimise import store
-from optimise.artefact import Manifest
+from optimise.artefact import Manifest, PassRecord, SourceRecord, VariantRecord
+from optimise.types import Constraints, Precision, QualityMetric, StudentTraining
 
 TESTS = Path(__file__).resolve().parents[2]
 
@@ -41,19 +43,44 @@ class Shadow:
     metric: str = "argmax agreement"
 
 
+def live_manifest(
+    source: str = "tiny_models:build",
+    constraints: Constraints | None = None,
+    student: dict[str, Any] | None = None,
+) -> Manifest:
+    """The manifest of a live version built from `source` under `constraints`; with `student` (the
+    `distil` settings), its selected variant is that student, trained 40 steps in 2.5 s."""
+    manifest = small_manifest("tiny", {})
+    passes = (PassRecord("export_onnx"),)
+    training = None
+    if student is not None:
+        passes = (PassRecord("distil", {**student, "time_s": 600.0}), *passes)
+        training = StudentTraining(steps=40, seconds=2.5)
+    selected = VariantRecord("v0", None, passes, Precision.FP32, 1, None, True, training=training)
+    return replace(
+        manifest,
+        source=SourceRecord(source, "tiny", QualityMetric.ACCURACY),
+        constraints=constraints or Constraints(),
+        selected=selected,
+        candidates=(selected,),
+    )
+
+
 @dataclass
 class RecordingControl:
     source: str = "tiny_models:build"
+    live: Manifest | None = None
     shadow_result: Shadow = field(default_factory=lambda: Shadow(50, 1.0))
     fail_stage: bool = False
     calls: list[str] = field(default_factory=list)
     staged_manifest: Manifest | None = None
+    staged: Manifest | None = None  # what stage() returns, instead of the stored version
 
     def live_version(self, model: str) -> str:
         return "v-live"
 
-    def live_source(self, model: str) -> str:
-        return self.source
+    def live_manifest(self, model: str) -> Manifest:
+        return self.live or live_manifest(self.source)
 
     recent_rows: int = 40
 
@@ -64,6 +91,8 @@ class RecordingControl:
         self.calls.append(f"stage {version}")
         if self.fail_stage:
             raise RuntimeError("smoke inference failed")
+        if self.staged is not None:
+            return self.staged
         self.staged_manifest = store.read_manifest(store.get_model(f"tiny:{version}"))
         return self.staged_manifest
 
@@ -333,3 +362,86 @@ def test_a_build_ended_from_outside_is_interrupted_by_sigterm_and_failed_otherwi
     worker.join(timeout=30)
     entry = read_audit_log(trigger.config.audit_log)[-1]
     assert outcomes == [outcome] and entry["event"] == outcome and sig.name in entry["detail"]
+
+
+# -- a rebuild keeps the live version's choices ---------------------------------------------------
+def _options(argv: list[str]) -> dict[str, str]:
+    """Each `--name` of a command line with the word after it."""
+    return {word: argv[i + 1] for i, word in enumerate(argv[:-1]) if word.startswith("--")}
+
+
+def test_a_rebuild_keeps_the_live_profile_and_quality_budget_and_does_not_start_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, record = _fake_build(tmp_path, monkeypatch, seconds=0)
+    budget = Constraints(max_accuracy_drop=0.02, min_cosine=0.93, max_size_bytes=3_500_000)
+    control = RecordingControl(live=live_manifest(constraints=budget), fail_stage=True)
+    Trigger(control, TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command)).run(
+        "tiny", Reason.MANUAL
+    )
+    argv = _wait_for(record)["argv"]
+    options = _options(argv)
+    assert options["--model"] == "tiny_models:build" and options["--profile"] == "cpu"
+    assert float(options["--max-accuracy-drop"]) == pytest.approx(2.0)  # percentage points
+    assert float(options["--min-cosine"]) == 0.93 and float(options["--max-size-mb"]) == 3.5
+    assert "--no-distil" in argv and "--student" not in argv  # a budget admitting students trains none here
+
+
+def test_a_live_student_is_rebuilt_as_that_student_with_the_training_it_had(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, record = _fake_build(tmp_path, monkeypatch, seconds=0)
+    live = live_manifest(student={"layers": 4, "prune_ratio": 1 / 3})
+    control = RecordingControl(live=live, fail_stage=True)
+    Trigger(control, TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command)).run(
+        "tiny", Reason.MANUAL
+    )
+    argv = _wait_for(record)["argv"]
+    options = _options(argv)
+    assert options["--student"] == "layers=4,prune_ratio=0.3333333333333333"
+    assert options["--distil-time"] == "3" and options["--distil-steps"] == "40"  # 2.5 s, 40 steps
+    assert "--no-distil" not in argv and "--distil-live" not in argv
+
+
+def test_a_live_student_is_distilled_again_for_real_under_its_own_budget(make_trigger: Any) -> None:
+    budget = Constraints(max_accuracy_drop=0.02)
+    live = live_manifest(constraints=budget, student={"width": 0.5})
+    control = RecordingControl(live=live, recent_rows=600)  # 300 rows to learn from: enough alone
+    assert make_trigger(control, distil_time_s=3).run("tiny", Reason.MANUAL, "test") in {
+        "promoted",
+        "refused",
+    }
+    manifest = control.staged_manifest
+    assert manifest is not None and manifest.constraints.max_accuracy_drop == pytest.approx(0.02)
+    students = [c for c in manifest.candidates if c.training is not None]
+    assert students, "the live student was not distilled again"
+    for candidate in students:  # the live student only, for the rebuild's budget
+        assert candidate.training is not None and 0 < candidate.training.seconds <= 3.5
+        assert [p.settings.get("width") for p in candidate.passes if p.name == "distil"] == [0.5]
+
+
+def test_a_live_student_without_data_to_learn_from_fails_the_rebuild_and_stays_live(
+    make_trigger: Any,
+) -> None:
+    # the tiny model has no distillation data of its own, and this trigger passes it no recorded rows
+    control = RecordingControl(live=live_manifest(student={"width": 0.5}))
+    trigger = make_trigger(control)
+    assert trigger.run("tiny", Reason.MANUAL, "test") == "failed"
+    assert "promote" not in control.calls
+    assert "needs unlabelled inputs" in read_audit_log(trigger.config.audit_log, "tiny")[-1]["detail"]
+
+
+@pytest.mark.parametrize(("drop", "outcome"), [(0.02, "promoted"), (0.005, "refused")])
+def test_the_gate_holds_a_rebuild_to_the_fidelity_its_budget_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drop: float, outcome: str
+) -> None:
+    # 98.5 % argmax agreement with FP32 on recent traffic: inside a 2-point budget, not a 0.5-point one
+    command, _ = _fake_build(tmp_path, monkeypatch, seconds=0)
+    staged = replace(
+        live_manifest(constraints=Constraints(max_accuracy_drop=drop)), calibration_fidelity=0.985
+    )
+    control = RecordingControl(staged=staged)
+    trigger = Trigger(control, TriggerConfig(audit_log=tmp_path / "audit.jsonl", build_command=command))
+    assert trigger.run("tiny", Reason.MANUAL) == outcome
+    if outcome == "refused":
+        assert "0.9850 < 0.99" in read_audit_log(trigger.config.audit_log, "tiny")[-1]["detail"]

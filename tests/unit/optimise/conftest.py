@@ -10,15 +10,10 @@ import pytest
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions, ModelStore
 from bentoml._internal.tag import Tag
+from manifests import small_manifest
 from tiny_models import make_tiny_bundle, make_tiny_text_bundle
 
 from optimise.artefact import (
-    Manifest,
-    ModelKind,
-    PassRecord,
-    SourceRecord,
-    TensorSignature,
-    VariantRecord,
     sha256_of,
     write_manifest,
 )
@@ -27,7 +22,7 @@ from optimise.passes.base import PassContext
 from optimise.profiles import get_profile
 from optimise.source import ModelBundle
 from optimise.store_index import OWNER_LABEL
-from optimise.types import Constraints, PassSpec, Precision, QualityMetric
+from optimise.types import PassSpec
 
 
 @pytest.fixture
@@ -45,30 +40,6 @@ def private_store(tmp_path: Path) -> Iterator[Path]:
         yield models
     finally:
         BentoMLContainer.model_store.set(shared)
-
-
-def small_manifest(name: str, files: dict[str, str]) -> Manifest:
-    """A complete manifest of a one-candidate FP32 build, for versions made without a build."""
-    selected = VariantRecord("v0", None, (PassRecord("export_onnx"),), Precision.FP32, 1, None, True)
-    return Manifest(
-        name=name,
-        created_at="2026-01-01T00:00:00+00:00",
-        source=SourceRecord("tests:fake", "a fake version", QualityMetric.ACCURACY),
-        kind=ModelKind.TENSOR,
-        model_file="model.onnx",
-        inputs=(TensorSignature("x", "float32", ("batch", 4)),),
-        outputs=(TensorSignature("y", "float32", ("batch", 2)),),
-        profile=get_profile("cpu"),
-        constraints=Constraints(),
-        reference_quality=1.0,
-        selected=selected,
-        candidates=(selected,),
-        dropped_candidates=(),
-        calibration_fidelity=None,
-        build_seconds=0.0,
-        library_versions={},
-        files=files,
-    )
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from optimise.space import (
     default_space,
     length_buckets,
     reference_recipe,
+    student_name,
     student_settings,
     suggest_recipe,
 )
@@ -396,6 +397,13 @@ def test_a_student_name_carries_its_distil_settings(name: str, settings: dict[st
     assert student_settings(name) == settings
     space = SearchSpace(students=("none", name), distil_time_s=60)
     assert space.student_passes() == [PassSpec("distil", {**settings, "time_s": 60})]
+    # and the settings a manifest records give back a name with the same settings, budget left out
+    assert student_settings(student_name({**settings, "time_s": 60, "max_steps": 5})) == settings
+
+
+def test_settings_that_name_no_student_have_no_name() -> None:
+    with pytest.raises(ValueError, match="unknown student"):
+        student_name({"time_s": 60})
 
 
 @pytest.mark.parametrize(
