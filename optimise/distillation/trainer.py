@@ -5,9 +5,11 @@ teacher's weights, the data, the family and the student's settings, the seed and
 the torch release), so a second build or a re-optimisation reuses it. The loop
 writes a checkpoint (student, optimiser, step, seconds trained) every
 `CHECKPOINT_EVERY_S` and at its end; a run that was stopped resumes from the last
-one, and a longer budget continues a shorter run. Batches and initial weights
-come from the seed, so the same number of steps gives the same student; a time
-budget decides how many steps that is on a given machine. Runs on CUDA when the
+one. The learning rate falls to zero over the last `DECAY_SHARE` of the budget, so
+the run also keeps the checkpoint from just before that fall: a longer budget
+continues a shorter run from there, not from its annealed end. Batches and initial
+weights come from the seed, so the same number of steps gives the same student; a
+time budget decides how many steps that is on a given machine. Runs on CUDA when the
 machine has it, and in bfloat16 mixed precision where the device computes it
 natively (`resolve_precision`).
 """
@@ -32,13 +34,17 @@ from optimise.distillation.students import Family, batches_forever
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: layer choice by fidelity, inverse square-root learning rate
+CACHE_FORMAT = 3  # 2: layer choice by fidelity, inverse square-root rate; 3: decay to zero at the end
 KEEP_STUDENTS = 8
 """Students kept in the cache (the most recently trained or used); a MiniLM checkpoint, with the
-optimiser state it resumes from, is ~200 MB, so older ones are removed."""
+optimiser state it resumes from, is ~200 MB (two of them per student: the end and the one before
+the decay), so older ones are removed."""
 CHECKPOINT_EVERY_S = 60.0
 REPORT_EVERY_S = 30.0
 WARMUP_STEPS = 100
+DECAY_SHARE = 0.3
+"""Share of the budget (seconds, or steps where they bound the run first) at its end over which the
+learning rate falls linearly to zero (`learning_rate`)."""
 PRECISIONS = ("auto", "bf16", "fp32")
 """Arithmetic of a training step: "bf16" autocasts matrix products to bfloat16 (weights, optimiser and
 loss stay float32), "fp32" does not, "auto" picks bf16 where the device has it natively."""
@@ -91,17 +97,22 @@ def student_key(teacher: str, data: DistillationData, family: str, settings: dic
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def learning_rate(peak: float, step: int) -> float:
-    """The rate of optimiser step `step` (from 0): a linear warm-up to `peak` over `WARMUP_STEPS`, then
-    inverse square-root decay (`peak * sqrt(WARMUP_STEPS / (step + 1))`).
+def learning_rate(peak: float, step: int, progress: float = 0.0) -> float:
+    """The rate of optimiser step `step` (from 0) taken at `progress` (share of the budget spent,
+    0..1): a linear warm-up to `peak` over `WARMUP_STEPS`, then inverse square-root decay
+    (`peak * sqrt(WARMUP_STEPS / (step + 1))`), times a linear fall to zero over the last
+    `DECAY_SHARE` of the budget.
 
-    A function of the step alone, with no horizon: a time budget does not fix the number of steps in
-    advance, and a longer budget continues a cached run on the same schedule. Measured on MiniLM
+    The square-root part needs no horizon (a time budget does not fix the number of steps in
+    advance); the fall needs only the share spent, which a time budget knows. Measured on MiniLM
     4-layer students at 300 steps (mean cosine to the teacher on the held-out texts): constant 1e-4
-    0.869, constant 3e-4 0.874, 3e-4 with linear decay to the 300th step 0.876, this schedule at 3e-4
-    0.879."""
+    0.869, constant 3e-4 0.874, 3e-4 with linear decay to the 300th step 0.876, the square-root
+    schedule at 3e-4 0.879; at 1,000 steps (batch 64): the square-root schedule at 3e-4 0.9167, with
+    the fall over the last 30 % 0.9183, and at 6e-4 with the fall 0.9197 (6e-4 without it: 0.9117 at
+    933 steps, behind)."""
     warm = step + 1
-    return peak * min(warm / WARMUP_STEPS, (WARMUP_STEPS / warm) ** 0.5)
+    rate = peak * min(warm / WARMUP_STEPS, (WARMUP_STEPS / warm) ** 0.5)
+    return rate * min(1.0, max(0.0, (1.0 - progress) / DECAY_SHARE))
 
 
 def device() -> torch.device:
@@ -163,13 +174,31 @@ class StudentTrainer:
         self.device = device()
         self.teacher = teacher.to(self.device).eval()
         self.student = student.to(self.device)
-        self.optimiser = torch.optim.AdamW(self.student.parameters(), lr=plan.lr, weight_decay=0.01)
+        # The fused kernel updates every parameter in one pass: 1.27x the steps/s of the default
+        # (foreach) AdamW on a 4-layer MiniLM student here, the embedding table's 11.7 M weights included.
+        self.optimiser = torch.optim.AdamW(
+            self.student.parameters(),
+            lr=plan.lr,
+            weight_decay=0.01,
+            fused=self.device.type in ("cpu", "cuda"),
+        )
         self.steps, self.seconds, self.loss = 0, 0.0, float("nan")
         self.resumed_from = self._resume()
 
     def done(self) -> bool:
-        bounded = self.plan.max_steps is not None and self.steps >= self.plan.max_steps
-        return bounded or self.seconds >= self.plan.time_s
+        return self.progress_made() >= 1.0
+
+    def progress_made(self) -> float:
+        """Share of the plan spent: seconds of the time budget, or steps of the step bound if more."""
+        share = self.seconds / self.plan.time_s
+        if self.plan.max_steps is not None:
+            share = max(share, self.steps / self.plan.max_steps)
+        return share
+
+    @property
+    def stable_checkpoint(self) -> Path:
+        """Beside the checkpoint (`checkpoint.stable.pt`): the state where the learning rate began to fall."""
+        return self.checkpoint.with_suffix(".stable" + self.checkpoint.suffix)
 
     def run(self) -> TrainingState:
         """Train until the plan's time or steps are spent; returns the final state (student in eval mode,
@@ -190,11 +219,16 @@ class StudentTrainer:
         self.student.eval()
         started = time.perf_counter() - self.seconds
         saved = reported = self.seconds
+        before_decay = self.progress_made() < 1.0 - DECAY_SHARE
         batches = batches_forever(self.family, self.data, self.plan.batch_size, self.plan.seed, self.steps)
         for batch in batches:
             batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
+            progress = self.progress_made()
+            if before_decay and progress >= 1.0 - DECAY_SHARE:
+                self._save(self.stable_checkpoint)  # what a longer budget continues from
+                before_decay = False
             for group in self.optimiser.param_groups:
-                group["lr"] = learning_rate(self.plan.lr, self.steps)
+                group["lr"] = learning_rate(self.plan.lr, self.steps, progress)
             self.optimiser.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 with computing_in(self.plan.precision, self.device):
@@ -220,34 +254,60 @@ class StudentTrainer:
         with torch.inference_mode():
             return self.held_out(self.student)
 
-    def _save(self) -> None:
+    def _horizon(self) -> list[float | None]:
+        """The bounds the learning rate's fall is laid over: a checkpoint taken under other bounds
+        is not on this run's schedule."""
+        return [self.plan.time_s, self.plan.max_steps]
+
+    def _save(self, path: Path | None = None) -> None:
+        path = path or self.checkpoint
         payload = {
             "student": self.student.state_dict(),
             "optimiser": self.optimiser.state_dict(),
             "steps": self.steps,
             "seconds": self.seconds,
             "loss": self.loss,
+            "horizon": self._horizon(),
         }
         try:
-            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            with replacing(self.checkpoint, "wb") as handle:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(path, "wb") as handle:
                 torch.save(payload, handle)
         except OSError as exc:  # a cache is an optimisation: a read-only home must not fail the build
-            logger.warning("could not write the student checkpoint %s: %s", self.checkpoint, exc)
+            logger.warning("could not write the student checkpoint %s: %s", path, exc)
             return
         prune_students(self.checkpoint.parent.parent, KEEP_STUDENTS)
 
-    def _resume(self) -> int:
-        if not self.checkpoint.is_file():
-            return 0
+    def _reached(self, payload: dict[str, Any]) -> bool:
+        """Whether a checkpoint has trained as long as this plan asks (it is then used as it is)."""
+        steps, seconds = int(payload["steps"]), float(payload["seconds"])
+        return seconds >= self.plan.time_s or (
+            self.plan.max_steps is not None and steps >= self.plan.max_steps
+        )
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
         try:
-            payload = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+            payload: dict[str, Any] = torch.load(path, map_location=self.device, weights_only=True)
             self.student.load_state_dict(payload["student"])
             self.optimiser.load_state_dict(payload["optimiser"])
         except Exception as exc:  # a torn or foreign file: training again is always possible
-            logger.warning("ignoring unreadable student checkpoint %s: %s", self.checkpoint, exc)
+            logger.warning("ignoring unreadable student checkpoint %s: %s", path, exc)
+            return None
+        return payload
+
+    def _resume(self) -> int:
+        """Load the checkpoint to go on from: the last one, unless it went into the learning rate's
+        fall of a shorter plan (then the one from before that fall, if it was kept); returns its step."""
+        if not self.checkpoint.is_file():
+            return 0
+        payload = self._load(self.checkpoint)
+        if payload is None:
             return 0
         self.checkpoint.touch()  # used now: the last to be pruned
+        annealed = _share_spent(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
+        if annealed and not self._reached(payload) and self.stable_checkpoint.is_file():
+            # A torn stable file may have been loaded in part: then the last checkpoint again.
+            payload = self._load(self.stable_checkpoint) or self._load(self.checkpoint) or payload
         self.steps, self.seconds, self.loss = (
             int(payload["steps"]),
             float(payload["seconds"]),
@@ -260,6 +320,16 @@ class StudentTrainer:
             self.seconds,
         )
         return self.steps
+
+
+def _share_spent(payload: dict[str, Any]) -> float:
+    """Share of its own plan a checkpoint had spent (0 for one from before plans were recorded)."""
+    horizon = payload.get("horizon")
+    if not horizon:
+        return 0.0
+    time_s, max_steps = horizon
+    share = float(payload["seconds"]) / float(time_s)
+    return max(share, int(payload["steps"]) / int(max_steps)) if max_steps else share
 
 
 def prune_students(root: Path, keep: int) -> list[Path]:

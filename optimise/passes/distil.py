@@ -60,7 +60,8 @@ class DistilConfig(PassConfig):
         max_steps: stop after this many optimiser steps (None: the time budget decides).
         batch_size: inputs per step.
         lr: AdamW peak learning rate, after a 100-step linear warm-up, decaying as the inverse square
-            root of the step (`optimise.distillation.trainer.learning_rate`).
+            root of the step and falling to zero over the last 30 % of the budget
+            (`optimise.distillation.trainer.learning_rate`).
         layer_choice: transformers: "fidelity" keeps the layers whose untrained student is closest to
             the teacher on the training data (`optimise.distillation.students.choose_layers`);
             "spread" keeps layers spread evenly from the first to the last.
@@ -78,7 +79,7 @@ class DistilConfig(PassConfig):
     time_s: float = 600.0
     max_steps: int | None = None
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 6e-4
     hidden_weight: float = 1.0
     temperature: float = 2.0
     label_weight: float = 0.5

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from tiny_models import make_tiny_bundle
 
+from optimise.distillation import trainer as trainer_module
 from optimise.distillation.data import tensor_data
-from optimise.distillation.students import ClassifierFamily, LossWeights, StudentShape
+from optimise.distillation.students import ClassifierFamily, LossWeights, StudentShape, TensorBatch
 from optimise.distillation.trainer import (
+    DECAY_SHARE,
     WARMUP_STEPS,
     StudentTrainer,
     TrainingPlan,
@@ -27,9 +30,30 @@ FEATURES = np.random.default_rng(0).normal(size=(512, 16)).astype(np.float32)
 DATA = tensor_data({"features": FEATURES}, None, "random rows")
 
 
-def _trainer(checkpoint: Path, steps: int, time_s: float = 600.0, precision: str = "fp32") -> StudentTrainer:
+class StoppingFamily(ClassifierFamily):
+    """Stops the run (as a killed build would) when it asks for the loss of step `stop_at`."""
+
+    def __init__(self, *args: Any, stop_at: int) -> None:
+        super().__init__(*args)
+        self.calls, self.stop_at = 0, stop_at
+
+    def loss(self, student: torch.nn.Module, teacher: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return super().loss(student, teacher, batch)
+
+
+def _trainer(
+    checkpoint: Path, steps: int, time_s: float = 600.0, precision: str = "fp32", stop_at: int | None = None
+) -> StudentTrainer:
     bundle = make_tiny_bundle()
-    family = ClassifierFamily(bundle, LossWeights())
+    weights = LossWeights()
+    family = (
+        ClassifierFamily(bundle, weights)
+        if stop_at is None
+        else StoppingFamily(bundle, weights, stop_at=stop_at)
+    )
     student = family.student(bundle.module, StudentShape(width=0.5), DATA)
     plan = TrainingPlan(time_s=time_s, max_steps=steps, batch_size=32, lr=1e-2, seed=0, precision=precision)
     return StudentTrainer(family, bundle.module, student, DATA, plan, checkpoint)
@@ -39,13 +63,17 @@ def _weights(trainer: StudentTrainer) -> dict[str, torch.Tensor]:
     return {name: tensor.clone() for name, tensor in trainer.student.state_dict().items()}
 
 
-def test_the_learning_rate_warms_up_to_its_peak_then_decays_without_a_horizon() -> None:
+def test_the_learning_rate_warms_up_to_its_peak_then_decays_and_falls_to_zero_at_the_end() -> None:
     rates = [learning_rate(1e-3, step) for step in range(4 * WARMUP_STEPS)]
     assert rates[0] == pytest.approx(1e-3 / WARMUP_STEPS)
     assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == WARMUP_STEPS - 1
     assert all(a > b for a, b in zip(rates[WARMUP_STEPS - 1 :], rates[WARMUP_STEPS:], strict=False))
     assert rates[4 * WARMUP_STEPS - 1] == pytest.approx(1e-3 / 2)  # inverse square root: 4x the steps, half
     assert learning_rate(1e-3, 10**6) > 0
+    step = 4 * WARMUP_STEPS - 1
+    assert learning_rate(1e-3, step, 1 - DECAY_SHARE) == pytest.approx(rates[step])  # the fall starts
+    assert learning_rate(1e-3, step, 1 - DECAY_SHARE / 2) == pytest.approx(rates[step] / 2)
+    assert learning_rate(1e-3, step, 1.0) == 0.0
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -59,17 +87,31 @@ def test_training_lowers_the_loss_and_stops_at_the_step_bound(tmp_path: Path, pr
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
-    tmp_path: Path, precision: str
+    tmp_path: Path, precision: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     straight = _trainer(tmp_path / "straight.pt", steps=40, precision=precision)
     straight.run()
-    _trainer(tmp_path / "resumed.pt", steps=15, precision=precision).run()
-    resumed = _trainer(tmp_path / "resumed.pt", steps=40, precision=precision)
-    assert resumed.resumed_from == 15
+    monkeypatch.setattr(trainer_module, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint after every step
+    with pytest.raises(KeyboardInterrupt):  # stopped in the learning rate's fall, at step 35 of 40
+        _trainer(tmp_path / "stopped.pt", steps=40, precision=precision, stop_at=35).run()
+    resumed = _trainer(tmp_path / "stopped.pt", steps=40, precision=precision)
+    assert resumed.resumed_from == 35
     state = resumed.run()
-    assert state.steps == 40 and state.resumed_from == 15
+    assert state.steps == 40 and state.resumed_from == 35
     for name, tensor in _weights(straight).items():
         assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+
+
+def test_a_longer_plan_goes_on_from_before_the_shorter_ones_fall(tmp_path: Path) -> None:
+    straight = _trainer(tmp_path / "straight.pt", steps=40)
+    straight.run()
+    _trainer(tmp_path / "short.pt", steps=15).run()  # falls from step 11 (11/15 >= 0.7)
+    assert (tmp_path / "short.stable.pt").is_file()
+    longer = _trainer(tmp_path / "short.pt", steps=40)
+    assert longer.resumed_from == 11  # not 15: those steps were taken at falling rates
+    longer.run()
+    for name, tensor in _weights(straight).items():
+        assert torch.allclose(tensor, _weights(longer)[name], atol=1e-6), name
 
 
 def test_a_finished_student_is_loaded_not_trained_again(tmp_path: Path) -> None:
