@@ -124,7 +124,6 @@ def optimise(
         int | None,
         typer.Option(
             help="train each student this many steps (deterministic; a longer-trained cached one is reused)",
-            min=1,
         ),
     ] = None,
     distil_data: Annotated[
@@ -194,6 +193,10 @@ def optimise(
             raise ValueError(
                 f"--distil-time must be a finite number of seconds, at least 1, got {distil_time}"
             )
+        if distil_steps is not None and distil_steps < 1:
+            raise ValueError(f"--distil-steps must be at least 1, got {distil_steps}")
+        if max_size_mb is not None and not (math.isfinite(max_size_mb) and max_size_mb > 0):
+            raise ValueError(f"--max-size-mb must be a positive, finite number of MB, got {max_size_mb}")
         if student and distil is False:
             raise ValueError("--student asks for distillation, --no-distil refuses it: drop one of them")
         for name in student or ():

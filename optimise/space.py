@@ -195,7 +195,7 @@ def student_settings(name: str) -> dict[str, Any]:
             raise ValueError(f"unknown student {name!r} (at {part.strip()!r}): use {STUDENT_FORMS}")
         try:
             settings[key] = float(Fraction(value)) if kind is float else kind(value)
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError, OverflowError):
             raise ValueError(
                 f"unknown student {name!r}: {key} takes {'an integer' if kind is int else 'a number'}, "
                 f"got {value!r}"

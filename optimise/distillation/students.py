@@ -330,14 +330,28 @@ class ClassifierFamily:
                 "a classifier student takes a width (share of channels kept), not layers, prune_ratio or "
                 "layer_choice"
             )
+        self._narrowed(teacher, shape)  # a width the pruner cannot honour fails here, before any training
 
     def student(
         self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
     ) -> torch.nn.Module:
         self.check(teacher, shape)
+        return self._narrowed(teacher, shape)
+
+    def _narrowed(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
+        """A copy of `teacher` pruned to the shape's width. Raises ConfigError when the copy is no
+        smaller: at widths that would leave a layer under one channel the pruner keeps the layers as
+        they are (digits at width 0.001 stayed whole), which would be a student in name only."""
+        from optimise.passes.prune_structured import count_parameters
+
         width = shape.width if shape.width is not None else DEFAULT_WIDTH
         student = copy.deepcopy(teacher).eval()
         prune_in_place(student, self.bundle, 1 - width)
+        if count_parameters(student) >= count_parameters(teacher):
+            raise ConfigError(
+                f"width {width:g} is too narrow for {self.bundle.name}: pruning to it leaves the model whole "
+                "(a layer would keep no channel); use a larger width"
+            )
         return student
 
     def batches(self, data: DistillationData, batch_size: int, seed: int, epoch: int) -> list[TensorBatch]:

@@ -8,8 +8,9 @@ writes a checkpoint (student, optimiser, step, seconds trained) every
 one. The learning rate falls to zero over the last `DECAY_SHARE` of the budget, so
 the run also keeps the checkpoint from just before that fall: a longer budget
 continues a shorter run from there, not from its annealed end. Batches and initial
-weights come from the seed, so the same number of steps gives the same student; a
-time budget decides how many steps that is on a given machine. Runs on CUDA when the
+weights come from the seed, so a run bounded by steps (`max_steps`) gives the same
+student every time; under a time budget the machine's speed decides how many steps
+that is, and where the fall begins. Runs on CUDA when the
 machine has it, and in bfloat16 mixed precision where the device computes it
 natively (`resolve_precision`).
 """
@@ -298,16 +299,21 @@ class StudentTrainer:
     def _resume(self) -> int:
         """Load the checkpoint to go on from: the last one, unless it went into the learning rate's
         fall of a shorter plan (then the one from before that fall, if it was kept); returns its step."""
-        if not self.checkpoint.is_file():
+        # A run stopped after its fall began but before its first minute's checkpoint has only the stable one.
+        loaded = next((path for path in (self.checkpoint, self.stable_checkpoint) if path.is_file()), None)
+        if loaded is None:
             return 0
-        payload = self._load(self.checkpoint)
+        payload = self._load(loaded)
         if payload is None:
             return 0
-        self.checkpoint.touch()  # used now: the last to be pruned
+        loaded.touch()  # used now: the last to be pruned
         annealed = _share_spent(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
         if annealed and not self._reached(payload) and self.stable_checkpoint.is_file():
             # A torn stable file may have been loaded in part: then the last checkpoint again.
-            payload = self._load(self.stable_checkpoint) or self._load(self.checkpoint) or payload
+            stable = self._load(self.stable_checkpoint)
+            loaded, payload = (
+                (self.stable_checkpoint, stable) if stable else (loaded, self._load(loaded) or payload)
+            )
         self.steps, self.seconds, self.loss = (
             int(payload["steps"]),
             float(payload["seconds"]),
@@ -315,7 +321,7 @@ class StudentTrainer:
         )
         logger.info(
             "resuming the student from %s at step %d (%.0f s trained)",
-            self.checkpoint,
+            loaded,
             self.steps,
             self.seconds,
         )

@@ -86,6 +86,18 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
         (["--model", "tiny_models:build", "--distil-time", "inf"], "--distil-time must be a finite number"),
         (["--model", "tiny_models:build", "--distil-time", "nan"], "--distil-time must be a finite number"),
         (["--model", "tiny_models:build", "--distil-time", "0.5"], "at least 1, got 0.5"),
+        (["--model", "tiny_models:build", "--distil-steps", "0"], "--distil-steps must be at least 1, got 0"),
+        (
+            ["--model", "tiny_models:build", "--max-size-mb", "1e400"],
+            "--max-size-mb must be a positive, finite",
+        ),
+        (
+            ["--model", "tiny_models:build", "--max-size-mb", "nan"],
+            "--max-size-mb must be a positive, finite",
+        ),
+        (["--model", "tiny_models:build", "--max-size-mb", "0"], "--max-size-mb must be a positive, finite"),
+        (["--model", "tiny_models:build", "--student", "width=1e400"], "width takes a number, got '1e400'"),
+        (["--model", "tiny_models:build", "--student", "width=0.001"], "width 0.001 is too narrow for tiny"),
         (["--model", "tiny_models:build", "--distil-live", "README.md"], "(a NumPy zip archive, np.savez)"),
         (
             ["--model", "tiny_models:build", "--select-by", "throughput", "--serve-concurrency", "0"],

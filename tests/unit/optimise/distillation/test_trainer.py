@@ -102,6 +102,21 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
         assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_one_before_its_fall(
+    tmp_path: Path,
+) -> None:
+    straight = _trainer(tmp_path / "straight.pt", steps=40)
+    straight.run()
+    with pytest.raises(KeyboardInterrupt):  # the minute's checkpoint never came: only the stable one
+        _trainer(tmp_path / "stopped.pt", steps=40, stop_at=33).run()
+    assert not (tmp_path / "stopped.pt").exists() and (tmp_path / "stopped.stable.pt").is_file()
+    resumed = _trainer(tmp_path / "stopped.pt", steps=40)
+    assert resumed.resumed_from == 28  # 28 / 40: where the fall began
+    resumed.run()
+    for name, tensor in _weights(straight).items():
+        assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+
+
 def test_a_longer_plan_goes_on_from_before_the_shorter_ones_fall(tmp_path: Path) -> None:
     straight = _trainer(tmp_path / "straight.pt", steps=40)
     straight.run()
