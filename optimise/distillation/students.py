@@ -325,25 +325,25 @@ class ClassifierFamily:
         self.weights = weights
 
     def check(self, teacher: torch.nn.Module, shape: StudentShape) -> None:
-        if shape.layers is not None or shape.prune_ratio or shape.layer_choice != "fidelity":
-            raise ConfigError(
-                "a classifier student takes a width (share of channels kept), not layers, prune_ratio or "
-                "layer_choice"
-            )
         self._narrowed(teacher, shape)  # a width the pruner cannot honour fails here, before any training
 
     def student(
         self, teacher: torch.nn.Module, shape: StudentShape, data: DistillationData
     ) -> torch.nn.Module:
-        self.check(teacher, shape)
         return self._narrowed(teacher, shape)
 
     def _narrowed(self, teacher: torch.nn.Module, shape: StudentShape) -> torch.nn.Module:
         """A copy of `teacher` pruned to the shape's width. Raises ConfigError when the copy is no
         smaller: at widths that would leave a layer under one channel the pruner keeps the layers as
-        they are (digits at width 0.001 stayed whole), which would be a student in name only."""
+        they are (digits at width 0.001 stayed whole), which would be a student in name only. Raises
+        ConfigError for a shape with layers, too."""
         from optimise.passes.prune_structured import count_parameters
 
+        if shape.layers is not None or shape.prune_ratio or shape.layer_choice != "fidelity":
+            raise ConfigError(
+                "a classifier student takes a width (share of channels kept), not layers, prune_ratio or "
+                "layer_choice"
+            )
         width = shape.width if shape.width is not None else DEFAULT_WIDTH
         student = copy.deepcopy(teacher).eval()
         prune_in_place(student, self.bundle, 1 - width)

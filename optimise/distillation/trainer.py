@@ -191,10 +191,7 @@ class StudentTrainer:
 
     def progress_made(self) -> float:
         """Share of the plan spent: seconds of the time budget, or steps of the step bound if more."""
-        share = self.seconds / self.plan.time_s
-        if self.plan.max_steps is not None:
-            share = max(share, self.steps / self.plan.max_steps)
-        return share
+        return _share_spent(self.seconds, self.steps, self.plan.time_s, self.plan.max_steps)
 
     @property
     def stable_checkpoint(self) -> Path:
@@ -281,10 +278,8 @@ class StudentTrainer:
 
     def _reached(self, payload: dict[str, Any]) -> bool:
         """Whether a checkpoint has trained as long as this plan asks (it is then used as it is)."""
-        steps, seconds = int(payload["steps"]), float(payload["seconds"])
-        return seconds >= self.plan.time_s or (
-            self.plan.max_steps is not None and steps >= self.plan.max_steps
-        )
+        seconds, steps = float(payload["seconds"]), int(payload["steps"])
+        return _share_spent(seconds, steps, self.plan.time_s, self.plan.max_steps) >= 1.0
 
     def _load(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -307,7 +302,7 @@ class StudentTrainer:
         if payload is None:
             return 0
         loaded.touch()  # used now: the last to be pruned
-        annealed = _share_spent(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
+        annealed = _own_share(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
         if annealed and not self._reached(payload) and self.stable_checkpoint.is_file():
             # A torn stable file may have been loaded in part: then the last checkpoint again.
             stable = self._load(self.stable_checkpoint)
@@ -328,14 +323,19 @@ class StudentTrainer:
         return self.steps
 
 
-def _share_spent(payload: dict[str, Any]) -> float:
+def _share_spent(seconds: float, steps: int, time_s: float, max_steps: int | None) -> float:
+    """Share of a plan (`time_s`, `max_steps`) that `seconds` and `steps` spend: the larger of the two."""
+    share = seconds / time_s
+    return max(share, steps / max_steps) if max_steps else share
+
+
+def _own_share(payload: dict[str, Any]) -> float:
     """Share of its own plan a checkpoint had spent (0 for one from before plans were recorded)."""
     horizon = payload.get("horizon")
     if not horizon:
         return 0.0
     time_s, max_steps = horizon
-    share = float(payload["seconds"]) / float(time_s)
-    return max(share, int(payload["steps"]) / int(max_steps)) if max_steps else share
+    return _share_spent(float(payload["seconds"]), int(payload["steps"]), float(time_s), max_steps)
 
 
 def prune_students(root: Path, keep: int) -> list[Path]:
