@@ -224,7 +224,7 @@ class Trigger:
             candidate = self._build(model)
             self._check_stopping()
             manifest = self.control.stage(model, candidate)
-            self._gate(manifest)
+            gate = self._gate(manifest)
             self._check_stopping()
             shadow = self.control.shadow(model, self.config.shadow_rows, self.config.shadow_timeout_s)
             if shadow.compared_rows == 0 or shadow.agreement < self.config.min_shadow_agreement:
@@ -242,7 +242,7 @@ class Trigger:
             self.control.discard(model)
             outcome = "interrupted" if self._stopping.is_set() else "failed"
             return self._close(run, outcome, f"{type(exc).__name__}: {exc}")
-        details = f"shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
+        details = f"{gate}; shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
         return self._close(run, "promoted", details, candidate=candidate)
 
     def _check_stopping(self) -> None:
@@ -328,14 +328,19 @@ class Trigger:
                 self._child = None
         return child.returncode, stderr
 
-    def _gate(self, manifest: Manifest) -> None:
+    def _gate(self, manifest: Manifest) -> str:
+        """Raise StepFailed("refused") for a candidate outside its budget or below the fidelity floor;
+        returns what the gate saw, for the audit log."""
         selected = manifest.selected
         if not selected.feasible:
             raise StepFailed("refused", f"the build's winner failed {list(selected.failed_constraints)}")
         fidelity = manifest.calibration_fidelity
         floor = fidelity_floor(manifest.source.quality_metric, manifest.constraints, self.config.min_fidelity)
-        if fidelity is not None and fidelity < floor:
+        if fidelity is None:
+            return f"no fidelity to FP32 on recent traffic recorded (floor {floor:g})"
+        if fidelity < floor:
             raise StepFailed("refused", f"fidelity to FP32 on recent traffic {fidelity:.4f} < {floor:g}")
+        return f"fidelity to FP32 on recent traffic {fidelity:.4f} >= {floor:g}"
 
     def _open(self, model: str, reason: Reason, detail: str) -> _Run:
         run = _Run(model, reason.value, time.time(), self.control.live_version(model))

@@ -339,18 +339,19 @@ def _own_share(payload: dict[str, Any]) -> float:
 
 
 def prune_students(root: Path, keep: int) -> list[Path]:
-    """Remove all but the `keep` student folders under `root` whose checkpoints were written or
-    loaded last; returns the folders removed. Folders without a checkpoint (another run's, still
-    training its first minute) are left alone; a folder that cannot be removed is logged and kept."""
+    """Remove all but the `keep` student folders under `root` whose checkpoints (the last one or the
+    one from before the fall, whichever is newer) were written or loaded last; returns the folders
+    removed. Folders without a checkpoint (another run's, still training its first minute) are left
+    alone; a folder that cannot be removed is logged and kept."""
     import shutil
 
     checkpoints = []
     for folder in root.iterdir() if root.is_dir() else ():
-        checkpoint = folder / "checkpoint.pt"
-        try:
-            checkpoints.append((checkpoint.stat().st_mtime, folder))
-        except OSError:
-            continue
+        # A run stopped between its stable checkpoint and its first minute's has only the stable one.
+        times = [_modified(folder / name) for name in ("checkpoint.pt", "checkpoint.stable.pt")]
+        known = [t for t in times if t is not None]
+        if known:
+            checkpoints.append((max(known), folder))
     removed = []
     for _, folder in sorted(checkpoints, reverse=True)[keep:]:
         try:
@@ -362,3 +363,10 @@ def prune_students(root: Path, keep: int) -> list[Path]:
     if removed:
         logger.info("removed %d older students from the cache %s", len(removed), root)
     return removed
+
+
+def _modified(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

@@ -202,7 +202,11 @@ def test_only_the_most_recent_students_stay_in_the_cache(tmp_path: Path) -> None
         (folder / "checkpoint.pt").write_bytes(b"x")
         os.utime(folder / "checkpoint.pt", (1_000 + i, 1_000 + i))
     (tmp_path / "starting").mkdir()  # a run still in its first minute: no checkpoint yet
+    stopped = tmp_path / "stopped"  # stopped after its stable checkpoint, before its first minute's
+    stopped.mkdir()
+    (stopped / "checkpoint.stable.pt").write_bytes(b"x")
+    os.utime(stopped / "checkpoint.stable.pt", (999, 999))
     removed = prune_students(tmp_path, keep=3)
-    assert sorted(p.name for p in removed) == ["student-0", "student-1"]
+    assert sorted(p.name for p in removed) == ["stopped", "student-0", "student-1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["starting", "student-2", "student-3", "student-4"]
     assert prune_students(tmp_path / "missing", keep=3) == []
