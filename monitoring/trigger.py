@@ -220,6 +220,7 @@ class Trigger:
 
     def _run(self, run: _Run) -> str:
         model = run.model
+        candidate: str | None = None  # the audit entry names the built version whatever the outcome
         try:
             candidate = self._build(model)
             self._check_stopping()
@@ -227,22 +228,25 @@ class Trigger:
             gate = self._gate(manifest)
             self._check_stopping()
             shadow = self.control.shadow(model, self.config.shadow_rows, self.config.shadow_timeout_s)
-            if shadow.compared_rows == 0 or shadow.agreement < self.config.min_shadow_agreement:
+            if shadow.compared_rows == 0:
                 raise StepFailed(
-                    "refused", f"shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
+                    "refused",
+                    f"{gate}; shadow: no live request to compare within {self.config.shadow_timeout_s:g} s",
                 )
+            details = f"{gate}; shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
+            if shadow.agreement < self.config.min_shadow_agreement:
+                raise StepFailed("refused", f"{details} < {self.config.min_shadow_agreement:g}")
             self._check_stopping()
             self.control.promote(model)
         except StepFailed as exc:
             self.control.discard(model)
             outcome = "interrupted" if self._stopping.is_set() else exc.outcome
-            return self._close(run, outcome, str(exc))
+            return self._close(run, outcome, str(exc), candidate=candidate)
         except Exception as exc:  # a crash in any step keeps the live model serving
             logger.exception("re-optimisation of %s failed", model)
             self.control.discard(model)
             outcome = "interrupted" if self._stopping.is_set() else "failed"
-            return self._close(run, outcome, f"{type(exc).__name__}: {exc}")
-        details = f"{gate}; shadow {shadow.metric} {shadow.agreement:.4f} on {shadow.compared_rows} rows"
+            return self._close(run, outcome, f"{type(exc).__name__}: {exc}", candidate=candidate)
         return self._close(run, "promoted", details, candidate=candidate)
 
     def _check_stopping(self) -> None:

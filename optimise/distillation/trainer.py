@@ -294,12 +294,15 @@ class StudentTrainer:
     def _resume(self) -> int:
         """Load the checkpoint to go on from: the last one, unless it went into the learning rate's
         fall of a shorter plan (then the one from before that fall, if it was kept); returns its step."""
-        # A run stopped after its fall began but before its first minute's checkpoint has only the stable one.
-        loaded = next((path for path in (self.checkpoint, self.stable_checkpoint) if path.is_file()), None)
-        if loaded is None:
-            return 0
-        payload = self._load(loaded)
-        if payload is None:
+        # A run stopped after its fall began but before its first minute's checkpoint has only the stable
+        # one; a last checkpoint that cannot be read falls back to it too, not to step 0.
+        loaded, payload = None, None
+        for path in (self.checkpoint, self.stable_checkpoint):
+            payload = self._load(path) if path.is_file() else None
+            if payload is not None:
+                loaded = path
+                break
+        if loaded is None or payload is None:
             return 0
         loaded.touch()  # used now: the last to be pruned
         annealed = _own_share(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()

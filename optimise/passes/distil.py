@@ -160,6 +160,7 @@ class Distil(TorchPass[DistilConfig]):
         plan = TrainingPlan(
             config.time_s, config.max_steps, config.batch_size, config.lr, config.seed, precision
         )
+        quality = HeldOutQuality(family, module, bundle)
         trainer = StudentTrainer(
             family,
             module,
@@ -167,12 +168,12 @@ class Distil(TorchPass[DistilConfig]):
             data,
             plan,
             cache_root() / "students" / key / "checkpoint.pt",
-            held_out=HeldOutQuality(family, module, bundle),
-            progress=lambda state: _report(bundle.name, config, state),
+            held_out=quality,
+            progress=lambda state: _report(bundle.name, config, state, quality.metric),
         )
         with self.failures("training"):
             self.state = trainer.run()
-        _report(bundle.name, config, self.state, final=True)
+        _report(bundle.name, config, self.state, quality.metric, final=True)
         return trainer.student
 
     def training(self) -> StudentTraining | None:
@@ -189,6 +190,11 @@ class HeldOutQuality:
         self.teacher = teacher
         self.bundle = bundle
         self._teacher_outputs: list[torch.Tensor] | None = None
+
+    @property
+    def metric(self) -> str:
+        """What the score is: "agreement" (share of argmax answers the teacher's) or "cosine" (mean)."""
+        return "agreement" if self.bundle.eval_labels is not None else "cosine"
 
     def __call__(self, student: torch.nn.Module) -> float:
         device = next(student.parameters()).device
@@ -238,9 +244,9 @@ def student_label(config: DistilConfig) -> str:
     return ", ".join(parts)
 
 
-def _report(model: str, config: DistilConfig, state: TrainingState, final: bool = False) -> None:
+def _report(model: str, config: DistilConfig, state: TrainingState, metric: str, final: bool = False) -> None:
     what = student_label(config)
-    held_out = "" if state.held_out is None else f", held-out {state.held_out:.4f}"
+    held_out = "" if state.held_out is None else f", held-out {metric} to the teacher {state.held_out:.4f}"
     progress_logger.info(
         "distil %s (%s)%s: step %d%s, %.0f/%.0f s, loss %.4f%s%s",
         model, what, " done" if final else "", state.steps,

@@ -164,10 +164,24 @@ def test_a_window_too_small_to_halve_rebuilds_without_distillation(
     assert "--calibration-inputs" in argv and "--distil-live" not in argv
 
 
-def test_a_shadow_that_disagrees_keeps_the_live_model(make_trigger: Any) -> None:
-    control = RecordingControl(shadow_result=Shadow(50, 0.80))
-    assert make_trigger(control).run("tiny", Reason.DATA_DRIFT) == "refused"
+@pytest.mark.parametrize(
+    ("shadow", "said"),
+    [
+        (Shadow(50, 0.80), "agreement 0.8000 on 50 rows < 0.98"),
+        (Shadow(0, 0.0), "no live request to compare"),
+    ],
+)
+def test_a_shadow_that_disagrees_or_saw_nothing_keeps_the_live_model(
+    make_trigger: Any, shadow: Shadow, said: str
+) -> None:
+    control = RecordingControl(shadow_result=shadow)
+    trigger = make_trigger(control)
+    assert trigger.run("tiny", Reason.DATA_DRIFT) == "refused"
     assert "promote" not in control.calls and control.calls[-1] == "discard"
+    entry = read_audit_log(trigger.config.audit_log, "tiny")[-1]
+    # the refusal names the version it built and what the gate saw before the shadow run
+    assert entry["candidate"] and "fidelity to FP32 on recent traffic" in entry["detail"]
+    assert said in entry["detail"]
 
 
 def test_a_broken_build_or_stage_fails_without_touching_the_live_model(make_trigger: Any) -> None:

@@ -117,6 +117,18 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_one_before_i
         assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
 
 
+def test_an_unreadable_last_checkpoint_falls_back_to_the_one_before_the_fall(tmp_path: Path) -> None:
+    straight = _trainer(tmp_path / "straight.pt", steps=40)
+    straight.run()
+    _trainer(tmp_path / "torn.pt", steps=40).run()
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "torn.pt").read_bytes()[:1000])  # torn by a crash
+    resumed = _trainer(tmp_path / "torn.pt", steps=40)
+    assert resumed.resumed_from == 28  # not 0: the stable checkpoint survived
+    resumed.run()
+    for name, tensor in _weights(straight).items():
+        assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+
+
 def test_a_longer_plan_goes_on_from_before_the_shorter_ones_fall(tmp_path: Path) -> None:
     straight = _trainer(tmp_path / "straight.pt", steps=40)
     straight.run()

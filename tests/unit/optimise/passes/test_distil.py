@@ -45,6 +45,20 @@ def test_the_cache_settings_leave_out_the_budget() -> None:
     assert DistilConfig().cache_settings() == DistilConfig(width=0.5).cache_settings()  # one student, one key
 
 
+def test_progress_names_what_the_held_out_score_measures(
+    tiny_context: PassContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("LEANSERVE_CACHE_DIR", str(tmp_path))
+    ctx = _with_data(tiny_context)
+    with caplog.at_level("INFO", logger="optimise.distillation.progress"):
+        build_pass(PassSpec("distil", {"width": 0.5, "max_steps": 2})).apply(ctx.bundle.module, ctx)
+    done = [r.getMessage() for r in caplog.records if " done:" in r.getMessage()]
+    assert done and "held-out agreement to the teacher" in done[-1]  # a classifier: argmax agreement
+
+
 def test_a_bundle_without_data_asks_for_distil_data(tiny_context: PassContext) -> None:
     with pytest.raises(ConfigError, match="pass --distil-data FILE"):
         build_pass(PassSpec("distil", {"width": 0.5, "max_steps": 2})).apply(
