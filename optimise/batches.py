@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from optimise.runtimes.base import ATTENTION_MASK
 from optimise.types import Batch
 
 
@@ -16,7 +17,7 @@ def iter_batches(batch: Batch, size: int) -> list[Batch]:
     return [slice_batch(batch, i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def trimmed_batches(batch: Batch, size: int, mask_name: str = "attention_mask") -> list[Batch]:
+def trimmed_batches(batch: Batch, size: int, mask_name: str = ATTENTION_MASK) -> list[Batch]:
     """Batches of `size` rows of similar length, each cut to its longest row (rank >= 2 inputs along
     axis 1), where `batch` has a `mask_name` input: right padding costs no compute. Rows come sorted
     by length (stable), not in their order: for aggregates over rows. Without a mask, `iter_batches`.

@@ -306,7 +306,8 @@ class StudentTrainer:
             return 0
         loaded.touch()  # used now: the last to be pruned
         annealed = _own_share(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
-        if annealed and not self._reached(payload) and self.stable_checkpoint.is_file():
+        from_stable = loaded == self.stable_checkpoint
+        if annealed and not from_stable and not self._reached(payload) and self.stable_checkpoint.is_file():
             # A torn stable file may have been loaded in part: then the last checkpoint again.
             stable = self._load(self.stable_checkpoint)
             loaded, payload = (

@@ -63,6 +63,11 @@ def _weights(trainer: StudentTrainer) -> dict[str, torch.Tensor]:
     return {name: tensor.clone() for name, tensor in trainer.student.state_dict().items()}
 
 
+def _assert_same_student(expected: StudentTrainer, actual: StudentTrainer) -> None:
+    for name, tensor in _weights(expected).items():
+        assert torch.allclose(tensor, _weights(actual)[name], atol=1e-6), name
+
+
 def test_the_learning_rate_warms_up_to_its_peak_then_decays_and_falls_to_zero_at_the_end() -> None:
     rates = [learning_rate(1e-3, step) for step in range(4 * WARMUP_STEPS)]
     assert rates[0] == pytest.approx(1e-3 / WARMUP_STEPS)
@@ -98,8 +103,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     assert resumed.resumed_from == 35
     state = resumed.run()
     assert state.steps == 40 and state.resumed_from == 35
-    for name, tensor in _weights(straight).items():
-        assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+    _assert_same_student(straight, resumed)
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_one_before_its_fall(
@@ -113,8 +117,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_one_before_i
     resumed = _trainer(tmp_path / "stopped.pt", steps=40)
     assert resumed.resumed_from == 28  # 28 / 40: where the fall began
     resumed.run()
-    for name, tensor in _weights(straight).items():
-        assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+    _assert_same_student(straight, resumed)
 
 
 def test_an_unreadable_last_checkpoint_falls_back_to_the_one_before_the_fall(tmp_path: Path) -> None:
@@ -125,8 +128,7 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_one_before_the_fall(tmp
     resumed = _trainer(tmp_path / "torn.pt", steps=40)
     assert resumed.resumed_from == 28  # not 0: the stable checkpoint survived
     resumed.run()
-    for name, tensor in _weights(straight).items():
-        assert torch.allclose(tensor, _weights(resumed)[name], atol=1e-6), name
+    _assert_same_student(straight, resumed)
 
 
 def test_a_longer_plan_goes_on_from_before_the_shorter_ones_fall(tmp_path: Path) -> None:
@@ -137,8 +139,7 @@ def test_a_longer_plan_goes_on_from_before_the_shorter_ones_fall(tmp_path: Path)
     longer = _trainer(tmp_path / "short.pt", steps=40)
     assert longer.resumed_from == 11  # not 15: those steps were taken at falling rates
     longer.run()
-    for name, tensor in _weights(straight).items():
-        assert torch.allclose(tensor, _weights(longer)[name], atol=1e-6), name
+    _assert_same_student(straight, longer)
 
 
 def test_a_finished_student_is_loaded_not_trained_again(tmp_path: Path) -> None:
