@@ -22,7 +22,7 @@ from monitoring.policy import Reason
 from monitoring.trigger import Trigger
 from service import repository
 from service.dataplane import DataPlane
-from service.errors import AdminDisabled, InvalidInput, Unauthorised
+from service.errors import AdminDisabled, InvalidInput, RunInProgress, Unauthorised
 from service.http_errors import ERROR_HANDLERS
 from service.served_model import ServedModel
 from service.settings import ServiceSettings
@@ -113,8 +113,11 @@ def create_admin_app(
         plane, trigger = trigger_for(request)
         name = request.path_params["name"]
         plane.model(name)  # unknown or not loaded: 404 / 503
-        queued = trigger.request(name, Reason.MANUAL, "requested through the admin API")
-        return JSONResponse({"model": name, "queued": queued, "busy": trigger.busy(name)}, status_code=202)
+        if not trigger.request(name, Reason.MANUAL, "requested through the admin API"):
+            raise RunInProgress(
+                f"a re-optimisation of {name} is already queued or running; its outcome goes to the audit log"
+            )
+        return JSONResponse({"model": name, "queued": True}, status_code=202)
 
     async def alertmanager(request: Request) -> JSONResponse:
         """Alertmanager webhook: every firing alert that names a served model starts a run."""

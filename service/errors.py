@@ -58,6 +58,13 @@ class SwapRefused(ServingError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class RunInProgress(ServingError):
+    """A re-optimisation of the model is already queued or running: a second request adds nothing."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.ABORTED
+
+
 class UnsupportedMediaType(ServingError):
     """A body of a content type the route does not take (gRPC has one encoding, so this is REST only)."""
 

@@ -39,6 +39,7 @@ def trigger_config(settings: ServiceSettings) -> TriggerConfig:
     config = TriggerConfig(
         policy=policy_config(settings),
         shadow_rows=settings.shadow_rows,
+        shadow_timeout_s=settings.shadow_timeout_s,
         build_time_budget_s=settings.reoptimise_time_budget_s,
         distil_time_s=settings.reoptimise_distil_time_s,
     )

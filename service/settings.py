@@ -154,6 +154,11 @@ class ServiceSettings(BaseSettings):
     shadow_rows: int = Field(
         default=TriggerConfig.shadow_rows, ge=1, description="Live rows a candidate must answer in shadow."
     )
+    shadow_timeout_s: float = Field(
+        default=TriggerConfig.shadow_timeout_s,
+        gt=0,
+        description="Seconds the shadow run waits for its live rows; a candidate that saw none is refused.",
+    )
     reoptimise_time_budget_s: float = Field(
         default=TriggerConfig.build_time_budget_s, gt=0, description="Search budget of a re-optimisation."
     )

@@ -7,8 +7,11 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from monitoring.config import TriggerConfig
+from monitoring.trigger import Trigger
 from optimise import store
 from service.admin import create_admin_app
+from service.control import DataPlaneControl
 from service.dataplane import DataPlane
 from service.settings import ServiceSettings
 from service.types import InferenceRequest, Tensor
@@ -142,3 +145,17 @@ def test_loading_the_live_version_again_leaves_nothing_to_roll_back_to(dataplane
     again = client.post("/models/tiny-served/load", json={"version": live}, headers=_auth()).json()
     assert again["live"] == live and again["previous"] is None
     assert client.post("/models/tiny-served/rollback", headers=_auth()).status_code == 409
+
+
+def test_a_reoptimisation_is_queued_once_and_a_second_request_is_a_409(
+    dataplane: DataPlane, tmp_path: Path
+) -> None:
+    # The trigger's worker is not started: the first run stays queued, as a long rebuild would be running.
+    trigger = Trigger(DataPlaneControl(dataplane, None), TriggerConfig(audit_log=tmp_path / "audit.jsonl"))  # type: ignore[arg-type]
+    settings = ServiceSettings(admin_token=SecretStr(TOKEN))
+    client = TestClient(create_admin_app(lambda: dataplane, settings, lambda: trigger))
+    first = client.post("/models/tiny-served/reoptimise", headers=_auth())
+    assert first.status_code == 202 and first.json() == {"model": "tiny-served", "queued": True}
+    again = client.post("/models/tiny-served/reoptimise", headers=_auth())
+    assert again.status_code == 409 and "already queued or running" in again.json()["error"]
+    assert client.post("/models/unknown/reoptimise", headers=_auth()).status_code == 404

@@ -98,6 +98,7 @@ def test_each_monitoring_setting_reaches_its_config_field(clean_env: pytest.Monk
         "REOPTIMISE_MAX_PER_HOUR": "5",
         "LATENCY_SLO_MS": "25",
         "SHADOW_ROWS": "80",
+        "SHADOW_TIMEOUT_S": "45",
         "REOPTIMISE_TIME_BUDGET_S": "30",
         "REOPTIMISE_DISTIL_TIME_S": "600",
         "AUDIT_LOG": "/var/log/leanserve.jsonl",
@@ -119,6 +120,7 @@ def test_each_monitoring_setting_reaches_its_config_field(clean_env: pytest.Monk
     assert trigger_config(settings) == TriggerConfig(
         policy=policy,
         shadow_rows=80,
+        shadow_timeout_s=45.0,
         build_time_budget_s=30.0,
         distil_time_s=600.0,
         audit_log=Path("/var/log/leanserve.jsonl"),
