@@ -66,6 +66,11 @@ __all__ = ["ServingControl", "Trigger", "TriggerConfig", "audit_log_path", "read
 
 logger = logging.getLogger(__name__)
 
+MIN_RECENT_ROWS = MIN_LIVE_ROWS
+"""Recent inputs below this are too few to recalibrate or judge a candidate on (one request's rows would
+decide the gate); the rebuild then uses the build's own calibration set. A drift-triggered run has the
+drift window's 200 at least; a manual or alert-triggered one may come sooner."""
+
 
 class ShadowOutcome(Protocol):
     @property
@@ -222,10 +227,10 @@ class Trigger:
         model = run.model
         candidate: str | None = None  # the audit entry names the built version whatever the outcome
         try:
-            candidate = self._build(model)
+            candidate, judged_on = self._build(model)
             self._check_stopping()
             manifest = self.control.stage(model, candidate)
-            gate = self._gate(manifest)
+            gate = self._gate(manifest, judged_on)
             self._check_stopping()
             shadow = self.control.shadow(model, self.config.shadow_rows, self.config.shadow_timeout_s)
             if shadow.compared_rows == 0:
@@ -253,9 +258,11 @@ class Trigger:
         if self._stopping.is_set():
             raise StepFailed("interrupted", "the server stopped during the run")
 
-    def _build(self, model: str) -> str:
+    def _build(self, model: str) -> tuple[str, str]:
         """Run the build process (see the module doc) with the live version's source, profile, quality
-        budget and student (`monitoring.rebuild`); returns the stored version."""
+        budget and student (`monitoring.rebuild`); returns the stored version and what it was
+        calibrated and judged on (recent traffic, or the build's own calibration set when the server
+        has fewer than `MIN_RECENT_ROWS` recent inputs to give)."""
         live = self.control.live_manifest(model)
         student = live_student(live)
         with tempfile.TemporaryDirectory(prefix="leanserve-reoptimise-") as scratch:
@@ -273,10 +280,16 @@ class Trigger:
                 "--no-promote",
             ]
             recent = self.control.recent_inputs(model)
+            count = 0 if recent is None else len(next(iter(recent.values())))
             distilling = False
-            if recent is not None:
+            if recent is not None and count >= MIN_RECENT_ROWS:
                 recent_options, distilling = self._recent_input_options(recent, Path(scratch))
                 command += recent_options
+                judged_on = f"recent traffic ({count} rows)"
+            else:  # a manual run may come before the window holds enough to calibrate or judge on
+                judged_on = (
+                    f"the build's own calibration set ({count} recent rows, fewer than {MIN_RECENT_ROWS})"
+                )
             training_s = self.config.distil_time_s if distilling else 0.0
             if student is not None:
                 command += ["--student", student.name]
@@ -292,7 +305,7 @@ class Trigger:
                 raise StepFailed("interrupted", f"the build was stopped ({_status(code)})")
             if code != 0 or not tag_file.is_file():
                 raise StepFailed("failed", f"build {_status(code)}: {stderr.strip()[-300:]}")
-            return tag_file.read_text(encoding="utf-8").split(":")[1]
+            return tag_file.read_text(encoding="utf-8").split(":")[1], judged_on
 
     def _recent_input_options(self, recent: dict[str, np.ndarray], scratch: Path) -> tuple[list[str], bool]:
         """Recalibrate on what the model sees now; when rebuilds distil, students learn half the recent
@@ -332,19 +345,20 @@ class Trigger:
                 self._child = None
         return child.returncode, stderr
 
-    def _gate(self, manifest: Manifest) -> str:
-        """Raise StepFailed("refused") for a candidate outside its budget or below the fidelity floor;
-        returns what the gate saw, for the audit log."""
+    def _gate(self, manifest: Manifest, judged_on: str) -> str:
+        """Raise StepFailed("refused") for a candidate outside its budget or below the fidelity floor
+        on `judged_on` (what the build calibrated and judged on); returns what the gate saw, for the
+        audit log."""
         selected = manifest.selected
         if not selected.feasible:
             raise StepFailed("refused", f"the build's winner failed {list(selected.failed_constraints)}")
         fidelity = manifest.calibration_fidelity
         floor = fidelity_floor(manifest.source.quality_metric, manifest.constraints, self.config.min_fidelity)
         if fidelity is None:
-            return f"no fidelity to FP32 on recent traffic recorded (floor {floor:g})"
+            return f"no fidelity to FP32 on {judged_on} recorded (floor {floor:g})"
         if fidelity < floor:
-            raise StepFailed("refused", f"fidelity to FP32 on recent traffic {fidelity:.4f} < {floor:g}")
-        return f"fidelity to FP32 on recent traffic {fidelity:.4f} >= {floor:g}"
+            raise StepFailed("refused", f"fidelity to FP32 on {judged_on} {fidelity:.4f} < {floor:g}")
+        return f"fidelity to FP32 on {judged_on} {fidelity:.4f} >= {floor:g}"
 
     def _open(self, model: str, reason: Reason, detail: str) -> _Run:
         run = _Run(model, reason.value, time.time(), self.control.live_version(model))

@@ -20,6 +20,7 @@ from monitoring import metrics
 from monitoring.monitor import DriftMonitor
 from optimise import store
 from optimise.errors import OptimiseError
+from optimise.runtimes import NonFiniteActivations
 from service import repository
 from service.errors import (
     InvalidInput,
@@ -149,7 +150,10 @@ class DataPlane:
 
     def _predict(self, model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        outputs, features = model.predict_with_features(inputs)
+        try:
+            outputs, features = model.predict_with_features(inputs)
+        except NonFiniteActivations as exc:  # raised where a runtime cannot carry NaN on to the outputs
+            raise NonFiniteOutput(f"model {model.name!r} could not answer: {exc}") from None
         seconds = time.perf_counter() - start
         rows = len(next(iter(inputs.values())))
         metrics.observe_inference(model.name, model.version, rows, seconds)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optimise.passes.base import PassContext
 from optimise.source import ModelBundle
 
 
@@ -125,4 +126,29 @@ def make_tiny_text_bundle(rows: int = 48, width: int = 12) -> ModelBundle:
         eval_inputs={"input_ids": ids, "attention_mask": mask},
         calibration_inputs={"input_ids": ids, "attention_mask": mask},
         extra={"max_length": str(width)},
+    )
+
+
+class NormedClassifier(torch.nn.Module):
+    """Linear, LayerNorm, Linear (a transformer block's order) on the tiny model's signature: huge
+    finite inputs overflow the first layer to infinity, and the norm turns that into NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 4)
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+def normed_int8_torchscript(context: PassContext) -> Path:
+    """`NormedClassifier` exported to TorchScript with PyTorch's dynamic int8 Linear layers, through
+    the export pass (with the tiny bundle's signature, from `context`)."""
+    from optimise.passes.export_torchscript import ExportTorchScript, ExportTorchScriptConfig
+
+    torch.manual_seed(0)
+    return ExportTorchScript(ExportTorchScriptConfig(int8_dynamic=True)).apply(
+        NormedClassifier().eval(), context
     )

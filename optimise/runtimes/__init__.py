@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from optimise.runtimes.base import ATTENTION_MASK, InferenceSession, RuntimeUnavailable, TensorInfo
+from optimise.runtimes.base import (
+    ATTENTION_MASK,
+    InferenceSession,
+    NonFiniteActivations,
+    RuntimeUnavailable,
+    TensorInfo,
+)
 from optimise.types import Variant
 
 ONNX_RUNTIME = "onnxruntime"
@@ -67,6 +73,7 @@ __all__ = [
     "RUNTIMES",
     "TORCHSCRIPT",
     "InferenceSession",
+    "NonFiniteActivations",
     "RuntimeUnavailable",
     "TensorInfo",
     "open_session",

@@ -24,6 +24,13 @@ class RuntimeUnavailable(RuntimeError):
     """The runtime (its package, or the device or execution provider asked for) is not on this machine."""
 
 
+class NonFiniteActivations(ValueError):
+    """A run whose inputs drove a value inside the model to NaN or infinity where the runtime cannot
+    carry one on (a dynamically quantised layer must measure its input's range to quantise it). The
+    other runtimes carry such values through to the outputs; either way the inputs are outside what
+    the model can represent, not a fault of the runtime."""
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One graph input or output: name, numpy dtype, shape (a str or None for a dynamic axis)."""

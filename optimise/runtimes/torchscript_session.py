@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from optimise.runtimes.base import InferenceSession, RuntimeUnavailable, TensorInfo
+from optimise.runtimes.base import InferenceSession, NonFiniteActivations, RuntimeUnavailable, TensorInfo
 
 SIGNATURE_FILE = "leanserve_signature.json"
 
@@ -83,6 +83,16 @@ class TorchScriptSession(InferenceSession):
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         tensors = [torch.from_numpy(array) for array in self._prepared(feeds).values()]
-        with torch.inference_mode():
-            outputs = flatten_outputs(self._module(*tensors))
+        try:
+            with torch.inference_mode():
+                outputs = flatten_outputs(self._module(*tensors))
+        except RuntimeError as exc:
+            # PyTorch's dynamic int8 Linear quantises each input by its range and refuses one holding
+            # NaN ("In ChooseQuantizationParams, min should be less than or equal to max").
+            if "ChooseQuantizationParams" in str(exc):
+                raise NonFiniteActivations(
+                    "the inputs drove values inside the model to NaN or infinity (a dynamically "
+                    "quantised layer cannot quantise them)"
+                ) from exc
+            raise
         return outputs[: len(self.outputs)]

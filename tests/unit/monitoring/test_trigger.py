@@ -82,7 +82,7 @@ class RecordingControl:
     def live_manifest(self, model: str) -> Manifest:
         return self.live or live_manifest(self.source)
 
-    recent_rows: int = 40
+    recent_rows: int = 60
 
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None:
         return {"features": np.random.default_rng(1).normal(size=(self.recent_rows, 16)).astype(np.float32)}
@@ -164,6 +164,17 @@ def test_a_window_too_small_to_halve_rebuilds_without_distillation(
     assert "--calibration-inputs" in argv and "--distil-live" not in argv
 
 
+def test_a_window_too_small_to_judge_on_leaves_calibration_and_the_gate_to_the_build(
+    make_trigger: Any,
+) -> None:
+    control = RecordingControl(recent_rows=3)  # a manual run right after one request
+    trigger = make_trigger(control)
+    trigger.run("tiny", Reason.MANUAL)
+    entry = read_audit_log(trigger.config.audit_log, "tiny")[-1]
+    assert "on the build's own calibration set (3 recent rows, fewer than 50)" in entry["detail"]
+    assert "recent traffic" not in entry["detail"]
+
+
 @pytest.mark.parametrize(
     ("shadow", "said"),
     [
@@ -180,7 +191,7 @@ def test_a_shadow_that_disagrees_or_saw_nothing_keeps_the_live_model(
     assert "promote" not in control.calls and control.calls[-1] == "discard"
     entry = read_audit_log(trigger.config.audit_log, "tiny")[-1]
     # the refusal names the version it built and what the gate saw before the shadow run
-    assert entry["candidate"] and "fidelity to FP32 on recent traffic" in entry["detail"]
+    assert entry["candidate"] and "fidelity to FP32 on recent traffic (60 rows)" in entry["detail"]
     assert said in entry["detail"]
 
 

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from builds import served_answer
 from prometheus_client import REGISTRY
+from tiny_models import normed_int8_torchscript
 
+from optimise.passes.base import PassContext
+from optimise.runtimes import TORCHSCRIPT, open_session
+from optimise.runtimes.serving import ServingSession
+from optimise.types import ServingSettings
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady, NonFiniteOutput
 from service.settings import ServiceSettings
@@ -173,3 +178,20 @@ def test_text_requests_give_the_monitor_token_counts_from_the_same_encoding(text
     window = monitor.snapshot("minilm-served")
     assert window is not None and window.features["n_tokens"].tolist() == expected and expected[-1] == 128
     np.testing.assert_allclose(window.outputs, embeddings)
+
+
+def test_nan_a_runtime_cannot_carry_to_the_outputs_is_a_non_finite_output_too(
+    tiny_tags: list[str], tiny_context: PassContext
+) -> None:
+    # PyTorch's dynamic int8 Linear raises on NaN inputs where other runtimes answer NaN: the same 422.
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]))
+    plane.load_configured()
+    int8 = open_session(TORCHSCRIPT, normed_int8_torchscript(tiny_context))
+    plane.model("tiny-served").session = ServingSession(
+        lambda threads, streams: int8, ServingSettings(threads=1)
+    )
+    huge = np.full((2, 16), 3.4e38, np.float32)
+    for call in (lambda: plane.infer(_request(huge)), lambda: plane.classify(huge, "tiny-served")):
+        with pytest.raises(NonFiniteOutput, match=r"could not answer: .*NaN or infinity"):
+            call()
+    assert plane.infer(_request(np.ones((1, 16), np.float32))).outputs[0].data.shape == (1, 4)

@@ -9,10 +9,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_models import normed_int8_torchscript
 
 from optimise.passes.base import PassContext
 from optimise.passes.export_torchscript import ExportTorchScript, ExportTorchScriptConfig
-from optimise.runtimes import LITERT, RUNTIMES, TORCHSCRIPT, RuntimeUnavailable, open_session
+from optimise.runtimes import (
+    LITERT,
+    RUNTIMES,
+    TORCHSCRIPT,
+    NonFiniteActivations,
+    RuntimeUnavailable,
+    open_session,
+)
 from optimise.runtimes.ort_session import OnnxSession
 from optimise.source import ModelBundle
 
@@ -98,3 +106,13 @@ def test_pytorch_sets_one_thread_count_per_process(
         assert torch.get_num_threads() == 1  # the session runs with its own count again
     finally:
         torch.set_num_threads(before)
+
+
+def test_nan_inside_a_dynamic_int8_layer_is_non_finite_activations_and_the_session_runs_on(
+    tiny_context: PassContext,
+) -> None:
+    session = open_session(TORCHSCRIPT, normed_int8_torchscript(tiny_context))
+    name = session.input_names[0]
+    with pytest.raises(NonFiniteActivations, match="NaN or infinity"):
+        session.run({name: np.full((2, 16), 3.4e38, np.float32)})  # finite FP32, out of the model's range
+    assert np.isfinite(session.run({name: np.ones((2, 16), np.float32)})[0]).all()
