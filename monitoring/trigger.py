@@ -121,7 +121,7 @@ class Trigger:
         self._runs: dict[str, list[float]] = {}
         self._jobs: queue.Queue[tuple[str, Reason, str] | None] = queue.Queue()
         self._busy: set[str] = set()
-        self._finished: set[str] = set()  # models with a finished run: windows restart after it
+        self._promoted: set[str] = set()  # models a run re-optimised: drift that outlives it needs retraining
         self._thread = threading.Thread(target=self._work, name="leanserve-trigger", daemon=True)
         self._lock = threading.Lock()  # guards _current, _child and the closing of a run
         self._stopping = threading.Event()
@@ -178,12 +178,14 @@ class Trigger:
         windows = self._windows.setdefault(model, [])
         windows.append(state)
         del windows[: -self.config.history]
-        reoptimised = model in self._finished
+        reoptimised = model in self._promoted
         decision = decide(windows, self._runs.get(model, []), time.time(), self.config.policy, reoptimised)
         if decision.action is Action.REOPTIMISE:
             self.request(model, decision.reason, decision.detail)
         elif decision.action is Action.NEEDS_RETRAINING:
-            self._audit(model, "needs-retraining", decision.reason.value, decision.detail)
+            self._audit(
+                model, "needs-retraining", decision.reason.value, decision.detail, {"live": self._live(model)}
+            )
             metrics.REOPTIMISATIONS.labels(model, decision.reason.value, "needs-retraining").inc()
             windows.clear()  # report once per streak, not on every window
         return decision
@@ -208,8 +210,14 @@ class Trigger:
                 self.run(model, reason, detail)
             finally:
                 self._windows.pop(model, None)  # judge the traffic after the run afresh
-                self._finished.add(model)
                 self._busy.discard(model)
+
+    def _live(self, model: str) -> str:
+        """The live version's name, or "" when the model is not loaded (the entry is still written)."""
+        try:
+            return self.control.live_version(model)
+        except Exception:  # an unloaded model: the entry matters more than its version
+            return ""
 
     def run(self, model: str, reason: Reason, detail: str = "") -> str:
         """Build, gate, shadow, promote; returns the outcome ('promoted', 'refused', 'failed',
@@ -375,6 +383,8 @@ class Trigger:
             run.outcome = outcome
             if self._current is run:
                 self._current = None
+            if outcome == "promoted":  # a refused or failed run changed nothing that drift could outlive
+                self._promoted.add(run.model)
         metrics.REOPTIMISATIONS.labels(run.model, run.reason, outcome).inc()
         extra: dict[str, object] = {"live": run.live, "started": run.started}
         if candidate is not None:

@@ -42,17 +42,21 @@ def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _build_processes() -> list[int]:
-    """Re-optimisation builds running on this machine (`optimise.cli optimise ... --no-promote`)."""
+def _build_processes(audit: Path) -> list[int]:
+    """Re-optimisation builds (`optimise.cli optimise ... --no-promote`) of the server whose audit log is
+    `audit` (the build inherits the server's environment): another server's on this machine is not one."""
     found = []
+    marker = f"LEANSERVE_AUDIT_LOG={audit}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
+                environment = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
             # argv[1:3] is "-m optimise.cli" once the wrapper (monitoring.buildproc) has exec'd it
-            if argv[1:3] == [b"-m", b"optimise.cli"] and b"--no-promote" in argv and running(int(entry.name)):
+            rebuild = argv[1:3] == [b"-m", b"optimise.cli"] and b"--no-promote" in argv
+            if rebuild and marker in environment and running(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
@@ -122,7 +126,7 @@ def test_a_server_stopped_during_a_rebuild_ends_it_and_records_it_interrupted(
     try:
         with _Traffic(server):
             _wait("a rebuild to start", lambda: any(e["event"] == "started" for e in _events(audit)), 120)
-            builds = _wait("the build process", _build_processes, 30)
+            builds = _wait("the build process", lambda: _build_processes(audit), 30)
         assert all(os.getpriority(os.PRIO_PROCESS, pid) == 19 for pid in builds)
     finally:
         stop_server(server)
@@ -143,7 +147,7 @@ def test_a_server_killed_during_a_rebuild_takes_the_build_along_and_the_next_clo
             started = _wait(
                 "a rebuild to start", lambda: [e for e in _events(audit) if e["event"] == "started"], 120
             )
-            builds = _wait("the build process", _build_processes, 30)
+            builds = _wait("the build process", lambda: _build_processes(audit), 30)
         # SIGKILL, no shutdown hook: the worker process that runs the trigger (it wrote its pid), then
         # the rest of the server, before its supervisor could start another worker.
         os.kill(int(started[0]["pid"]), signal.SIGKILL)

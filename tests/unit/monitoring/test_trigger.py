@@ -224,6 +224,22 @@ def test_windows_go_through_the_policy(make_trigger: Any) -> None:
     assert read_audit_log(other.config.audit_log)[-1]["event"] == "needs-retraining"
 
 
+def test_drift_that_outlives_a_promoted_run_needs_retraining_and_after_a_refused_one_rebuilds_again(
+    make_trigger: Any,
+) -> None:
+    policy = PolicyConfig(drift_windows=1, cooldown_s=0, max_runs_per_hour=10)
+    report: DriftReport = None  # type: ignore[assignment]  # the trigger only forwards it
+    drifted = WindowState(share_drifted=0.9)
+    refusing = make_trigger(RecordingControl(shadow_result=Shadow(50, 0.5)), policy=policy)
+    assert refusing.run("tiny", Reason.DATA_DRIFT) == "refused"
+    assert refusing.on_window("tiny", drifted, report).action is Action.REOPTIMISE  # nothing changed yet
+    promoting = make_trigger(RecordingControl(), policy=policy)
+    assert promoting.run("tiny", Reason.DATA_DRIFT) == "promoted"
+    assert promoting.on_window("tiny", drifted, report).action is Action.NEEDS_RETRAINING
+    entry = read_audit_log(promoting.config.audit_log, "tiny")[-1]
+    assert entry["event"] == "needs-retraining" and entry["live"] == "v-live"
+
+
 # -- the build yields to serving and every run the audit log opens is closed -----------------------
 FAKE_BUILD = (
     "import json, os, sys, time\n"
