@@ -142,7 +142,7 @@ def decide(
 ) -> Decision:
     """Decide from the windows since the last finished run (oldest first) and past run start times.
 
-    `reoptimised` says a run already finished for this model: if inputs still drift after it,
+    `reoptimised` says a run promoted a rebuild of this model: if inputs still drift after it,
     the reference itself is out of date and only retraining on recent data helps.
     """
     drifted = _last(windows, config.drift_windows)
