@@ -294,6 +294,8 @@ class Trigger:
                 recent_options, distilling = self._recent_input_options(recent, Path(scratch))
                 command += recent_options
                 judged_on = f"recent traffic ({count} rows)"
+            elif recent is None:  # a text model's window keeps embeddings, not its inputs
+                judged_on = "the build's own calibration set (no recent inputs kept for this model)"
             else:  # a manual run may come before the window holds enough to calibrate or judge on
                 judged_on = (
                     f"the build's own calibration set ({count} recent rows, fewer than {MIN_RECENT_ROWS})"

@@ -82,9 +82,12 @@ class RecordingControl:
     def live_manifest(self, model: str) -> Manifest:
         return self.live or live_manifest(self.source)
 
-    recent_rows: int = 60
+    recent_rows: int | None = 60
+    """None: the server keeps no inputs of this model (a text model's window keeps embeddings)."""
 
     def recent_inputs(self, model: str) -> dict[str, np.ndarray] | None:
+        if self.recent_rows is None:
+            return None
         return {"features": np.random.default_rng(1).normal(size=(self.recent_rows, 16)).astype(np.float32)}
 
     def stage(self, model: str, version: str) -> Manifest:
@@ -164,14 +167,20 @@ def test_a_window_too_small_to_halve_rebuilds_without_distillation(
     assert "--calibration-inputs" in argv and "--distil-live" not in argv
 
 
-def test_a_window_too_small_to_judge_on_leaves_calibration_and_the_gate_to_the_build(
-    make_trigger: Any,
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        (3, "(3 recent rows, fewer than 50)"),  # a manual run right after one request
+        (None, "(no recent inputs kept for this model)"),
+    ],
+)
+def test_too_few_recent_inputs_leave_calibration_and_the_gate_to_the_build(
+    make_trigger: Any, rows: int | None, said: str
 ) -> None:
-    control = RecordingControl(recent_rows=3)  # a manual run right after one request
-    trigger = make_trigger(control)
+    trigger = make_trigger(RecordingControl(recent_rows=rows))
     trigger.run("tiny", Reason.MANUAL)
     entry = read_audit_log(trigger.config.audit_log, "tiny")[-1]
-    assert "on the build's own calibration set (3 recent rows, fewer than 50)" in entry["detail"]
+    assert f"fidelity to FP32 on the build's own calibration set {said}" in entry["detail"]
     assert "recent traffic" not in entry["detail"]
 
 
