@@ -199,9 +199,6 @@ class Trigger:
         self._jobs.put((model, reason, detail))
         return True
 
-    def busy(self, model: str) -> bool:
-        return model in self._busy
-
     # -- the run ----------------------------------------------------------------------------
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None and not self._stopping.is_set():
@@ -291,7 +288,7 @@ class Trigger:
             count = 0 if recent is None else len(next(iter(recent.values())))
             distilling = False
             if recent is not None and count >= MIN_RECENT_ROWS:
-                recent_options, distilling = self._recent_input_options(recent, Path(scratch))
+                recent_options, distilling = self._recent_input_options(recent, count, Path(scratch))
                 command += recent_options
                 judged_on = f"recent traffic ({count} rows)"
             elif recent is None:  # a text model's window keeps embeddings, not its inputs
@@ -317,13 +314,14 @@ class Trigger:
                 raise StepFailed("failed", f"build {_status(code)}: {stderr.strip()[-300:]}")
             return tag_file.read_text(encoding="utf-8").split(":")[1], judged_on
 
-    def _recent_input_options(self, recent: dict[str, np.ndarray], scratch: Path) -> tuple[list[str], bool]:
-        """Recalibrate on what the model sees now; when rebuilds distil, students learn half the recent
-        rows (every second one) and the other half calibrates and judges: a student is never graded on
-        the rows it learnt. Returns the options and whether they distil."""
+    def _recent_input_options(
+        self, recent: dict[str, np.ndarray], count: int, scratch: Path
+    ) -> tuple[list[str], bool]:
+        """Recalibrate on what the model sees now (`recent`, `count` rows); when rebuilds distil, students
+        learn half the recent rows (every second one) and the other half calibrates and judges: a student
+        is never graded on the rows it learnt. Returns the options and whether they distil."""
         calibration = recent
         options: list[str] = []
-        count = len(next(iter(recent.values())))
         if self.config.distil_time_s > 0 and count // 2 < MIN_LIVE_ROWS:
             logger.info("re-optimisation without distillation: %d recent rows, half of them too few", count)
         elif self.config.distil_time_s > 0:
