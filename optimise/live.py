@@ -1,7 +1,8 @@
 """The live choice of each model, recorded in the model store so that it survives a restart.
 
 One small JSON file at the top of the store, beside the model folders
-(`leanserve-live.json`: `{name: {"version": ..., "recorded_at": ...}}`); BentoML
+(`leanserve-live.json`: `{name: {"version": ..., "previous": ..., "recorded_at": ...}}`,
+`previous` being the version live before it, what a rollback after a restart goes back to); BentoML
 lists folders only, so it ignores the file, and the record travels with the
 store (a Bento's models, a shared volume). A write holds an exclusive lock
 (several server worker processes may promote at once), writes a temporary file
@@ -56,6 +57,17 @@ def read_record(store: Path) -> dict[str, str]:
     }
 
 
+def read_previous(store: Path) -> dict[str, str]:
+    """The version recorded as live before the current one, by name; models without one are left out."""
+    return {
+        name: entry["previous"]
+        for name, entry in _read_entries(store).items()
+        if isinstance(entry, dict)
+        and isinstance(entry.get("version"), str)
+        and isinstance(entry.get("previous"), str)
+    }
+
+
 @contextlib.contextmanager
 def _locked(store: Path) -> Iterator[None]:
     with _thread_lock, (store / LOCK_FILE).open("a") as lock:
@@ -66,13 +78,17 @@ def _locked(store: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_live(store: Path, name: str, version: str) -> None:
-    """Record `version` as the live version of `name`, keeping the other models' entries.
+def write_live(store: Path, name: str, version: str, previous: str | None = None) -> None:
+    """Record `version` as the live version of `name`, and `previous` as the one live before it (None,
+    or `version` itself: none), keeping the other models' entries.
 
     Raises OSError when the store cannot be written (a read-only store, a full disk).
     """
     with _locked(store):
         entries = _read_entries(store)
-        entries[name] = {"version": version, "recorded_at": datetime.now(UTC).isoformat()}
+        entry = {"version": version, "recorded_at": datetime.now(UTC).isoformat()}
+        if previous is not None and previous != version:
+            entry["previous"] = previous
+        entries[name] = entry
         with replacing(store / LIVE_FILE) as out:
             json.dump(entries, out, indent=2, sort_keys=True)

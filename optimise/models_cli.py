@@ -154,7 +154,11 @@ def promote_version(tag: str) -> None:
 
     name, _, version = tag.partition(":")
     try:
-        recorded = store.record_live(name, version)
+        before = store.resolve(name).partition(":")[2]  # what NAME served until now: a rollback's target
+    except OptimiseError:
+        before = None
+    try:
+        recorded = store.record_live(name, version, previous=before)
     except OptimiseError as exc:
         raise fail(exc) from exc
     console.print(f"live version of {name}: [bold]{recorded}[/] (served as {name!r} from the next start)")

@@ -42,7 +42,7 @@ from optimise.artefact import (
 )
 from optimise.artefact.usage import USAGE_FILE, usage_note
 from optimise.errors import StoreError, VersionNotFound
-from optimise.live import read_record, write_live
+from optimise.live import read_previous, read_record, write_live
 from optimise.manifest import build_manifest
 from optimise.report import write_report
 from optimise.runtimes import open_session
@@ -267,15 +267,16 @@ def export(tag: str, directory: Path) -> list[Path]:
     return [*written, note]
 
 
-def record_live(name: str, version: str) -> str:
-    """Record NAME:VERSION as the live choice: what a bare NAME resolves to, after restarts too.
-    A unique prefix of the version works; returns the full tag recorded.
+def record_live(name: str, version: str, previous: str | None = None) -> str:
+    """Record NAME:VERSION as the live choice: what a bare NAME resolves to, after restarts too, and
+    `previous` as the version live before it (what a server's rollback goes back to after a restart;
+    None: not recorded). A unique prefix of the version works; returns the full tag recorded.
 
     Raises StoreError for an unknown, broken or foreign version, or a store that cannot be written.
     """
     model = get_model(f"{name}:{version}")
     try:
-        write_live(store_dir(), model.tag.name, str(model.tag.version))
+        write_live(store_dir(), model.tag.name, str(model.tag.version), previous)
     except OSError as exc:
         raise StoreError(f"cannot record {model.tag} as live in {store_dir()}: {exc}") from exc
     return str(model.tag)
@@ -284,6 +285,11 @@ def record_live(name: str, version: str) -> str:
 def live_version(name: str) -> str | None:
     """The version of `name` recorded as live, None when none is (the record is not checked here)."""
     return read_record(store_dir()).get(name)
+
+
+def previous_live_version(name: str) -> str | None:
+    """The version of `name` recorded as live before the current one, None when none is (not checked)."""
+    return read_previous(store_dir()).get(name)
 
 
 def bentoml_home() -> str:

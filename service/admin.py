@@ -57,7 +57,7 @@ def create_admin_app(
         return {
             "name": name,
             "live": _version(slot.live),
-            "previous": _version(slot.previous),
+            "previous": plane.previous_version(name),
             "staged": _version(slot.staged),
             "stored": repository.versions(name),
             "load_error": slot.load_error,
@@ -97,7 +97,8 @@ def create_admin_app(
 
     async def rollback(request: Request) -> JSONResponse:
         plane = authorise(request)
-        plane.rollback(request.path_params["name"])
+        # After a restart the previous version is loaded first: off the event loop.
+        await anyio.to_thread.run_sync(plane.rollback, request.path_params["name"])
         return JSONResponse(describe(plane, request.path_params["name"]))
 
     def trigger_for(request: Request) -> tuple[DataPlane, Trigger]:

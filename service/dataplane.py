@@ -200,19 +200,52 @@ class DataPlane:
                 slot.previous, slot.live, slot.staged = slot.live, slot.staged, None
             self._went_live(name, slot)
             logger.info("promoted %s:%s", name, slot.live.version)
-            _record_live(name, slot.live.version)
+            _record_live(name, slot.live.version, slot.previous.version if slot.previous else None)
             return slot.live
 
     def rollback(self, name: str) -> ServedModel:
+        """Serve the version live before the current one again. After a restart that is the one the
+        store recorded as live before the current one: it is loaded, hash-checked and smoke-tested
+        first (this call then takes as long as a load).
+
+        Raises SwapRefused when there is none, when it no longer loads, or when the live version
+        changed while it loaded; ModelNotFound for a model this server does not serve."""
         slot = self.slots(name)
         with self._swap_lock:
-            if slot.previous is None or slot.live is None:
-                raise SwapRefused(f"{name!r} has no previous version to roll back to")
-            slot.previous, slot.live = slot.live, slot.previous
+            live, previous = slot.live, slot.previous
+        if live is None:
+            raise SwapRefused(f"{name!r} has no live version to roll back from")
+        if previous is None:
+            previous = self._load_recorded_previous(name, live.version)
+        with self._swap_lock:
+            if slot.live is not live:
+                raise SwapRefused(
+                    f"the live version of {name!r} changed during the rollback; nothing was changed"
+                )
+            slot.previous, slot.live = live, previous
             self._went_live(name, slot)
-            logger.info("rolled %s back to %s", name, slot.live.version)
-            _record_live(name, slot.live.version)
-            return slot.live
+            logger.info("rolled %s back to %s", name, previous.version)
+            _record_live(name, previous.version, live.version)
+            return previous
+
+    def previous_version(self, name: str) -> str | None:
+        """The version a rollback of `name` would serve: the one live before the current one in this
+        process, else the one the store recorded as live before it (None: no rollback possible)."""
+        slot = self.slots(name)
+        if slot.previous is not None:
+            return slot.previous.version
+        return _recorded_previous(name, slot.live.version) if slot.live is not None else None
+
+    def _load_recorded_previous(self, name: str, live: str) -> ServedModel:
+        version = _recorded_previous(name, live)
+        if version is None:
+            raise SwapRefused(f"{name!r} has no previous version to roll back to")
+        try:
+            return repository.load(f"{name}:{version}", self.settings)
+        except (SwapRefused, ModelNotFound) as exc:
+            raise SwapRefused(
+                f"cannot roll {name!r} back to {version}, the version live before {live}: {exc}"
+            ) from None
 
     def start_shadow(self, name: str) -> ShadowRun:
         """Mirror live requests of `name` to its staged version from now on."""
@@ -275,10 +308,23 @@ def _check_finite(model: ServedModel, outputs: dict[str, np.ndarray]) -> None:
         )
 
 
-def _record_live(name: str, version: str) -> None:
-    """The live choice survives a restart: the store records it (a read-only store only warns)."""
+def _recorded_previous(name: str, live: str) -> str | None:
+    """The version the store recorded as live before `live`, when the record's live version is `live`
+    (a server started on a pinned NAME:VERSION serves what the record does not describe)."""
     try:
-        store.record_live(name, version)
+        if store.live_version(name) != live:
+            return None
+        return store.previous_live_version(name)
+    except (OptimiseError, OSError) as exc:  # no readable store: nothing to roll back to
+        logger.warning("could not read the live record of %s: %s", name, exc)
+        return None
+
+
+def _record_live(name: str, version: str, previous: str | None) -> None:
+    """The live choice survives a restart: the store records it, and the version live before it (what
+    a rollback after a restart goes back to); a read-only store only warns."""
+    try:
+        store.record_live(name, version, previous)
     except (OptimiseError, OSError) as exc:
         logger.warning("%s:%s is live but could not be recorded as the live version: %s", name, version, exc)
 

@@ -30,6 +30,9 @@ BUILD = ["optimise", "--model", "digits", "--time-budget", "5", "--rounds", "1",
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+FEATURES = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+
+
 def leanserve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [LEANSERVE, *args], env=env, capture_output=True, text=True, timeout=600, check=False
@@ -124,13 +127,18 @@ def test_a_server_starts_around_a_broken_newest_version_and_serves_the_recorded_
     finally:
         stop_server(server)
 
-    # The promotion was recorded in the store: a restart serves it, not what was live before.
+    # The promotion was recorded in the store: a restart serves it, not what was live before, and can
+    # still roll back to what was (recorded beside it), loading it first.
     restarted = start_server(tmp_path / "restarted" / "bentoml", ["faulty"])
     try:
         with httpx.Client(base_url=restarted.http, timeout=60, headers=AUTH) as client:
-            assert client.get("/admin/models/faulty/versions").json()["live"] == newer
+            described = client.get("/admin/models/faulty/versions").json()
+            assert (described["live"], described["previous"]) == (newer, live)
             rolled = client.post("/admin/models/faulty/rollback")
-            assert rolled.status_code == 409  # nothing was live before it in this process
+            assert rolled.status_code == 200, rolled.text
+            assert (rolled.json()["live"], rolled.json()["previous"]) == (live, newer)
+            answer = client.post("/v2/models/faulty/infer", json=FEATURES)
+            assert answer.status_code == 200 and answer.json()["model_version"] == live
     finally:
         stop_server(restarted)
-    assert store.live_version("faulty") == newer
+    assert (store.live_version("faulty"), store.previous_live_version("faulty")) == (live, newer)

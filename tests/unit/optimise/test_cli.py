@@ -192,6 +192,7 @@ def test_promote_records_a_usable_version_and_refuses_anything_else(make_version
     code, output = invoke("models", "promote", f"digits:{older.name}")
     assert code == 0, output
     assert store.live_version("digits") == older.name and store.resolve("digits") == f"digits:{older.name}"
+    assert store.previous_live_version("digits") == newer.name  # what `digits` served until then
     code, output = invoke("models", "list", "digits")
     rows = {line.split()[1]: line for line in output.splitlines() if "digits:" in line and "│" in line}
     assert " live " in rows[f"digits:{older.name}"] and " ok " in rows[f"digits:{newer.name}"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from optimise.live import LIVE_FILE, read_record, write_live
+from optimise.live import LIVE_FILE, read_previous, read_record, write_live
 
 
 def test_nothing_recorded_reads_empty(tmp_path: Path) -> None:
@@ -18,6 +18,16 @@ def test_a_write_keeps_the_other_models(tmp_path: Path) -> None:
     write_live(tmp_path, "digits", "v2")
     assert read_record(tmp_path) == {"digits": "v2", "minilm": "v7"}
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_the_version_live_before_is_recorded_beside_the_live_one(tmp_path: Path) -> None:
+    write_live(tmp_path, "digits", "v1")
+    write_live(tmp_path, "digits", "v2", previous="v1")
+    write_live(tmp_path, "minilm", "v7", previous="v7")  # itself: no previous
+    assert read_record(tmp_path) == {"digits": "v2", "minilm": "v7"}
+    assert read_previous(tmp_path) == {"digits": "v1"}
+    write_live(tmp_path, "digits", "v3")  # recorded without one: the old previous does not linger
+    assert read_previous(tmp_path) == {}
 
 
 def test_an_unreadable_record_is_ignored_and_then_replaced(

@@ -6,12 +6,13 @@ from builds import served_answer
 from prometheus_client import REGISTRY
 from tiny_models import normed_int8_torchscript
 
+from optimise import store
 from optimise.passes.base import PassContext
 from optimise.runtimes import TORCHSCRIPT, open_session
 from optimise.runtimes.serving import ServingSession
 from optimise.types import ServingSettings
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady, NonFiniteOutput
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady, NonFiniteOutput, SwapRefused
 from service.settings import ServiceSettings
 from service.types import InferenceRequest, Tensor
 
@@ -195,3 +196,41 @@ def test_nan_a_runtime_cannot_carry_to_the_outputs_is_a_non_finite_output_too(
         with pytest.raises(NonFiniteOutput, match=r"could not answer: .*NaN or infinity"):
             call()
     assert plane.infer(_request(np.ones((1, 16), np.float32))).outputs[0].data.shape == (1, 4)
+
+
+def test_a_restarted_server_rolls_back_to_the_version_recorded_before_the_live_one(
+    tiny_tags: list[str],
+) -> None:
+    name, (first, second) = "tiny-served", [tag.split(":")[1] for tag in tiny_tags]
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]))
+    plane.load_configured()
+    plane.stage(name, second)
+    plane.promote(name)
+    assert (store.live_version(name), store.previous_live_version(name)) == (second, first)
+
+    restarted = DataPlane(ServiceSettings(models=[name]))  # a bare name: the recorded live version
+    restarted.load_configured()
+    assert (restarted.model(name).version, restarted.previous_version(name)) == (second, first)
+    assert restarted.rollback(name).version == first  # loaded from the store first
+    assert restarted.model(name).version == first and restarted.previous_version(name) == second
+    assert (store.live_version(name), store.previous_live_version(name)) == (first, second)
+    assert restarted.rollback(name).version == second  # and back, from memory
+
+    pinned = DataPlane(ServiceSettings(models=[tiny_tags[0]]))  # serves what the record does not describe
+    pinned.load_configured()
+    assert pinned.previous_version(name) is None
+    with pytest.raises(SwapRefused, match="no previous version"):
+        pinned.rollback(name)
+
+
+def test_a_rollback_to_a_recorded_version_that_no_longer_loads_changes_nothing(tiny_tags: list[str]) -> None:
+    name, (first, second) = "tiny-served", [tag.split(":")[1] for tag in tiny_tags]
+    store.record_live(name, second, previous="0" * 12)  # a version the store never held
+    plane = DataPlane(ServiceSettings(models=[name]))
+    plane.load_configured()
+    with pytest.raises(
+        SwapRefused, match=f"cannot roll 'tiny-served' back to 000000000000, the version live before {second}"
+    ):
+        plane.rollback(name)
+    assert plane.model(name).version == second and store.live_version(name) == second
+    store.record_live(name, first)
