@@ -66,17 +66,31 @@ class ShadowRun:
         with self._lock:
             return len(self._scores)
 
+    def _agreement(self, shadow: np.ndarray, live: np.ndarray) -> np.ndarray:
+        """Per row: 1.0 where the argmax matches (classifiers), else the cosine; non-finite rows score 0."""
+        finite = np.isfinite(shadow).all(axis=tuple(range(1, shadow.ndim)))
+        if self.classifier:
+            scores = (live.argmax(axis=1) == shadow.argmax(axis=1)).astype(float)
+        else:
+            scores = np.nan_to_num(cosine_per_sample(shadow, live), nan=0.0)
+        return np.where(finite, scores, 0.0)
+
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             inputs, live = item
             try:
                 shadow = next(iter(self.candidate.predict(inputs).values()))
-            except Exception:
-                logger.exception("shadow %s failed on a mirrored request", self.candidate.version)
-                shadow = np.full_like(live, np.nan)
-            if self.classifier:
-                scores = (live.argmax(axis=1) == shadow.argmax(axis=1)).astype(float)
+            except Exception as exc:
+                # A candidate's error may quote the request: warning level, never error (the live answer
+                # was already sent; the failure counts as a disagreement and the gate sees it).
+                logger.warning(
+                    "shadow %s failed on a mirrored request (%s), counted as a disagreement",
+                    self.candidate.version,
+                    type(exc).__name__,
+                    exc_info=True,
+                )
+                scores = np.zeros(len(live))  # not NaN outputs: argmax would match every class-0 row
             else:
-                scores = np.nan_to_num(cosine_per_sample(shadow, live), nan=0.0)
+                scores = self._agreement(shadow, live)
             with self._lock:
                 self._scores.extend(scores.tolist())
