@@ -59,8 +59,10 @@ from monitoring.config import TriggerConfig
 from monitoring.drift import DriftReport
 from monitoring.policy import Action, Decision, Reason, WindowState, decide
 from monitoring.rebuild import build_options, fidelity_floor, live_student
+from optimise import store
 from optimise.artefact import Manifest
 from optimise.distillation.data import MIN_LIVE_ROWS
+from optimise.errors import OptimiseError
 
 __all__ = ["ServingControl", "Trigger", "TriggerConfig", "audit_log_path", "read_audit_log"]
 
@@ -94,6 +96,29 @@ class ServingControl(Protocol):
     def shadow(self, model: str, rows: int, timeout_s: float) -> ShadowOutcome: ...
     def promote(self, model: str) -> None: ...
     def discard(self, model: str) -> None: ...
+
+
+def _keep_live_on_restart(model: str, live: str) -> None:
+    """Record the live version as live when the store records none: the run is about to store a newer
+    version, which a bare NAME would otherwise serve after a restart, before (or without) any gate."""
+    if not live:
+        return
+    try:
+        if store.live_version(model) is None:
+            store.record_live(model, live)
+    except OptimiseError as exc:  # a read-only store: the run goes on, the restart risk is logged
+        logger.warning("could not record %s:%s as live before re-optimising it: %s", model, live, exc)
+
+
+def _mark_not_promoted(model: str, candidate: str | None, outcome: str, detail: str) -> None:
+    """Mark a stored candidate the run did not promote, so that it is listed as such and never served
+    as the newest version (`optimise.store.mark_refused`)."""
+    if candidate is None:
+        return
+    try:
+        store.mark_refused(model, candidate, f"{outcome} by the closed loop: {detail}")
+    except OptimiseError as exc:
+        logger.warning("could not mark %s:%s as not promoted: %s", model, candidate, exc)
 
 
 class StepFailed(Exception):
@@ -232,6 +257,7 @@ class Trigger:
         model = run.model
         candidate: str | None = None  # the audit entry names the built version whatever the outcome
         try:
+            _keep_live_on_restart(model, run.live)
             candidate, judged_on = self._build(model)
             self._check_stopping()
             manifest = self.control.stage(model, candidate)
@@ -251,12 +277,15 @@ class Trigger:
         except StepFailed as exc:
             self.control.discard(model)
             outcome = "interrupted" if self._stopping.is_set() else exc.outcome
+            _mark_not_promoted(model, candidate, outcome, str(exc))
             return self._close(run, outcome, str(exc), candidate=candidate)
         except Exception as exc:  # a crash in any step keeps the live model serving
             logger.exception("re-optimisation of %s failed", model)
             self.control.discard(model)
             outcome = "interrupted" if self._stopping.is_set() else "failed"
-            return self._close(run, outcome, f"{type(exc).__name__}: {exc}", candidate=candidate)
+            detail = f"{type(exc).__name__}: {exc}"
+            _mark_not_promoted(model, candidate, outcome, detail)
+            return self._close(run, outcome, detail, candidate=candidate)
         return self._close(run, "promoted", details, candidate=candidate)
 
     def _check_stopping(self) -> None:

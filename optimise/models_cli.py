@@ -35,7 +35,8 @@ models_app = typer.Typer(
 def models_list(
     name: Annotated[str | None, typer.Argument(help="only versions of this model")] = None,
 ) -> None:
-    """List stored models and versions: live (what NAME serves), ok, or broken with the reason."""
+    """List stored models and versions: live (what NAME serves), ok, refused by the closed loop or
+    broken (with the reason)."""
     from optimise import store
 
     try:
@@ -63,14 +64,16 @@ def models_list(
     for v in stored:
         if not v.ok:
             console.print(f"[red]broken[/] {v.tag}: {v.problem}", highlight=False, soft_wrap=True)
+        elif v.refused is not None and states[v.tag] == "refused":
+            console.print(f"[yellow]refused[/] {v.tag}: {v.refused}", highlight=False, soft_wrap=True)
 
 
 def _states(stored: list[StoredVersion]) -> dict[str, str]:
-    """`broken`, `ok`, or `live` for the version a bare NAME serves (`live (newest)` when no usable
-    live version is recorded), by tag."""
+    """`broken`, `refused` (built by the closed loop and not promoted), `ok`, or `live` for the version
+    a bare NAME serves (`live (newest)` when no usable live version is recorded), by tag."""
     from optimise import store
 
-    states = {v.tag: "ok" if v.ok else "broken" for v in stored}
+    states = {v.tag: "broken" if not v.ok else "refused" if v.refused is not None else "ok" for v in stored}
     for model_name in {v.name for v in stored}:
         live = store.live_version(model_name)
         chosen = store.choose([v for v in stored if v.name == model_name], live)

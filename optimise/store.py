@@ -17,8 +17,10 @@ the reason instead of taking the rest down.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from optimise.artefact import (
     write_manifest,
 )
 from optimise.artefact.usage import USAGE_FILE, usage_note
+from optimise.atomic import replacing
 from optimise.errors import StoreError, VersionNotFound
 from optimise.live import read_previous, read_record, write_live
 from optimise.manifest import build_manifest
@@ -48,6 +51,7 @@ from optimise.report import write_report
 from optimise.runtimes import open_session
 from optimise.store_index import (
     OWNER_LABEL,
+    REFUSED_FILE,
     StoredVersion,
     list_versions,
     read_version,
@@ -164,10 +168,12 @@ def _parse(tag: str) -> tuple[str, str | None]:
 
 def choose(stored: list[StoredVersion], live: str | None) -> StoredVersion | None:
     """The version a bare name means among one model's `stored` versions: `live` when it is usable,
-    else the newest usable one; None when none is usable."""
+    else the newest usable one the closed loop did not refuse; None when there is none."""
     usable = [v for v in stored if v.ok]
     recorded = [v for v in usable if v.version == live]
-    return recorded[0] if recorded else max(usable, key=lambda v: v.created, default=None)
+    if recorded:  # recorded as live by a promotion: a refusal before it does not overrule that
+        return recorded[0]
+    return max((v for v in usable if v.refused is None), key=lambda v: v.created, default=None)
 
 
 def resolve(name_or_tag: str) -> str:
@@ -280,6 +286,19 @@ def record_live(name: str, version: str, previous: str | None = None) -> str:
     except OSError as exc:
         raise StoreError(f"cannot record {model.tag} as live in {store_dir()}: {exc}") from exc
     return str(model.tag)
+
+
+def mark_refused(name: str, version: str, reason: str) -> None:
+    """Record in NAME:VERSION's folder why the closed loop did not promote it (`REFUSED_FILE`): it is
+    listed as refused and a bare NAME never falls back to it. Raises StoreError for an unknown version
+    or a store that cannot be written."""
+    folder = _version_folder(name, version)
+    entry = {"reason": reason, "at": datetime.now(UTC).isoformat()}
+    try:
+        with replacing(folder / REFUSED_FILE) as out:
+            json.dump(entry, out, indent=2)
+    except OSError as exc:
+        raise StoreError(f"cannot mark {name}:{version} as refused in {folder}: {exc}") from exc
 
 
 def live_version(name: str) -> str | None:

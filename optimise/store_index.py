@@ -5,11 +5,15 @@ in a `model.yaml` raises out of `bentoml.models.list()`). Here each version is
 read on its own, so a broken one is reported with the reason and the others
 list and load as before. A version is usable ("ok") when its `model.yaml` reads
 and names its folder, every file its manifest lists is present, and the manifest reads with
-every field; hashes are checked when a version is loaded, not here.
+every field; hashes are checked when a version is loaded, not here. A usable version the
+closed loop built and did not promote (refused by its gate, failed, interrupted) carries the
+reason in `leanserve-refused.json` beside its files: it is listed as refused and never becomes
+what a bare NAME means by being the newest.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +30,8 @@ from optimise.errors import StoreError, one_line
 logger = logging.getLogger(__name__)
 
 OWNER_LABEL = "leanserve"
+REFUSED_FILE = "leanserve-refused.json"
+"""In a version folder: why the closed loop did not promote the version (`{"reason": ..., "at": ...}`)."""
 UNKNOWN_TIME = datetime.fromtimestamp(0, UTC)
 
 
@@ -39,6 +45,8 @@ class StoredVersion:
     created: datetime
     model: bentoml.Model | None = None
     problem: str | None = None
+    refused: str | None = None
+    """Why the closed loop did not promote this version (`REFUSED_FILE`), None for any other."""
 
     @property
     def tag(self) -> str:
@@ -117,7 +125,21 @@ def read_version(folder: Path) -> StoredVersion | None:
         return StoredVersion(
             name, version, folder, created, model, f"{MODEL_YAML_FILENAME} names {model.tag} instead"
         )
-    return StoredVersion(name, version, folder, created, model, _missing_files(folder))
+    return StoredVersion(name, version, folder, created, model, _missing_files(folder), _refusal(folder))
+
+
+def _refusal(folder: Path) -> str | None:
+    """The reason recorded in the folder's `REFUSED_FILE`, None without one (an unreadable one still
+    marks the version refused: it was written for a reason)."""
+    path = folder / REFUSED_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"refused (unreadable {REFUSED_FILE})"
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return reason if isinstance(reason, str) and reason else f"refused (no reason in {REFUSED_FILE})"
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -31,6 +31,7 @@ from monitoring.policy import Action, PolicyConfig, Reason, WindowState
 from monitoring.trigger import Trigger, TriggerConfig, read_audit_log
 from optimise import store
 from optimise.artefact import Manifest, PassRecord, SourceRecord, VariantRecord
+from optimise.live import LIVE_FILE
 from optimise.types import Constraints, Precision, QualityMetric, StudentTraining
 
 TESTS = Path(__file__).resolve().parents[2]
@@ -76,8 +77,10 @@ class RecordingControl:
     staged_manifest: Manifest | None = None
     staged: Manifest | None = None  # what stage() returns, instead of the stored version
 
+    live_tag: str = "v-live"
+
     def live_version(self, model: str) -> str:
-        return "v-live"
+        return self.live_tag
 
     def live_manifest(self, model: str) -> Manifest:
         return self.live or live_manifest(self.source)
@@ -202,6 +205,33 @@ def test_a_shadow_that_disagrees_or_saw_nothing_keeps_the_live_model(
     # the refusal names the version it built and what the gate saw before the shadow run
     assert entry["candidate"] and "fidelity to FP32 on recent traffic (60 rows)" in entry["detail"]
     assert said in entry["detail"]
+
+
+def test_a_refused_candidate_is_marked_and_a_restart_keeps_serving_the_live_version(
+    make_trigger: Any,
+) -> None:
+    live = store.versions("tiny")[-1].version if store.versions("tiny") else None
+    if live is None:  # a stored version to stand for the live one
+        assert make_trigger(RecordingControl()).run("tiny", Reason.MANUAL) == "promoted"
+        live = store.versions("tiny")[-1].version
+    _forget_live("tiny")  # a store without a live record: a bare name would serve the newest version
+    control = RecordingControl(live_tag=live, shadow_result=Shadow(50, 0.5))
+    trigger = make_trigger(control)
+    assert trigger.run("tiny", Reason.DATA_DRIFT) == "refused"
+    candidate = read_audit_log(trigger.config.audit_log, "tiny")[-1]["candidate"]
+    built = {v.version: v for v in store.versions("tiny")}[candidate]
+    assert built.ok and built.refused is not None
+    assert built.refused.startswith("refused by the closed loop: ") and "agreement 0.5000" in built.refused
+    assert store.live_version("tiny") == live and store.resolve("tiny") == f"tiny:{live}"
+
+
+def _forget_live(name: str) -> None:
+    """Remove `name`'s entry from the store's live record (the other models' entries stay)."""
+    path = store.store_dir() / LIVE_FILE
+    entries = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    entries.pop(name, None)
+    path.write_text(json.dumps(entries), encoding="utf-8")
+    assert store.live_version(name) is None
 
 
 def test_a_broken_build_or_stage_fails_without_touching_the_live_model(make_trigger: Any) -> None:

@@ -280,3 +280,17 @@ def test_training_options_without_students_are_said_to_be_ignored() -> None:
     code, output = quick_build("--no-distil", "--distil-time", "60")
     assert code == 0, output
     assert "ignored --distil-time / --distil-steps: no students were trained" in " ".join(output.split())
+
+
+def test_a_version_the_closed_loop_refused_is_listed_as_refused_with_its_reason(
+    make_version: MakeVersion,
+) -> None:
+    older, newer = make_version("digits"), make_version("digits")
+    store.mark_refused("digits", newer.name, "refused by the closed loop: shadow agreement 0.5000 < 0.98")
+    code, output = invoke("models", "list", "digits")
+    assert code == 0, output
+    rows = {line.split()[1]: line for line in output.splitlines() if "digits:" in line and "│" in line}
+    assert " refused " in rows[f"digits:{newer.name}"] and "live (newest)" in rows[f"digits:{older.name}"]
+    assert f"refused digits:{newer.name}: refused by the closed loop: shadow agreement" in " ".join(
+        output.split()
+    )

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import bentoml
@@ -330,3 +331,25 @@ def test_torchscript_and_tflite_versions_export_files_their_runtime_loads(
     assert "outputs" in _run_plain(snippet + "print('outputs', len(outputs))\n", tmp_path / "out")
     expected = bundle.run_torch({"features": bundle.eval_inputs["features"][:3]})[0].argmax(1).tolist()
     assert _run_plain(script, tmp_path / "out").strip() == str(expected)
+
+
+def test_a_version_the_closed_loop_refused_is_listed_so_and_never_the_newest_fallback(
+    make_version: Callable[..., Path],
+) -> None:
+    older, newer = make_version("digits"), make_version("digits")
+    store.mark_refused("digits", newer.name, "refused by the closed loop: shadow agreement 0.5000 < 0.98")
+    states = {v.version: v.refused for v in store.versions("digits")}
+    assert states == {
+        older.name: None,
+        newer.name: "refused by the closed loop: shadow agreement 0.5000 < 0.98",
+    }
+    assert store.resolve("digits") == f"digits:{older.name}"  # the newest usable one that was not refused
+    assert store.get_model(f"digits:{newer.name}")  # named explicitly, it still loads
+    store.record_live("digits", newer.name)  # a promotion overrules the refusal
+    assert store.resolve("digits") == f"digits:{newer.name}"
+    (newer / "leanserve-refused.json").write_text("{torn")
+    assert {v.version: v.refused for v in store.versions("digits")}[newer.name] == (
+        "refused (unreadable leanserve-refused.json)"
+    )
+    with pytest.raises(StoreError, match="no model 'digits:nosuch'"):
+        store.mark_refused("digits", "nosuch", "x")
