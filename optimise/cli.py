@@ -20,7 +20,7 @@ from rich.table import Table
 
 from optimise.cache import cache_root
 from optimise.console import console, fail
-from optimise.errors import OptimiseError
+from optimise.errors import ConfigError, OptimiseError
 from optimise.models_cli import models_app, promote_version
 from optimise.serving_search import (
     DEFAULT_CONCURRENCY,
@@ -235,10 +235,13 @@ def optimise(
             if calibration_inputs is not None:
                 replace_calibration(bundle, calibration_inputs)
             if distil_data is not None:
-                user_data = policy.read_user_data(bundle, distil_data)
+                with _naming_option("--distil-data"):
+                    user_data = policy.read_user_data(bundle, distil_data)
                 bundle.distillation_data = lambda: user_data
             if distil_live is not None:
-                policy.add_live_rows(bundle, policy.read_live_data(bundle, distil_live))
+                with _naming_option("--distil-live"):
+                    live_data = policy.read_live_data(bundle, distil_live)
+                policy.add_live_rows(bundle, live_data)
         # Data of the user's own is a request to distil, unless --no-distil says otherwise.
         own_data = distil_data is not None or distil_live is not None
         forced = distil if distil is not None else (True if own_data else None)
@@ -300,6 +303,15 @@ def _configure_logging(verbose: bool) -> None:
         from optimum.utils import logging as optimum_logging
 
         optimum_logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def _naming_option(option: str) -> Iterator[None]:
+    """Errors about a file an option gave start with the option (the file's own message follows)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 @contextlib.contextmanager

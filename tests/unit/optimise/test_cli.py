@@ -76,9 +76,18 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
         (["--model", "tiny_models:build", "--min-cosine", "2"], "min_cosine"),
         (["--model", "tiny_models:build", "--sampler", "random"], "unknown sampler"),
         (["--model", "tiny_models:build", "--distil"], "needs unlabelled inputs: pass --distil-data FILE"),
-        (["--model", "tiny_models:build", "--distil-data", "no/such.npz"], "no/such.npz does not exist"),
-        (["--model", "tiny_models:build", "--distil-data", "pyproject.toml"], "not a readable .npz"),
-        (["--model", "tiny_models:build", "--distil-live", "pyproject.toml"], "not a readable .npz"),
+        (
+            ["--model", "tiny_models:build", "--distil-data", "no/such.npz"],
+            "--distil-data: distillation data no/such.npz does not exist",
+        ),
+        (
+            ["--model", "tiny_models:build", "--distil-data", "pyproject.toml"],
+            "--distil-data: distillation data pyproject.toml is not a",
+        ),
+        (
+            ["--model", "tiny_models:build", "--distil-live", "pyproject.toml"],
+            "--distil-live: distillation data pyproject.toml is not",
+        ),
         (["--model", "tiny_models:build", "--student", "depth=2"], "unknown student 'depth=2'"),
         (["--model", "tiny_models:build", "--student", "width=1.5"], "0 < width < 1"),
         (["--model", "tiny_models:build", "--student", "layers=2"], "student 'layers=2': a classifier"),
