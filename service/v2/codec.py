@@ -106,7 +106,12 @@ def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
         raise InvalidInput(f"input {name!r}: data is a ragged nested list") from None
     if array.size == 0:
         return array.astype(dtype)
+    if array.dtype.kind == "O":
+        array = _numbers_beyond_64_bits(name, array, dtype)
     if array.dtype.kind not in _SOURCE_KINDS[dtype.kind]:
+        if dtype.kind in "iu" and array.dtype.kind == "f" and all(type(x) is int for x in _flatten([data])):
+            # Integers past int64 beside smaller ones: numpy made them float64, none is fractional.
+            raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
         found = _VALUE_NAMES.get(array.dtype.kind, "mixed or non-numeric values")
         raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
     # numpy turns true/false among numbers into 1/0 silently; JSON booleans are not numbers.
@@ -118,6 +123,29 @@ def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
     if dtype.kind == "f" and (np.isinf(converted) & np.isfinite(array)).any():
         raise InvalidInput(f"input {name!r}: data has values beyond the range of {DATATYPES[dtype]}")
     return converted
+
+
+def _numbers_beyond_64_bits(name: str, array: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """An object array numpy made of JSON numbers, as float64 for a float `dtype`: JSON integers may
+    have any number of digits, and numpy keeps those beyond 64 bits as Python objects (1e23 written
+    out is a valid FP32 value). Raises InvalidInput for anything else in it, for such an integer in
+    an integer datatype (out of range), and for one beyond float64 (beyond the range of `dtype`)."""
+    items = array.ravel().tolist()
+    if not all(type(item) in (int, float) for item in items):
+        raise InvalidInput(
+            f"input {name!r} is {DATATYPES[dtype]}: its data holds mixed or non-numeric values"
+        )
+    if dtype.kind != "f":
+        found = "fractional numbers" if any(type(item) is float for item in items) else None
+        if found:
+            raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
+        raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
+    try:
+        return np.array([float(item) for item in items], dtype=np.float64).reshape(array.shape)
+    except OverflowError:
+        raise InvalidInput(
+            f"input {name!r}: data has values beyond the range of {DATATYPES[dtype]}"
+        ) from None
 
 
 def array_from_json(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:

@@ -119,6 +119,15 @@ def test_binary_response_reads_back_with_tritonclient(output_format: OutputForma
 
 
 FP32_X = {"name": "x", "shape": [2], "datatype": "FP32"}
+
+
+def _with_number(datatype: str, first: str, number: str) -> bytes:
+    """A request whose input holds `first` and `number` written out as JSON (json.dumps cannot write
+    an integer of 400 digits as a float would overflow, so the body is spelled by hand)."""
+    spec = f'"name": "x", "shape": [2], "datatype": "{datatype}", "data": [{first}, {number}]'
+    return ('{"inputs": [{' + spec + "}]}").encode()
+
+
 BAD_JSON = [
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "JSON object"),
@@ -138,6 +147,13 @@ BAD_JSON = [
     (_json({"inputs": [{**FP32_X, "data": [1, None]}]}), "non-numeric"),
     (_json({"inputs": [{**FP32_X, "datatype": "UINT8", "data": [1, 300]}]}), "out of range"),
     (_json({"inputs": [{**FP32_X, "datatype": "INT32", "data": [1.5, 2]}]}), "fractional"),
+    # JSON integers of any length: beyond 64 bits numpy keeps them as Python objects.
+    (_with_number("FP32", "1", "9" * 400), "beyond the range of FP32"),
+    (_with_number("FP32", "1", "1" + "0" * 39), "beyond the range of FP32"),
+    (_with_number("INT64", "1", "1" + "0" * 19), "out of range for INT64"),  # numpy: float64
+    (_with_number("INT64", "1", "1" + "0" * 20), "out of range for INT64"),  # numpy: objects
+    (_with_number("INT64", "1.5", "1" + "0" * 19), "holds fractional"),
+    (_with_number("FP32", "null", "1" + "0" * 19), "non-numeric"),
     (_json({"inputs": [{**FP32_X, "datatype": "BYTES", "data": ["a", 2]}]}), "must be strings"),
     (_json({"id": 5, "inputs": [{**FP32_X, "data": [1, 2]}]}), "'id' must be a string"),
     (
@@ -161,6 +177,11 @@ BAD_JSON = [
     (_json({"inputs": [{**FP32_X, "parameters": {"shared_memory_region": "r"}}]}), "shared memory"),
     (_json({"inputs": [{**FP32_X, "parameters": {"binary_data_size": 8}}]}), "overruns the 0 bytes"),
 ]
+
+
+def test_integers_beyond_64_bits_inside_the_float_range_are_numbers() -> None:
+    tensor = decode_request(_with_number("FP32", "2", "1" + "0" * 22), None, "m")[0].inputs[0]
+    assert tensor.data.dtype == np.float32 and tensor.data.tolist() == [2.0, float(np.float32(1e22))]
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_JSON)
