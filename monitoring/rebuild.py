@@ -2,8 +2,9 @@
 
 A rebuild answers a change in the traffic, not a change of mind. It builds the live
 version's source for the same hardware profile, under the same quality budget
-(`--min-cosine`, `--max-accuracy-drop`, `--max-size-mb`), and when the live variant is a
-distilled student, with that student again. Under the defaults instead (a 0.99 mean
+(`--min-cosine`, `--max-accuracy-drop`, `--max-size-mb`), with the same serving stage
+(clients, p99 bound, the request path's CPU model, `--select-by`; or none), and when the
+live variant is a distilled student, with that student again. Under the defaults instead (a 0.99 mean
 cosine), a rebuild refused every student a user had accepted at a lower cosine, and
 could store a slower variant of the teacher in the student's place.
 """
@@ -69,6 +70,24 @@ def build_options(manifest: Manifest) -> list[str]:
     ]
     if constraints.max_size_bytes is not None:
         options += ["--max-size-mb", repr(constraints.max_size_bytes / 1e6)]
+    return options + serving_options(manifest)
+
+
+def serving_options(manifest: Manifest) -> list[str]:
+    """The serving stage as the live version's build ran it: `--serve-concurrency 0` where it skipped
+    the stage; else its clients, p99 bound, request-path cores and CPU work, and `--select-by`. How
+    long each setting is measured is the trigger's own (`--serve-seconds`)."""
+    stage = manifest.serving
+    if stage is None:
+        return ["--serve-concurrency", "0"]
+    options = [
+        "--serve-concurrency", str(stage.concurrency),
+        "--serve-request-cores", str(stage.request_cores),
+        "--serve-request-cpu-ms", repr(stage.request_cpu_ms),
+        "--select-by", "throughput" if stage.select_variant else "latency",
+    ]  # fmt: skip
+    if stage.p99_bound_ms is not None:
+        options += ["--serve-p99-ms", repr(stage.p99_bound_ms)]
     return options
 
 

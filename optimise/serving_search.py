@@ -139,6 +139,7 @@ def serving_stage(
         trials=tuple(trials),
         request_cpu_ms=target.request_cpu_ms,
         request_cores=target.request_cores,
+        select_variant=target.select_variant,
     )
     return stored, choice
 

@@ -191,6 +191,8 @@ class ServingChoice:
     """The server's own CPU work per request the clients did around each call."""
     request_cores: int = 0
     """Cores left to the request path: parallel sessions were searched up to the threads less these."""
+    select_variant: bool = False
+    """Whether the stage chose the stored variant (`--select-by throughput`), not only its settings."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,14 +41,16 @@ def build(
     runtime: str | None = None,
     profile: str = "cpu",
     serving: ServingTarget | None = None,
+    constraints: Constraints | None = None,
 ) -> BuildResult:
     """Enumerate `space` for `bundle` on `profile` (one measuring round; the serving stage only with
-    `serving`); with `runtime`, the winner is the fastest variant on that runtime (which a tiny model
-    may not pick by itself)."""
+    `serving`; the default constraints unless given); with `runtime`, the winner is the fastest
+    variant on that runtime (which a tiny model may not pick by itself)."""
     settings = SearchSettings(sampler="grid")
     result = optimise(
-        bundle, get_profile(profile), Constraints(), settings, scratch, space, rounds=1, serving=serving
-    )
+        bundle, get_profile(profile), constraints or Constraints(), settings, scratch, space, rounds=1,
+        serving=serving,
+    )  # fmt: skip
     if runtime is not None:
         on_runtime = [v for v in result.variants if v.runtime == runtime and v.metrics]
         fastest = min(on_runtime, key=lambda v: v.metrics.latency_p50_ms if v.metrics else 0.0)

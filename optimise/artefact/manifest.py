@@ -443,6 +443,7 @@ def _serving(fields: _Fields) -> ServingChoice:
             trials=trials,
             request_cpu_ms=fields.number("request_cpu_ms", 0.0),
             request_cores=fields.integer("request_cores", 0),
+            select_variant=bool(fields.data.get("select_variant", False)),
         )
     except (TypeError, ValueError) as exc:
         raise ArtefactError(f"{MANIFEST_FILE}: field {fields.path!r}: {one_line(exc)}") from None

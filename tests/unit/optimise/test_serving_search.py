@@ -19,7 +19,7 @@ from optimise.report import SERVING_HEADERS, serving_rows, write_report
 from optimise.runtimes import ONNX_RUNTIME
 from optimise.serving_search import ServingTarget, choose, request_rows
 from optimise.space import SearchSpace
-from optimise.types import Precision, ServingSettings, ServingTrial
+from optimise.types import Constraints, Precision, ServingSettings, ServingTrial
 
 QUICK = ServingTarget(concurrency=4, p99_bound_ms=1000.0, seconds=0.1)
 
@@ -84,7 +84,16 @@ def test_a_target_out_of_range_is_refused(bad: dict[str, float]) -> None:
 
 
 def test_a_batch_invariant_variant_gets_batching_tried_and_its_choice_is_stored(tmp_path: Path) -> None:
-    result = build(with_more_calibration_rows(make_tiny_bundle()), OPENVINO_INT8, tmp_path, serving=QUICK)
+    # NNCF's int8 of the tiny model answers one of its 64 evaluation rows differently on some CPUs
+    # (AVX2 without VNNI: a 1.56-point drop): a wider budget keeps it a finalist everywhere.
+    wide = Constraints(max_accuracy_drop=0.05)
+    result = build(
+        with_more_calibration_rows(make_tiny_bundle()),
+        OPENVINO_INT8,
+        tmp_path,
+        serving=QUICK,
+        constraints=wide,
+    )
     choice = result.serving
     assert choice is not None and choice.variant_id == result.winner.id
     mine = [t for t in choice.trials if t.variant_id == result.winner.id]
