@@ -11,7 +11,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import ModelContext, ModelInfo, ModelOptions, ModelStore
 from bentoml._internal.tag import Tag
 from manifests import small_manifest
-from tiny_models import make_tiny_bundle, make_tiny_text_bundle
+from tiny_models import NormedClassifier, make_tiny_bundle, make_tiny_text_bundle
 
 from optimise.artefact import (
     sha256_of,
@@ -74,6 +74,21 @@ def convert(bundle: ModelBundle, workdir: Path, **settings: object) -> Path:
 def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny classifier as an FP32 .tflite (one batch-1 signature)."""
     return convert(make_tiny_bundle(), tmp_path_factory.mktemp("tflite"))
+
+
+@pytest.fixture(scope="session")
+def normed_dynamic_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`NormedClassifier` (Linear, LayerNorm, Linear) as a dynamic-range int8 .tflite (int8 weights,
+    activations quantised at run time), through the export and LiteRT quantisation passes."""
+    import torch
+
+    bundle = make_tiny_bundle()
+    torch.manual_seed(0)
+    bundle.module = NormedClassifier().eval()
+    workdir = tmp_path_factory.mktemp("tflite-normed")
+    fp32 = convert(bundle, workdir / "fp32")
+    context = PassContext(bundle=bundle, profile=get_profile("edge"), workdir=workdir)
+    return build_pass(PassSpec("quantise_litert", {"mode": "dynamic"})).apply(fp32, context)
 
 
 @pytest.fixture(scope="session")

@@ -84,3 +84,15 @@ def test_opening_and_running_a_session_writes_nothing_to_stderr(tiny_tflite: Pat
         [sys.executable, "-c", script, str(tiny_tflite)], capture_output=True, text=True, check=True
     )
     assert done.stderr == ""  # LiteRT's delegate notice is dropped, nothing else was said
+
+
+@pytest.mark.parametrize("value", [3.4e38, np.inf, np.nan])
+def test_nan_inside_a_dynamic_range_int8_file_reaches_the_outputs_and_the_session_runs_on(
+    normed_dynamic_tflite: Path, value: float
+) -> None:
+    # Unlike PyTorch's dynamic int8 Linear (which raises, see test_runtime_contract), LiteRT carries the
+    # non-finite values to the outputs, where the data plane's check answers them as a 422.
+    session = open_session(LITERT, normed_dynamic_tflite)
+    name = session.input_names[0]
+    assert not np.isfinite(session.run({name: np.full((2, 16), value, np.float32)})[0]).any()
+    assert np.isfinite(session.run({name: np.ones((2, 16), np.float32)})[0]).all()
