@@ -134,7 +134,7 @@ class DataPlane:
         if not isinstance(model, TextEmbeddingModel):
             raise InvalidInput(f"model {model_name!r} does not take text")
         request = InferenceRequest(model_name, [Tensor("text", np.array(texts, dtype=object))])
-        inputs = validate(request, model.inputs, self.settings)
+        inputs = validate(request, model.inputs, self.settings, shown_as={"text": "texts"})
         return model, next(iter(self._predict(model, inputs).values()))
 
     def classify(self, pixels: np.ndarray, model_name: str) -> tuple[ServedModel, np.ndarray]:
@@ -144,7 +144,8 @@ class DataPlane:
         spec = model.inputs[0]
         batch = _as_rows_of(pixels, spec)
         request = InferenceRequest(model_name, [Tensor(spec.name, batch)])
-        logits = next(iter(self._predict(model, validate(request, model.inputs, self.settings)).values()))
+        inputs = validate(request, model.inputs, self.settings, shown_as={spec.name: "images"})
+        logits = next(iter(self._predict(model, inputs).values()))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return model, shifted / shifted.sum(axis=1, keepdims=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from service.errors import InvalidInput
@@ -43,9 +45,14 @@ def _check_values(name: str, data: np.ndarray, settings: ServiceSettings) -> Non
 
 
 def validate(
-    request: InferenceRequest, specs: tuple[TensorSpec, ...], settings: ServiceSettings
+    request: InferenceRequest,
+    specs: tuple[TensorSpec, ...],
+    settings: ServiceSettings,
+    shown_as: Mapping[str, str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The request's inputs by name, checked for names, datatypes, shapes and values."""
+    """The request's inputs by name, checked for names, datatypes, shapes and values. Errors name an
+    input as `shown_as` maps it (the field a native route's body gave it, e.g. 'images' for the model's
+    'pixels'), else by its own name. Raises InvalidInput."""
     names = [t.name for t in request.inputs]
     if len(set(names)) != len(names):
         raise InvalidInput(f"duplicate input names in {names}")
@@ -61,12 +68,11 @@ def validate(
     inputs = {}
     for tensor in request.inputs:
         spec = expected[tensor.name]
+        shown = (shown_as or {}).get(tensor.name, tensor.name)
         if tensor.datatype != spec.datatype:
-            raise InvalidInput(
-                f"input {tensor.name!r} is {tensor.datatype}; the model expects {spec.datatype}"
-            )
-        _check_shape(tensor.name, tensor.shape, spec)
-        _check_values(tensor.name, tensor.data, settings)
+            raise InvalidInput(f"input {shown!r} is {tensor.datatype}; the model expects {spec.datatype}")
+        _check_shape(shown, tensor.shape, spec)
+        _check_values(shown, tensor.data, settings)
         inputs[tensor.name] = tensor.data
     batches = {data.shape[0] for data in inputs.values()}
     if len(batches) > 1:

@@ -91,6 +91,16 @@ def test_classify_refuses_a_shape_the_model_cannot_take(dataplane: DataPlane) ->
     _error(_client(dataplane).post("/classify", json={"images": "abc"}), 400, "images")
 
 
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity", b"1e39"])
+def test_classify_names_the_body_field_for_values_the_model_cannot_take(
+    dataplane: DataPlane, value: bytes
+) -> None:
+    body = b'{"images": [[' + b", ".join([value] + [b"0.5"] * 15) + b"]]}"
+    response = _client(dataplane).post("/classify", content=body, headers={"content-type": JSON})
+    message = _error(response, 400, "'images'")
+    assert "features" not in message  # the model's own name for the input is not the client's
+
+
 def test_predict_runs_any_served_model_and_names_what_it_cannot(dataplane: DataPlane) -> None:
     client = _client(dataplane)
     features = np.ones((2, 16), dtype=np.float32)
