@@ -292,27 +292,11 @@ class StudentTrainer:
         return payload
 
     def _resume(self) -> int:
-        """Load the checkpoint to go on from: the last one, unless it went into the learning rate's
-        fall of a shorter plan (then the one from before that fall, if it was kept); returns its step."""
-        # A run stopped after its fall began but before its first minute's checkpoint has only the stable
-        # one; a last checkpoint that cannot be read falls back to it too, not to step 0.
-        loaded, payload = None, None
-        for path in (self.checkpoint, self.stable_checkpoint):
-            payload = self._load(path) if path.is_file() else None
-            if payload is not None:
-                loaded = path
-                break
-        if loaded is None or payload is None:
+        """Load the checkpoint to go on from (`_checkpoint_to_resume`) and return its step (0: none)."""
+        found = self._checkpoint_to_resume()
+        if found is None:
             return 0
-        loaded.touch()  # used now: the last to be pruned
-        annealed = _own_share(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
-        from_stable = loaded == self.stable_checkpoint
-        if annealed and not from_stable and not self._reached(payload) and self.stable_checkpoint.is_file():
-            # A torn stable file may have been loaded in part: then the last checkpoint again.
-            stable = self._load(self.stable_checkpoint)
-            loaded, payload = (
-                (self.stable_checkpoint, stable) if stable else (loaded, self._load(loaded) or payload)
-            )
+        loaded, payload = found
         self.steps, self.seconds, self.loss = (
             int(payload["steps"]),
             float(payload["seconds"]),
@@ -325,6 +309,29 @@ class StudentTrainer:
             self.seconds,
         )
         return self.steps
+
+    def _checkpoint_to_resume(self) -> tuple[Path, dict[str, Any]] | None:
+        """The checkpoint loaded into the student and optimiser, and its payload: the last one, unless
+        it went into the learning rate's fall of another plan and falls short of this one (then the one
+        from before that fall, if it was kept and reads); None when neither reads."""
+        # A run stopped after its fall began but before its first minute's checkpoint has only the stable
+        # one; a last checkpoint that cannot be read falls back to it too, not to step 0.
+        for path in (self.checkpoint, self.stable_checkpoint):
+            payload = self._load(path) if path.is_file() else None
+            if payload is None:
+                continue
+            path.touch()  # used now: the last to be pruned
+            annealed = _own_share(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
+            if path == self.stable_checkpoint or not annealed or self._reached(payload):
+                return path, payload
+            if (
+                self.stable_checkpoint.is_file()
+                and (stable := self._load(self.stable_checkpoint)) is not None
+            ):
+                return self.stable_checkpoint, stable
+            # No stable checkpoint, or a torn one loaded in part: the last checkpoint again.
+            return path, self._load(path) or payload
+        return None
 
 
 def _share_spent(seconds: float, steps: int, time_s: float, max_steps: int | None) -> float:
