@@ -324,13 +324,12 @@ class StudentTrainer:
             annealed = _own_share(payload) >= 1.0 - DECAY_SHARE and payload.get("horizon") != self._horizon()
             if path == self.stable_checkpoint or not annealed or self._reached(payload):
                 return path, payload
-            if (
-                self.stable_checkpoint.is_file()
-                and (stable := self._load(self.stable_checkpoint)) is not None
-            ):
+            if not self.stable_checkpoint.is_file():
+                return path, payload
+            stable = self._load(self.stable_checkpoint)
+            if stable is not None:
                 return self.stable_checkpoint, stable
-            # No stable checkpoint, or a torn one loaded in part: the last checkpoint again.
-            return path, self._load(path) or payload
+            return path, self._load(path) or payload  # a torn stable file may have been loaded in part
         return None
 
 
