@@ -212,11 +212,19 @@ def set_model_ready(model: str, ready: bool) -> None:
     MODEL_READY.labels(model).set(1 if ready else 0)
 
 
+_marked_live: dict[str, VersionLabels] = {}
+"""The version each model's `leanserve_model_info` marks live, whichever data plane marked it."""
+
+
 def set_live_version(model: str, live: VersionLabels, replaced: VersionLabels | None = None) -> None:
-    """Mark `live` as the serving version (1) and the one it replaced as past (0)."""
-    if replaced is not None and replaced != live:
-        MODEL_INFO.labels(model, *astuple(replaced)).set(0)
+    """Mark `live` as the serving version (1), and the one it replaced and the one marked live before
+    (a data plane loaded again in the same process starts with no `replaced`) as past (0): one live
+    version per model."""
+    for past in {replaced, _marked_live.get(model)} - {None, live}:
+        assert past is not None
+        MODEL_INFO.labels(model, *astuple(past)).set(0)
     MODEL_INFO.labels(model, *astuple(live)).set(1)
+    _marked_live[model] = live
     LAST_SWAP.labels(model).set(time.time())
 
 

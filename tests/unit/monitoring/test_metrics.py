@@ -62,6 +62,20 @@ def test_live_version_marks_the_old_one_past() -> None:
     assert _value("leanserve_last_swap_timestamp_seconds", {"model": "m-info"}) > 0
 
 
+def test_one_version_per_model_is_live_whichever_plane_marked_it() -> None:
+    first, second = (metrics.VersionLabels(v, "abc", "fp32", "cpu") for v in ("v1", "v2"))
+    metrics.set_live_version("m-planes", first)
+    metrics.set_live_version("m-planes", second)  # another data plane, knowing nothing it replaced
+    live = [
+        s.labels["version"]
+        for m in REGISTRY.collect()
+        if m.name == "leanserve_model_info"
+        for s in m.samples
+        if s.labels["model"] == "m-planes" and s.value == 1
+    ]
+    assert live == ["v2"]
+
+
 def test_every_metric_follows_the_naming_rules() -> None:
     names = [m.name for m in REGISTRY.collect() if m.name.startswith("leanserve_")]
     assert len(names) >= 14
