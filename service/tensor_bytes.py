@@ -18,6 +18,42 @@ from service.errors import InvalidInput
 from service.types import DATATYPES
 
 _LENGTH = struct.Struct("<I")
+MAX_RANK = 32
+"""Dimensions a request's tensor may have (numpy takes 64; served models take a handful)."""
+MAX_ELEMENTS = 2**31
+"""Elements a request's tensor may declare: more than any request body the server admits can carry."""
+
+
+def checked_shape(name: str, shape: Sequence[object]) -> tuple[int, ...]:
+    """A request's declared shape as ints, refused with InvalidInput before anything is computed from
+    it: an entry that is not a non-negative integer, more than `MAX_RANK` dimensions, or more than
+    `MAX_ELEMENTS` elements. Messages never print a huge entry (Python refuses to format integers
+    past 4,300 digits, and multiplying thousands of huge ones took seconds)."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK}")
+    dimensions: list[int] = []
+    for position, dimension in enumerate(shape):
+        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 0:
+            raise InvalidInput(
+                f"input {name!r}: shape must be a list of non-negative integers; dimension {position} is "
+                f"{_short(dimension)}"
+            )
+        if dimension > MAX_ELEMENTS:
+            raise InvalidInput(
+                f"input {name!r}: shape dimension {position} is larger than {MAX_ELEMENTS:,} elements"
+            )
+        dimensions.append(int(dimension))
+    if math.prod(dimensions) > MAX_ELEMENTS:  # at most MAX_RANK factors up to 2**31: quick
+        raise InvalidInput(f"input {name!r}: shape {dimensions} holds more than {MAX_ELEMENTS:,} elements")
+    return tuple(dimensions)
+
+
+def _short(value: object) -> str:
+    """A client's value in a message, at most ~40 characters (never formatting a huge integer whole)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length():,} bits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def object_array(items: Sequence[bytes], shape: Sequence[int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from service._generated import grpc_predict_v2_pb2 as pb
 from service.errors import InvalidInput
-from service.tensor_bytes import decode_tensor, encode_tensor, fit_integers, object_array
+from service.tensor_bytes import checked_shape, decode_tensor, encode_tensor, fit_integers, object_array
 from service.types import (
     NUMPY_DTYPES,
     InferenceRequest,
@@ -54,10 +54,7 @@ def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, 
 
 
 def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {tensor.name!r} has shape {list(shape)}; dimensions cannot be negative")
-    return shape
+    return checked_shape(tensor.name, list(tensor.shape))
 
 
 def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]) -> np.ndarray:

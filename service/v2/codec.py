@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInput
-from service.tensor_bytes import decode_tensor, encode_tensor, fit_integers
+from service.tensor_bytes import checked_shape, decode_tensor, encode_tensor, fit_integers
 from service.types import DATATYPES, NUMPY_DTYPES, InferenceRequest, InferenceResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -167,8 +167,7 @@ def _decode_input(obj: Any, index: int, binary: memoryview, offset: int) -> tupl
     parameters = _field(obj, "parameters", dict, f"input {name!r}", {})
     if datatype not in NUMPY_DTYPES:
         raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; known: {sorted(NUMPY_DTYPES)}")
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, not {shape}")
+    shape = list(checked_shape(name, shape))
     if "shared_memory_region" in parameters:
         raise InvalidInput(f"input {name!r}: the shared memory extension is not supported")
     dtype, count = NUMPY_DTYPES[datatype], math.prod(shape)

@@ -240,7 +240,12 @@ def _raw_and_typed() -> Any:
         (_raw_and_typed(), "sets contents while the request uses raw_input_contents"),
         (_raw_request(raw=b"\0" * (4 * 31)), "124 bytes of raw data; shape [2, 16] of FP32 needs 128"),
         (_raw_request(datatype="FP8"), "unknown datatype 'FP8'"),
-        (_raw_request(shape=(2, -16)), "cannot be negative"),
+        (_raw_request(shape=(2, -16)), "dimension 1 is -16"),
+        # Declared shapes are checked before anything multiplies them: 60,000 dimensions of 2**62 took
+        # seconds to multiply (every route waited), and the product was too long to format (a 500).
+        (_raw_request(shape=(2**62,) * 400), "shape has 400 dimensions; at most 32"),
+        (_raw_request(shape=(2**62, 16)), "shape dimension 0 is larger than 2,147,483,648 elements"),
+        (_raw_request(shape=(2**20, 2**20, 16)), "holds more than 2,147,483,648 elements"),
         (_raw_request(datatype="BYTES", shape=(2,), raw=b"\5\0\0\0abc"), "runs past the end"),
     ],
 )

@@ -139,6 +139,18 @@ BAD_JSON = [
     (_json({"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}), "needs 'shape'"),
     (_json({"inputs": [{**FP32_X, "datatype": "FP8", "data": [1, 2]}]}), "unknown datatype 'FP8'"),
     (_json({"inputs": [{**FP32_X, "shape": [-1], "data": [1]}]}), "non-negative integers"),
+    (
+        _json({"inputs": [{**FP32_X, "shape": [-(10**4000)], "data": [1]}]}),
+        "dimension 0 is an integer of 13,288 bits",
+    ),
+    (
+        _json({"inputs": [{**FP32_X, "shape": [0, 10**4000], "data": []}]}),
+        "dimension 1 is larger than 2,147,483,648",
+    ),
+    (_json({"inputs": [{**FP32_X, "shape": [2**40], "data": [1]}]}), "larger than 2,147,483,648"),
+    (_json({"inputs": [{**FP32_X, "shape": [2**30] * 3, "data": [1]}]}), "holds more than 2,147,483,648"),
+    (_json({"inputs": [{**FP32_X, "shape": [1] * 33, "data": [1]}]}), "33 dimensions; at most 32"),
+    (_json({"inputs": [{**FP32_X, "shape": ["x" * 100], "data": [1]}]}), "dimension 0 is 'xxxx"),
     (_json({"inputs": [{**FP32_X, "shape": "2", "data": [1]}]}), "must be a list"),
     (_json({"inputs": [FP32_X]}), "needs 'data'"),
     (_json({"inputs": [{**FP32_X, "data": [1, 2, 3]}]}), "has 3 elements; shape [2] needs 2"),
@@ -196,6 +208,7 @@ def _binary_case(size: int, shape: list[int], datatype: str = "FP32", *chunks: b
 
 
 BAD_BINARY = [
+    (_binary_case(8, [10**4000, 2], "FP32", b"\0" * 8), "dimension 0 is larger than 2,147,483,648"),
     (_binary_case(8, [2], "FP32", b"\0" * 4), "overruns the 4 bytes"),
     (_binary_case(4, [2], "FP32", b"\0" * 4), "does not fit shape [2] of FP32 (8 bytes)"),
     (_binary_case(8, [2], "FP32", b"\0" * 12), "12 bytes of binary data but inputs declare 8"),
