@@ -288,6 +288,12 @@ def optimise(
         )
     if promote:
         promote_version(tag)
+    else:
+        console.print(
+            f"not promoted (--no-promote): `leanserve models promote {tag}` makes it what "
+            f"{tag.partition(':')[0]!r} serves",
+            highlight=False,
+        )
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -95,6 +95,11 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
         raise fail(exc) from exc
     manifest, selected = artefact.manifest, artefact.manifest.selected
     console.print(f"[bold]{model.tag}[/] from {manifest.source.spec} on profile {manifest.profile.name}")
+    refused = next(
+        (v.refused for v in store.versions(model.tag.name) if v.version == model.tag.version), None
+    )
+    if refused is not None:
+        console.print(f"[yellow]refused[/]: {refused}", highlight=False, soft_wrap=True)
     console.print(
         f"selected {selected.id} ({selected.format} on {selected.runtime} {selected.runtime_version}): "
         f"{' -> '.join(p.name for p in selected.passes)}"

@@ -218,6 +218,8 @@ class DataPlane:
             raise SwapRefused(f"{name!r} has no live version to roll back from")
         if previous is None:
             previous = self._load_recorded_previous(name, live.version)
+        else:
+            _still_stored(name, previous.version)
         with self._swap_lock:
             if slot.live is not live:
                 raise SwapRefused(
@@ -307,6 +309,15 @@ def _check_finite(model: ServedModel, outputs: dict[str, np.ndarray]) -> None:
             f"model {model.name!r} answered NaN or infinity in output {name!r} for rows {bad_rows[:5].tolist()}:"
             " the inputs are outside the range the model can represent"
         )
+
+
+def _still_stored(name: str, version: str) -> None:
+    """Raise SwapRefused when NAME:VERSION is gone from the store (or broken there): serving it from
+    memory would be a live choice no restart could keep."""
+    try:
+        store.get_model(f"{name}:{version}")
+    except OptimiseError as exc:
+        raise SwapRefused(f"cannot roll {name!r} back to {version}: {exc}") from None
 
 
 def _recorded_previous(name: str, live: str) -> str | None:

@@ -25,7 +25,8 @@ from service.types import DATATYPES, NUMPY_DTYPES, InferenceRequest, InferenceRe
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # JSON numbers that may fill a tensor of each numpy kind (bool, int, uint, float).
 _SOURCE_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
-_VALUE_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "fractional numbers", "U": "strings"}
+_NOT_INTEGERS = "numbers written as decimals (a fraction, an exponent, NaN or infinity)"
+_VALUE_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": _NOT_INTEGERS, "U": "strings"}
 _KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "true or false"}
 
 
@@ -110,7 +111,7 @@ def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
         array = _numbers_beyond_64_bits(name, array, dtype)
     if array.dtype.kind not in _SOURCE_KINDS[dtype.kind]:
         if dtype.kind in "iu" and array.dtype.kind == "f" and all(type(x) is int for x in _flatten([data])):
-            # Integers past int64 beside smaller ones: numpy made them float64, none is fractional.
+            # Integers past int64 beside smaller ones: numpy made them float64, none is a decimal.
             raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
         found = _VALUE_NAMES.get(array.dtype.kind, "mixed or non-numeric values")
         raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
@@ -136,7 +137,7 @@ def _numbers_beyond_64_bits(name: str, array: np.ndarray, dtype: np.dtype[Any]) 
             f"input {name!r} is {DATATYPES[dtype]}: its data holds mixed or non-numeric values"
         )
     if dtype.kind != "f":
-        found = "fractional numbers" if any(type(item) is float for item in items) else None
+        found = _NOT_INTEGERS if any(type(item) is float for item in items) else None
         if found:
             raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
         raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")

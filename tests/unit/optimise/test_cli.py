@@ -176,6 +176,7 @@ def test_the_build_records_its_version_as_live_unless_told_not_to(
     code, output = quick_build()
     assert code == 0, output
     assert store.live_version("tiny") == tag.split(":")[1]  # the second build is stored, not live
+    assert "not promoted (--no-promote): `leanserve models promote tiny:" in " ".join(output.split())
     assert len(store.versions("tiny")) == 2 and store.resolve("tiny") == tag
     assert list(tmp_path.glob("leanserve-build-*")) == []
 
@@ -303,3 +304,5 @@ def test_a_version_the_closed_loop_refused_is_listed_as_refused_with_its_reason(
     assert f"refused digits:{newer.name}: refused by the closed loop: shadow agreement" in " ".join(
         output.split()
     )
+    code, output = invoke("models", "show", f"digits:{newer.name}")
+    assert code == 0 and "refused: refused by the closed loop: shadow agreement" in " ".join(output.split())

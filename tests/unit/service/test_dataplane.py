@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from builds import served_answer
@@ -233,4 +236,24 @@ def test_a_rollback_to_a_recorded_version_that_no_longer_loads_changes_nothing(t
     ):
         plane.rollback(name)
     assert plane.model(name).version == second and store.live_version(name) == second
+    store.record_live(name, first)
+
+
+def test_a_rollback_to_a_version_removed_from_the_store_is_refused(
+    tiny_tags: list[str], tmp_path: Path
+) -> None:
+    name, (first, second) = "tiny-served", [tag.split(":")[1] for tag in tiny_tags]
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]))
+    plane.load_configured()
+    plane.stage(name, second)
+    plane.promote(name)
+    folder = store.store_dir() / name / first
+    moved = shutil.move(folder, tmp_path / first)  # as a user deleting it would leave the store
+    try:
+        with pytest.raises(SwapRefused, match=f"cannot roll 'tiny-served' back to {first}"):
+            plane.rollback(name)
+        assert plane.model(name).version == second and store.live_version(name) == second
+    finally:
+        shutil.move(moved, folder)
+    assert plane.rollback(name).version == first
     store.record_live(name, first)

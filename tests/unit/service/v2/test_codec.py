@@ -158,13 +158,18 @@ BAD_JSON = [
     (_json({"inputs": [{**FP32_X, "data": ["1", "2"]}]}), "holds strings"),
     (_json({"inputs": [{**FP32_X, "data": [1, None]}]}), "non-numeric"),
     (_json({"inputs": [{**FP32_X, "datatype": "UINT8", "data": [1, 300]}]}), "out of range"),
-    (_json({"inputs": [{**FP32_X, "datatype": "INT32", "data": [1.5, 2]}]}), "fractional"),
+    (
+        _json({"inputs": [{**FP32_X, "datatype": "INT32", "data": [1.5, 2]}]}),
+        "holds numbers written as decimals",
+    ),
+    (_json({"inputs": [{**FP32_X, "datatype": "INT32", "data": [1e3, 2]}]}), "(a fraction, an exponent, NaN"),
     # JSON integers of any length: beyond 64 bits numpy keeps them as Python objects.
     (_with_number("FP32", "1", "9" * 400), "beyond the range of FP32"),
     (_with_number("FP32", "1", "1" + "0" * 39), "beyond the range of FP32"),
     (_with_number("INT64", "1", "1" + "0" * 19), "out of range for INT64"),  # numpy: float64
     (_with_number("INT64", "1", "1" + "0" * 20), "out of range for INT64"),  # numpy: objects
-    (_with_number("INT64", "1.5", "1" + "0" * 19), "holds fractional"),
+    (_with_number("INT64", "1.5", "1" + "0" * 20), "holds numbers written as decimals"),
+    (_with_number("INT64", "NaN", "2"), "holds numbers written as decimals"),
     (_with_number("FP32", "null", "1" + "0" * 19), "non-numeric"),
     (_json({"inputs": [{**FP32_X, "datatype": "BYTES", "data": ["a", 2]}]}), "must be strings"),
     (_json({"id": 5, "inputs": [{**FP32_X, "data": [1, 2]}]}), "'id' must be a string"),
