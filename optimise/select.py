@@ -175,15 +175,21 @@ def _fastest_then_smallest(feasible: Sequence[Variant], constraints: Constraints
     # points): then the faster of them wins, not a few kilobytes.
     as_small = [v for v in tied if _size(v) <= smallest * (1 + SIZE_TOLERANCE)]
     winner = min(as_small, key=lambda v: (_p50(v), _size(v)))
-    return winner, _reason(winner, fastest, tied, constraints)
+    # The margin a sentence quotes is one gap's: the winner's to the fastest, or where the fastest won,
+    # the nearest other variant's (the fastest's gap to itself has no noise to quote).
+    others = [v for v in feasible if v is not fastest]
+    quoted = winner if winner is not fastest or not others else min(others, key=_p50)
+    return winner, _reason(winner, fastest, tied, constraints, quoted)
 
 
-def _reason(winner: Variant, fastest: Variant, tied: Sequence[Variant], constraints: Constraints) -> str:
+def _reason(
+    winner: Variant, fastest: Variant, tied: Sequence[Variant], constraints: Constraints, quoted: Variant
+) -> str:
     best = _p50(fastest)
     margin = (
-        f"{_tie_margin(winner, fastest, constraints):.3f} ms (the larger of "
+        f"{_tie_margin(quoted, fastest, constraints):.3f} ms (the larger of "
         f"{constraints.latency_tolerance * 100:g} % of {best:.3f} ms, {constraints.latency_tolerance_ms:.3f} ms "
-        f"and the run-to-run noise of the gap {_noise(winner, fastest):.3f} ms)"
+        f"and the run-to-run noise of the gap {_noise(quoted, fastest):.3f} ms)"
     )
     if len(tied) == 1:
         return f"fastest feasible variant (p50 {best:.3f} ms); no other within the tie margin of {margin}"

@@ -241,13 +241,15 @@ def test_digits_the_much_smaller_variant_wins_a_gap_of_a_hundredth_of_a_millisec
 
 
 def test_a_variant_30_percent_slower_and_beyond_the_spread_does_not_tie() -> None:
+    # The sentence quotes the gap to the nearest other variant (its noise: the larger spread, 0.2 ms),
+    # not the fastest's gap to itself.
     fast_big = variant("fast-big", metrics(latency=2.0, size=8 * MB, spread=0.1))
     slow_small = variant("slow-small", metrics(latency=2.6, size=1 * MB, spread=0.2))
     selection = select([fast_big, slow_small], REFERENCE, Constraints(), PROFILE)
     assert selection.winner.id == "fast-big"
     assert selection.reason == (
         "fastest feasible variant (p50 2.000 ms); no other within the tie margin of 0.200 ms "
-        "(the larger of 10 % of 2.000 ms, 0.050 ms and the run-to-run noise of the gap 0.100 ms)"
+        "(the larger of 10 % of 2.000 ms, 0.050 ms and the run-to-run noise of the gap 0.200 ms)"
     )
 
 
