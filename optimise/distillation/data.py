@@ -238,8 +238,10 @@ def read_npz_file(
 def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise ConfigError(f"distillation data {path} is a folder, not a file")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"distillation data {path} does not exist")
+    if not path.is_file():  # a device, a pipe: reading it could block or never end
+        raise ConfigError(f"distillation data {path} is not a regular file")
     raw = path.read_bytes()
     if not raw.strip():
         raise ConfigError(f"distillation data {path} is empty")

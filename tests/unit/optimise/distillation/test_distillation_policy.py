@@ -108,6 +108,10 @@ def test_user_rows_must_have_the_model_input_shape(tmp_path: Path) -> None:
         policy.read_user_data(make_tiny_bundle(), tmp_path / "x.npz")
     with pytest.raises(ConfigError, match="is a folder, not a file"):
         policy.read_user_data(make_tiny_bundle(), tmp_path)
+    with pytest.raises(ConfigError, match="/dev/null is not a regular file"):
+        policy.read_user_data(make_tiny_bundle(), Path("/dev/null"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        policy.read_user_data(make_tiny_bundle(), tmp_path / "absent.npz")
 
 
 def test_labels_must_be_classes_the_model_has(tmp_path: Path) -> None:
