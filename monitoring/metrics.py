@@ -220,9 +220,9 @@ def set_live_version(model: str, live: VersionLabels, replaced: VersionLabels | 
     """Mark `live` as the serving version (1), and the one it replaced and the one marked live before
     (a data plane loaded again in the same process starts with no `replaced`) as past (0): one live
     version per model."""
-    for past in {replaced, _marked_live.get(model)} - {None, live}:
-        assert past is not None
-        MODEL_INFO.labels(model, *astuple(past)).set(0)
+    for past in (replaced, _marked_live.get(model)):
+        if past is not None and past != live:
+            MODEL_INFO.labels(model, *astuple(past)).set(0)
     MODEL_INFO.labels(model, *astuple(live)).set(1)
     _marked_live[model] = live
     LAST_SWAP.labels(model).set(time.time())

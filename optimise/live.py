@@ -48,24 +48,25 @@ def _read_entries(store: Path) -> dict[str, Any]:
     return data
 
 
+def read_entries(store: Path) -> dict[str, tuple[str, str | None]]:
+    """(live version, version live before it or None) of each model, by name; entries without a
+    version are left out."""
+    entries = {}
+    for name, entry in _read_entries(store).items():
+        if isinstance(entry, dict) and isinstance(entry.get("version"), str):
+            previous = entry.get("previous")
+            entries[name] = (entry["version"], previous if isinstance(previous, str) else None)
+    return entries
+
+
 def read_record(store: Path) -> dict[str, str]:
     """The recorded live version of each model, by name; entries without a version are left out."""
-    return {
-        name: entry["version"]
-        for name, entry in _read_entries(store).items()
-        if isinstance(entry, dict) and isinstance(entry.get("version"), str)
-    }
+    return {name: version for name, (version, _) in read_entries(store).items()}
 
 
 def read_previous(store: Path) -> dict[str, str]:
     """The version recorded as live before the current one, by name; models without one are left out."""
-    return {
-        name: entry["previous"]
-        for name, entry in _read_entries(store).items()
-        if isinstance(entry, dict)
-        and isinstance(entry.get("version"), str)
-        and isinstance(entry.get("previous"), str)
-    }
+    return {name: previous for name, (_, previous) in read_entries(store).items() if previous is not None}
 
 
 @contextlib.contextmanager

@@ -64,7 +64,7 @@ def models_list(
     for v in stored:
         if not v.ok:
             console.print(f"[red]broken[/] {v.tag}: {v.problem}", highlight=False, soft_wrap=True)
-        elif v.refused is not None and states[v.tag] == "refused":
+        elif states[v.tag] == "refused":
             console.print(f"[yellow]refused[/] {v.tag}: {v.refused}", highlight=False, soft_wrap=True)
 
 
@@ -86,6 +86,7 @@ def _states(stored: list[StoredVersion]) -> dict[str, str]:
 def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]) -> None:
     """Show a stored model's selected variant, lineage and report."""
     from optimise import store
+    from optimise.store_index import refusal
 
     try:
         model = store.get_model(tag)
@@ -95,9 +96,7 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
         raise fail(exc) from exc
     manifest, selected = artefact.manifest, artefact.manifest.selected
     console.print(f"[bold]{model.tag}[/] from {manifest.source.spec} on profile {manifest.profile.name}")
-    refused = next(
-        (v.refused for v in store.versions(model.tag.name) if v.version == model.tag.version), None
-    )
+    refused = refusal(Path(model.path))  # this version's marker only, not the whole store's listing
     if refused is not None:
         console.print(f"[yellow]refused[/]: {refused}", highlight=False, soft_wrap=True)
     console.print(

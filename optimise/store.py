@@ -45,7 +45,7 @@ from optimise.artefact import (
 from optimise.artefact.usage import USAGE_FILE, usage_note
 from optimise.atomic import replacing
 from optimise.errors import StoreError, VersionNotFound
-from optimise.live import read_previous, read_record, write_live
+from optimise.live import read_entries, read_record, write_live
 from optimise.manifest import build_manifest
 from optimise.report import write_report
 from optimise.runtimes import open_session
@@ -306,9 +306,11 @@ def live_version(name: str) -> str | None:
     return read_record(store_dir()).get(name)
 
 
-def previous_live_version(name: str) -> str | None:
-    """The version of `name` recorded as live before the current one, None when none is (not checked)."""
-    return read_previous(store_dir()).get(name)
+def previous_live_version(name: str, of: str | None = None) -> str | None:
+    """The version of `name` recorded as live before the current one, None when none is (not checked);
+    with `of`, only while the recorded live version is `of` (one read of the record)."""
+    live, previous = read_entries(store_dir()).get(name, (None, None))
+    return previous if of is None or live == of else None
 
 
 def bentoml_home() -> str:

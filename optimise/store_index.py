@@ -125,10 +125,10 @@ def read_version(folder: Path) -> StoredVersion | None:
         return StoredVersion(
             name, version, folder, created, model, f"{MODEL_YAML_FILENAME} names {model.tag} instead"
         )
-    return StoredVersion(name, version, folder, created, model, _missing_files(folder), _refusal(folder))
+    return StoredVersion(name, version, folder, created, model, _missing_files(folder), refusal(folder))
 
 
-def _refusal(folder: Path) -> str | None:
+def refusal(folder: Path) -> str | None:
     """The reason recorded in the folder's `REFUSED_FILE`, None without one (an unreadable one still
     marks the version refused: it was written for a reason)."""
     path = folder / REFUSED_FILE

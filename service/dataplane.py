@@ -324,9 +324,7 @@ def _recorded_previous(name: str, live: str) -> str | None:
     """The version the store recorded as live before `live`, when the record's live version is `live`
     (a server started on a pinned NAME:VERSION serves what the record does not describe)."""
     try:
-        if store.live_version(name) != live:
-            return None
-        return store.previous_live_version(name)
+        return store.previous_live_version(name, of=live)
     except (OptimiseError, OSError) as exc:  # no readable store: nothing to roll back to
         logger.warning("could not read the live record of %s: %s", name, exc)
         return None

@@ -114,10 +114,15 @@ def encode_tensor(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
+def out_of_range(name: str, dtype: np.dtype[Any]) -> InvalidInput:
+    """The error for integers that do not fit `dtype` (raised, never wrapped around)."""
+    return InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
+
+
 def fit_integers(name: str, wide: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """`wide` values as `dtype`; integers that do not fit it are refused, never wrapped around."""
     with np.errstate(over="ignore", invalid="ignore"):
         narrow = wide.astype(dtype)
     if dtype.kind in "iu" and not np.array_equal(narrow, wide):
-        raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
+        raise out_of_range(name, dtype)
     return narrow

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInput
-from service.tensor_bytes import checked_shape, decode_tensor, encode_tensor, fit_integers
+from service.tensor_bytes import checked_shape, decode_tensor, encode_tensor, fit_integers, out_of_range
 from service.types import DATATYPES, NUMPY_DTYPES, InferenceRequest, InferenceResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -112,7 +112,7 @@ def _json_numbers(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
     if array.dtype.kind not in _SOURCE_KINDS[dtype.kind]:
         if dtype.kind in "iu" and array.dtype.kind == "f" and all(type(x) is int for x in _flatten([data])):
             # Integers past int64 beside smaller ones: numpy made them float64, none is a decimal.
-            raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
+            raise out_of_range(name, dtype)
         found = _VALUE_NAMES.get(array.dtype.kind, "mixed or non-numeric values")
         raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
     # numpy turns true/false among numbers into 1/0 silently; JSON booleans are not numbers.
@@ -137,10 +137,9 @@ def _numbers_beyond_64_bits(name: str, array: np.ndarray, dtype: np.dtype[Any]) 
             f"input {name!r} is {DATATYPES[dtype]}: its data holds mixed or non-numeric values"
         )
     if dtype.kind != "f":
-        found = _NOT_INTEGERS if any(type(item) is float for item in items) else None
-        if found:
-            raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {found}")
-        raise InvalidInput(f"input {name!r}: data has values out of range for {DATATYPES[dtype]}")
+        if any(type(item) is float for item in items):
+            raise InvalidInput(f"input {name!r} is {DATATYPES[dtype]}: its data holds {_NOT_INTEGERS}")
+        raise out_of_range(name, dtype)
     try:
         return np.array([float(item) for item in items], dtype=np.float64).reshape(array.shape)
     except OverflowError:

@@ -201,14 +201,20 @@ def test_nan_a_runtime_cannot_carry_to_the_outputs_is_a_non_finite_output_too(
     assert plane.infer(_request(np.ones((1, 16), np.float32))).outputs[0].data.shape == (1, 4)
 
 
+def _promoted_second(tiny_tags: list[str]) -> DataPlane:
+    """A data plane started on the first tiny version that then promoted the second."""
+    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]))
+    plane.load_configured()
+    plane.stage("tiny-served", tiny_tags[1].split(":")[1])
+    plane.promote("tiny-served")
+    return plane
+
+
 def test_a_restarted_server_rolls_back_to_the_version_recorded_before_the_live_one(
     tiny_tags: list[str],
 ) -> None:
     name, (first, second) = "tiny-served", [tag.split(":")[1] for tag in tiny_tags]
-    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]))
-    plane.load_configured()
-    plane.stage(name, second)
-    plane.promote(name)
+    _promoted_second(tiny_tags)  # the promotion records both versions in the store
     assert (store.live_version(name), store.previous_live_version(name)) == (second, first)
 
     restarted = DataPlane(ServiceSettings(models=[name]))  # a bare name: the recorded live version
@@ -243,10 +249,7 @@ def test_a_rollback_to_a_version_removed_from_the_store_is_refused(
     tiny_tags: list[str], tmp_path: Path
 ) -> None:
     name, (first, second) = "tiny-served", [tag.split(":")[1] for tag in tiny_tags]
-    plane = DataPlane(ServiceSettings(models=[tiny_tags[0]]))
-    plane.load_configured()
-    plane.stage(name, second)
-    plane.promote(name)
+    plane = _promoted_second(tiny_tags)
     folder = store.store_dir() / name / first
     moved = shutil.move(folder, tmp_path / first)  # as a user deleting it would leave the store
     try:

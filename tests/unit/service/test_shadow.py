@@ -6,36 +6,42 @@ import numpy as np
 import pytest
 
 from service import repository
+from service.served_model import ServedModel
 from service.settings import ServiceSettings
-from service.shadow import ShadowRun
+from service.shadow import ShadowResult, ShadowRun
+
+
+def _candidate(tiny_tags: list[str]) -> ServedModel:
+    """The second tiny version, loaded as a staged candidate is."""
+    return repository.load(tiny_tags[1], ServiceSettings(models=[tiny_tags[1]]))
+
+
+def _shadowed(candidate: ServedModel, inputs: np.ndarray, live: np.ndarray) -> ShadowResult:
+    """One mirrored request (`inputs` answered `live` by the live model) through a shadow run of
+    `candidate`, waited for (every row) and stopped."""
+    run = ShadowRun(candidate)
+    try:
+        run.offer({"features": inputs}, live)
+        return run.wait(len(live), timeout_s=30)
+    finally:
+        run.stop()
 
 
 def test_a_shadow_agrees_with_the_same_model(tiny_tags: list[str]) -> None:
-    candidate = repository.load(tiny_tags[1], ServiceSettings(models=[tiny_tags[1]]))
+    candidate = _candidate(tiny_tags)
     features = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
     live = next(iter(candidate.predict({"features": features}).values()))
-    run = ShadowRun(candidate)
-    try:
-        run.offer({"features": features}, live)
-        result = run.wait(3, timeout_s=30)
-    finally:
-        run.stop()
+    result = _shadowed(candidate, features, live)
     assert (result.compared_rows, result.agreement, result.metric) == (3, 1.0, "argmax agreement")
 
 
 def test_a_shadow_that_fails_counts_as_disagreement_and_logs_below_error_level(
     tiny_tags: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    candidate = repository.load(tiny_tags[1], ServiceSettings(models=[tiny_tags[1]]))
     live = np.eye(2, 4, dtype=np.float32)
-    run = ShadowRun(candidate)
-    try:
-        with caplog.at_level(logging.DEBUG, logger="service.shadow"):
-            # A row of the wrong width reaches the runtime, which refuses it quoting the request's shape.
-            run.offer({"features": np.full((2, 5), 7.25, np.float32)}, live)
-            result = run.wait(2, timeout_s=30)
-    finally:
-        run.stop()
+    with caplog.at_level(logging.DEBUG, logger="service.shadow"):
+        # A row of the wrong width reaches the runtime, which refuses it quoting the request's shape.
+        result = _shadowed(_candidate(tiny_tags), np.full((2, 5), 7.25, np.float32), live)
     assert (result.compared_rows, result.agreement) == (2, 0.0)
     failures = [r for r in caplog.records if "failed on a mirrored request" in r.getMessage()]
     assert [r.levelno for r in failures] == [logging.WARNING]
@@ -43,7 +49,7 @@ def test_a_shadow_that_fails_counts_as_disagreement_and_logs_below_error_level(
 
 
 def test_a_shadow_answering_non_finite_rows_does_not_agree_on_them(tiny_tags: list[str]) -> None:
-    candidate = repository.load(tiny_tags[1], ServiceSettings(models=[tiny_tags[1]]))
+    candidate = _candidate(tiny_tags)
     features = np.random.default_rng(1).normal(size=(2, 16)).astype(np.float32)
     features[1] = 3.0e38  # overflows in the first layer: a row of NaN or infinity, whose argmax is 0
     outputs = next(iter(candidate.predict({"features": features}).values()))
@@ -51,10 +57,5 @@ def test_a_shadow_answering_non_finite_rows_does_not_agree_on_them(tiny_tags: li
     live = np.zeros_like(outputs)
     live[:, 0] = 1.0  # the live model said class 0 for both
     live[0] = outputs[0]
-    run = ShadowRun(candidate)
-    try:
-        run.offer({"features": features}, live)
-        result = run.wait(2, timeout_s=30)
-    finally:
-        run.stop()
+    result = _shadowed(candidate, features, live)
     assert (result.compared_rows, result.agreement) == (2, 0.5)
