@@ -19,6 +19,7 @@ from monitoring.audit import audit_log_path, describe_time, read_audit_log
 from monitoring.drift import DriftReport, compute_drift, render_html
 from monitoring.sample_files import load_pair, load_sample
 from optimise.artefact import ModelKind
+from optimise.console import console as stdout
 
 __all__ = ["app", "drift", "history", "load_pair", "load_sample"]
 
@@ -60,7 +61,7 @@ def print_report(report: DriftReport, console: Console, top: int = 10) -> None:
         table.add_row(f"  ... {len(drifted) - top} more drifted features", "", "", "")
     for name, why in report.skipped.items():
         table.add_row(f"  {name}", why, "", "[yellow]skipped[/]")
-    console.print(table)
+    stdout.print(table)
 
 
 @app.callback()
@@ -99,7 +100,7 @@ def drift(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        print_report(report, Console())
+        print_report(report, stdout)
     if html is not None:
         html.write_text(render_html(ref, cur, report), encoding="utf-8")
         if not as_json:
@@ -126,7 +127,7 @@ def history(
         table.add_row(
             describe_time(float(entry["time"])), *map(str, row), started, str(entry.get("detail", ""))
         )
-    Console().print(table)
+    stdout.print(table)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Console output shared by the build step's commands."""
+"""Console output shared by the command line's commands (the build step's and monitoring's)."""
 
 from __future__ import annotations
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from service.settings import ServiceSettings
 
 app = typer.Typer(help="Serve stored models.", no_args_is_help=True)
 console = Console()
@@ -53,11 +56,11 @@ def instance_metrics_dir(home: Path) -> Path:
     return mine
 
 
-def _check_settings() -> None:
+def _check_settings() -> ServiceSettings:
     from service.settings import ServiceSettings
 
     try:
-        ServiceSettings()
+        return ServiceSettings()
     except ValidationError as exc:
         for error in exc.errors(include_input=False):
             message = str(error["msg"]).removeprefix("Value error, ")
@@ -85,16 +88,18 @@ def serve(
         os.environ["LEANSERVE_GRPC_PORT"] = str(grpc_port)
     if models is not None:
         os.environ["LEANSERVE_MODELS"] = models
-    _check_settings()
+    settings = _check_settings()
     os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)  # read by each worker at its start
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml_cli.cli import cli as bentoml_cli
 
     metrics_dir = instance_metrics_dir(Path(BentoMLContainer.bentoml_home.get()))
     BentoMLContainer.prometheus_multiproc_dir.set(str(metrics_dir))
+    grpc = f"gRPC on {settings.grpc_host}:{settings.grpc_port}" if settings.grpc_port else "gRPC off"
     console.print(
-        f"serving {os.environ.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{host}:{port}",
+        f"serving {os.environ.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{host}:{port} ({grpc})",
         highlight=False,
+        soft_wrap=True,  # one line in a log, however long the tags
     )
     command = ["serve", "service.app:LeanServe", "--host", host, "--port", str(port)]
     try:

@@ -147,6 +147,23 @@ def test_models_history_lists_the_audit_log(tmp_path: Path) -> None:
     assert "refused" in result.output and "shadow 0.8" in result.output and "minilm" not in result.output
 
 
+def test_models_history_piped_keeps_each_entry_on_one_line(tmp_path: Path) -> None:
+    """Piped into a file or `grep`, a terminal's 80 columns folded every cell over several lines."""
+    import json
+
+    from monitoring.cli import history
+
+    detail = "shadow agreement 0.81 below 0.95 on 512 mirrored requests"
+    entry = {"time": 1.0, "model": "digits", "event": "refused", "reason": "data-drift"}
+    log = tmp_path / "audit.jsonl"
+    log.write_text(json.dumps(entry | {"detail": detail, "live": "v1", "candidate": "v2"}) + "\n")
+    app = typer.Typer()
+    app.command()(history)
+    result = CliRunner().invoke(app, ["--audit-log", str(log)])
+    assert result.exit_code == 0, result.output
+    assert any(detail in line and "data-drift" in line for line in result.output.splitlines())
+
+
 # -- malformed inputs: each an error naming the file and the column (exit 2), never a quiet pass ------
 def _frame(rows: int = 80, seed: int = 0, columns: int = 4) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
