@@ -8,8 +8,9 @@ naming the file, the column and the row) rather than a quiet verdict, are in `mo
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +23,11 @@ from optimise.artefact import ModelKind
 from optimise.console import console as stdout
 
 __all__ = ["app", "drift", "history", "load_pair", "load_sample"]
+
+HISTORY_COLUMNS = ("time", "model", "event", "reason", "live", "candidate", "run started", "detail")
+UNBOUNDED_WIDTH = 100_000
+"""Columns of `models history` when its output is not a terminal: no entry is folded."""
+
 
 app = typer.Typer(help="Drift of served traffic against a model's reference sample.", no_args_is_help=True)
 
@@ -118,16 +124,30 @@ def history(
     """The closed loop's decisions: re-optimisations started, promoted, refused, failed, interrupted (the
     server stopped), abandoned (the server was killed; closed at the next start); retraining needed."""
     path = audit_log or audit_log_path()
-    table = Table(title=f"re-optimisation history ({path})")
-    for column in ("time", "model", "event", "reason", "live", "candidate", "run started", "detail"):
-        table.add_column(column, overflow="fold")
-    for entry in read_audit_log(path, model):
-        started = describe_time(float(entry["started"])) if "started" in entry else ""
-        row = [entry.get(k, "") for k in ("model", "event", "reason", "live", "candidate")]
-        table.add_row(
-            describe_time(float(entry["time"])), *map(str, row), started, str(entry.get("detail", ""))
+    rows = [_history_row(entry) for entry in read_audit_log(path, model)]
+    if not rows:
+        stdout.print(
+            f"no re-optimisation recorded{f' for {model}' if model else ''} in {path}",
+            highlight=False,
+            soft_wrap=True,
         )
-    stdout.print(table)
+        return
+    table = Table(title=f"re-optimisation history ({path})")
+    for i, column in enumerate(HISTORY_COLUMNS):
+        # Versions and times are copied whole: only the free text (reason, detail) folds in a narrow terminal.
+        whole = column not in ("reason", "detail")
+        widest = max(len(row[i]) for row in rows)
+        table.add_column(column, overflow="fold", min_width=widest if whole else None)
+    for row in rows:
+        table.add_row(*row)
+    # Not a terminal (a pipe, a file): one line per entry, however long, for grep and the like.
+    (stdout if sys.stdout.isatty() else Console(width=UNBOUNDED_WIDTH)).print(table)
+
+
+def _history_row(entry: dict[str, Any]) -> list[str]:
+    started = describe_time(float(entry["started"])) if "started" in entry else ""
+    named = [str(entry.get(k, "")) for k in ("model", "event", "reason", "live", "candidate")]
+    return [describe_time(float(entry["time"])), *named, started, str(entry.get("detail", ""))]
 
 
 if __name__ == "__main__":

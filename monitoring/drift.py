@@ -151,13 +151,18 @@ class DriftReport:
         return {**fields, "judged": self.judged, "drifted": self.drifted if self.judged else None}
 
 
-def _feature_columns(sample: Window, max_features: int) -> dict[str, np.ndarray]:
+def _feature_columns(
+    sample: Window, max_features: int, names: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """Input values (`names[i]`, else `px_<i>`; at most `max_features`, evenly spaced) and scalar features."""
     columns: dict[str, np.ndarray] = {}
     if sample.inputs is not None:
         flat = sample.inputs.reshape(len(sample.inputs), -1)
         width = flat.shape[1]
         keep = np.unique(np.linspace(0, width - 1, min(width, max_features)).round().astype(int))
-        columns = {f"{FEATURE_PREFIX}{i}": flat[:, i] for i in keep}
+        own = names is not None and len(names) == width
+        labels = names if names is not None and own else [f"{FEATURE_PREFIX}{i}" for i in range(width)]
+        columns = {labels[i]: flat[:, i] for i in keep}
     return columns | {k: np.asarray(v).reshape(-1) for k, v in sample.features.items()}
 
 
@@ -205,7 +210,8 @@ def _frames(
     check_finite(reference, "the reference")
     check_finite(current, "the window")
     skipped = _one_sided(reference, current)
-    ref_features, cur_features = (_feature_columns(s, max_features) for s in (reference, current))
+    names = _input_names(reference)
+    ref_features, cur_features = (_feature_columns(s, max_features, names) for s in (reference, current))
     ref_pred, cur_pred = (_prediction_columns(reference, s) for s in (reference, current))
     features = [c for c in ref_features if c in cur_features]
     predictions = [c for c in ref_pred if c in cur_pred]
@@ -214,6 +220,15 @@ def _frames(
     ref = pd.DataFrame({**{c: ref_features[c] for c in features}, **{c: ref_pred[c] for c in predictions}})
     cur = pd.DataFrame({**{c: cur_features[c] for c in features}, **{c: cur_pred[c] for c in predictions}})
     return ref, cur, features, predictions, skipped
+
+
+def _input_names(reference: ReferenceSample) -> tuple[str, ...] | None:
+    """The reference file's own input column names, unless one is also a feature's or the prediction's
+    name (then `px_<i>`, so that no column hides another)."""
+    names = reference.input_names
+    if names is None or {PREDICTION, *reference.features} & set(names):
+        return None
+    return names
 
 
 def _is_categorical(reference: ReferenceSample, column: str) -> bool:

@@ -89,6 +89,9 @@ class Window:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ReferenceSample(Window):
     name: str = "model"
+    input_names: tuple[str, ...] | None = None
+    """The names of the flattened input columns where the reference file has its own (a CSV's
+    header), used by the drift report for both sides; None: `px_<i>`."""
 
     @classmethod
     def from_npz(cls, path: Path, name: str | None = None, strict: bool = False) -> ReferenceSample:

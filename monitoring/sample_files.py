@@ -83,7 +83,8 @@ def load_pair(
 def _load_reference(path: Path, model_kind: ModelKind | str | None) -> tuple[ReferenceSample, _Loaded]:
     if path.suffix.lower() != ".npz":
         loaded = _load(path, ModelKind(model_kind or ModelKind.TENSOR))
-        return ReferenceSample(name=path.stem, **loaded.fields), loaded
+        names = tuple(loaded.inputs) if loaded.inputs is not None else None
+        return ReferenceSample(name=path.stem, input_names=names, **loaded.fields), loaded
     sample = ReferenceSample.from_npz(path, strict=True)  # named after its manifest
     check_finite(sample, str(path))
     return sample, _Loaded({"outputs": sample.outputs, "inputs": sample.inputs, "features": sample.features})

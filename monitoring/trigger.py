@@ -28,6 +28,7 @@ rebuild sooner than one that did not. Outcomes are counted in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -439,7 +440,8 @@ class Trigger:
             "detail": detail,
             **(extra or {}),
         }
-        logger.info("re-optimisation %s", entry)
+        # One JSON object per line, as in the audit log: a log collector parses either the same way.
+        logger.info("re-optimisation %s", json.dumps(entry, default=str))
         append_entry(self.config.audit_log, entry)
 
 

@@ -86,6 +86,7 @@ def _states(stored: list[StoredVersion]) -> dict[str, str]:
 def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]) -> None:
     """Show a stored model's selected variant, lineage and report."""
     from optimise import store
+    from optimise.report import metrics_lines
     from optimise.store_index import refusal
 
     try:
@@ -118,7 +119,8 @@ def models_show(tag: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")]
         console.print(f"serving settings: {stage.settings.describe()} ({stage.reason})", highlight=False)
     else:
         console.print("serving settings: not measured (the service's defaults apply)", highlight=False)
-    console.print(selected.metrics.to_dict() if selected.metrics else "not measured")
+    for line in metrics_lines(selected.metrics) if selected.metrics else ["not measured"]:
+        console.print(line, highlight=False)
     console.print("files intact (sha256)" if not broken else f"[red]modified files:[/] {', '.join(broken)}")
     console.print(f"report: {artefact.report_path}")
 
@@ -132,12 +134,15 @@ def models_export(
             help="where to write the model file(s) of its format, manifest.json and preprocessing"
         ),
     ],
+    overwrite: Annotated[
+        bool, typer.Option(help="replace files of the same names already in DIRECTORY")
+    ] = False,
 ) -> None:
     """Copy a stored model out so it can be used without leanserve."""
     from optimise import store
 
     try:
-        written = store.export(tag, directory)
+        written = store.export(tag, directory, overwrite=overwrite)
     except OptimiseError as exc:
         raise fail(exc) from exc
     for path in written:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optimise.serving_search import best_of, trials_of
-from optimise.types import QualityMetric, Variant
+from optimise.types import QualityMetric, Variant, VariantMetrics
 
 if TYPE_CHECKING:
     from optimise.build import BuildResult
@@ -16,14 +16,33 @@ PLOT_NAME = "pareto.png"
 
 
 def _quality_text(variant: Variant) -> str:
-    m = variant.metrics
-    assert m is not None
+    assert variant.metrics is not None
+    return quality_text(variant.metrics)
+
+
+def quality_text(m: VariantMetrics) -> str:
+    """Accuracy in percent, or mean cosine (min; the weakest sequence length) to the reference."""
     if m.quality_metric is QualityMetric.ACCURACY:
         return f"{m.quality * 100:.2f} %"
     text = f"{m.quality:.4f} (min {m.quality_min:.4f}"
     if m.length_cosine_min is not None:
         text += f"; {m.length_cosine_min:.4f} at {m.length_cosine_min_at} tokens, the weakest length"
     return text + ")"
+
+
+def metrics_lines(m: VariantMetrics) -> list[str]:
+    """One variant's measurements as `leanserve models show` prints them: latency (ms, the p50's spread
+    over the measurement rounds), throughput (items/s), size (MB), quality (`quality_text`, recall@10)."""
+    rounds = len(m.latency_p50_rounds_ms)
+    spread = f", spread {m.latency_p50_spread_ms:.3f} ms over {rounds} rounds" if rounds > 1 else ""
+    recall = "" if m.recall_at_10 is None else f", recall@10 {m.recall_at_10:.3f}"
+    return [
+        f"latency: p50 {m.latency_p50_ms:.3f} ms{spread}; p95 {m.latency_p95_ms:.3f} ms",
+        f"throughput: {m.throughput_per_s:,.0f} items/s",
+        f"size: {m.size_bytes / 1e6:.2f} MB ({m.compressed_size_bytes / 1e6:.2f} MB compressed)",
+        f"quality: {quality_text(m)}{recall}",
+        f"built in {m.build_seconds:.1f} s",
+    ]
 
 
 def candidate_rows(result: BuildResult) -> list[list[str]]:

@@ -192,7 +192,8 @@ def student_settings(name: str) -> dict[str, Any]:
         if key in settings:
             raise ValueError(f"unknown student {name!r}: {key} is given twice")
         if not sep or kind is None or not value:
-            raise ValueError(f"unknown student {name!r} (at {part.strip()!r}): use {STUDENT_FORMS}")
+            where = "" if part.strip() == name.strip() else f" (at {part.strip()!r})"
+            raise ValueError(f"unknown student {name!r}{where}: use {STUDENT_FORMS}")
         try:
             settings[key] = float(Fraction(value)) if kind is float else kind(value)
         except (ValueError, ZeroDivisionError, OverflowError):
@@ -201,7 +202,8 @@ def student_settings(name: str) -> dict[str, Any]:
                 f"got {value!r}"
             ) from None
     if ("layers" in settings) == ("width" in settings):
-        raise ValueError(f"unknown student {name!r}: use {STUDENT_FORMS}")
+        both = "layers and width together" if "layers" in settings else "neither layers nor width"
+        raise ValueError(f"unknown student {name!r}, {both}: use {STUDENT_FORMS}")
     from optimise.passes.distil import DistilConfig
 
     try:

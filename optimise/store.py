@@ -250,26 +250,34 @@ def verify(model: bentoml.Model) -> list[str]:
     return artefact(model).modified_files()
 
 
-def export(tag: str, directory: Path) -> list[Path]:
+def export(tag: str, directory: Path, overwrite: bool = False) -> list[Path]:
     """Copy the model, manifest and preprocessing files out, for use without leanserve, with a usage
-    note (USAGE.md) that shows how to run the model with its runtime alone.
+    note (USAGE.md) that shows how to run the model with its runtime alone. Other files in
+    `directory` are left alone; files of the same names are replaced only with `overwrite`.
 
-    Raises StoreError for an unknown or broken version or files that differ from their hashes.
+    Raises StoreError for an unknown or broken version, files that differ from their hashes, files
+    the export would replace (without `overwrite`), or a directory that cannot be written.
     """
     stored = artefact(get_model(tag))
     broken = stored.modified_files()
     if broken:
         raise StoreError(f"{tag}: files differ from their manifest hashes: {', '.join(broken)}")
     root = stored.root
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in (*stored.model_files, root / MANIFEST_FILE, root / REFERENCE_FILE):
-        written.append(Path(shutil.copy2(path, directory / path.name)))
+    sources = [*stored.model_files, root / MANIFEST_FILE, root / REFERENCE_FILE]
     if (root / PREPROCESSING_DIR).is_dir():
-        for item in sorted((root / PREPROCESSING_DIR).iterdir()):
-            written.append(Path(shutil.copy2(item, directory / item.name)))
+        sources += sorted((root / PREPROCESSING_DIR).iterdir())
     note = directory / USAGE_FILE
-    note.write_text(usage_note(stored.manifest, stored.model_path.name), encoding="utf-8")
+    replaced = [p.name for p in [*(directory / s.name for s in sources), note] if p.exists()]
+    if replaced and not overwrite:
+        raise StoreError(
+            f"{directory} already has {', '.join(replaced)}: choose another directory, or overwrite them (--overwrite)"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        written = [Path(shutil.copy2(path, directory / path.name)) for path in sources]
+        note.write_text(usage_note(stored.manifest, stored.model_path.name), encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(f"cannot export {tag} to {directory}: {exc}") from exc
     return [*written, note]
 
 

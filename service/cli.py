@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,6 +72,45 @@ def _check_settings() -> ServiceSettings:
         raise typer.Exit(code=2) from None
 
 
+def unbindable(host: str, port: int) -> str | None:
+    """Why a server could not listen on `host`:`port` now (e.g. "Address already in use"), or None.
+
+    Checked before BentoML starts: its own failed bind is a long traceback, and a gRPC port
+    taken by another process made every worker fail its start-up and restart, forever."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"unknown interface ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As the servers bind: a port left in TIME_WAIT by a stopped server is free to them.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _check_ports(host: str, port: int, settings: ServiceSettings) -> None:
+    """Exit 2 with one error line per listener that cannot bind (the HTTP one, the gRPC one)."""
+    listeners = [("HTTP", host, port)]
+    if settings.grpc_port:
+        listeners.append(("gRPC", settings.grpc_host, settings.grpc_port))
+    failed = False
+    for protocol, where, number in listeners:
+        reason = unbindable(where, number)
+        if reason is not None:
+            errors.print(
+                f"[bold red]error:[/] cannot listen for {protocol} on {where}:{number}: {reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            failed = True
+    if failed:
+        raise typer.Exit(code=2)
+
+
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="HTTP port (REST, OIP v2 REST, admin, /metrics)")] = 3000,
@@ -89,6 +129,7 @@ def serve(
     if models is not None:
         os.environ["LEANSERVE_MODELS"] = models
     settings = _check_settings()
+    _check_ports(host, port, settings)
     os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENAS)  # read by each worker at its start
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml_cli.cli import cli as bentoml_cli

@@ -48,6 +48,11 @@ def checked_shape(name: str, shape: Sequence[object]) -> tuple[int, ...]:
     return tuple(dimensions)
 
 
+def elements(count: int) -> str:
+    """'1 element', '3 elements': a count of tensor elements in an error message."""
+    return f"{count:,} element{'' if count == 1 else 's'}"
+
+
 def _short(value: object) -> str:
     """A client's value in a message, at most ~40 characters (never formatting a huge integer whole)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
@@ -80,7 +85,7 @@ def decode_bytes(raw: bytes | memoryview, name: str, shape: Sequence[int]) -> np
         offset += length
     count = math.prod(shape)
     if len(items) != count:
-        raise InvalidInput(f"input {name!r}: its data holds {len(items)} elements; its shape needs {count}")
+        raise InvalidInput(f"input {name!r}: its data holds {elements(len(items))}; its shape needs {count}")
     return object_array(items, shape)
 
 

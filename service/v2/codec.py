@@ -19,7 +19,14 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInput
-from service.tensor_bytes import checked_shape, decode_tensor, encode_tensor, fit_integers, out_of_range
+from service.tensor_bytes import (
+    checked_shape,
+    decode_tensor,
+    elements,
+    encode_tensor,
+    fit_integers,
+    out_of_range,
+)
 from service.types import DATATYPES, NUMPY_DTYPES, InferenceRequest, InferenceResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -193,7 +200,7 @@ def _decode_input(obj: Any, index: int, binary: memoryview, offset: int) -> tupl
         data = obj["data"]
         array = array_from_json(name, data, dtype)
     if array.size != count:
-        raise InvalidInput(f"input {name!r}: data has {array.size} elements; shape {shape} needs {count}")
+        raise InvalidInput(f"input {name!r}: data has {elements(array.size)}; shape {shape} needs {count}")
     return Tensor(name, array.reshape(shape), parameters), offset
 
 

@@ -153,7 +153,7 @@ def test_models_history_piped_keeps_each_entry_on_one_line(tmp_path: Path) -> No
 
     from monitoring.cli import history
 
-    detail = "shadow agreement 0.81 below 0.95 on 512 mirrored requests"
+    detail = "fidelity to FP32 on the build's own calibration set (no recent inputs kept) " * 3
     entry = {"time": 1.0, "model": "digits", "event": "refused", "reason": "data-drift"}
     log = tmp_path / "audit.jsonl"
     log.write_text(json.dumps(entry | {"detail": detail, "live": "v1", "candidate": "v2"}) + "\n")
@@ -161,7 +161,17 @@ def test_models_history_piped_keeps_each_entry_on_one_line(tmp_path: Path) -> No
     app.command()(history)
     result = CliRunner().invoke(app, ["--audit-log", str(log)])
     assert result.exit_code == 0, result.output
-    assert any(detail in line and "data-drift" in line for line in result.output.splitlines())
+    assert any(detail.strip() in line and "data-drift" in line for line in result.output.splitlines())
+
+
+def test_models_history_without_entries_says_so(tmp_path: Path) -> None:
+    from monitoring.cli import history
+
+    app = typer.Typer()
+    app.command()(history)
+    result = CliRunner().invoke(app, ["digits", "--audit-log", str(tmp_path / "audit.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"no re-optimisation recorded for digits in {tmp_path / 'audit.jsonl'}"
 
 
 # -- malformed inputs: each an error naming the file and the column (exit 2), never a quiet pass ------
@@ -240,6 +250,22 @@ def test_columns_missing_or_unexpected_against_the_reference(tmp_path: Path, ref
     assert "output columns differ from the reference's: missing 'out_1'" in _error(
         reference_csv, tmp_path / "outputs.csv"
     )
+
+
+def test_the_report_names_a_tables_columns_as_the_file_does(tmp_path: Path) -> None:
+    # They were reported as px_0, px_1...: the user had to count columns to know which one drifted.
+    names = {f"px_{i}": name for i, name in enumerate(["age", "income", "visits", "score"])}
+    _frame().rename(columns=names).to_csv(tmp_path / "reference.csv", index=False)
+    shifted = _frame(seed=1).rename(columns=names)
+    shifted["income"] += 3.0
+    shifted[list(reversed(shifted.columns))].to_csv(tmp_path / "current.csv", index=False)
+    result = runner.invoke(
+        app, ["drift", str(tmp_path / "reference.csv"), str(tmp_path / "current.csv"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report["features"]) == ["age", "income", "visits", "score"]
+    assert [name for name, drift in report["features"].items() if drift["drifted"]] == ["income"]
 
 
 def test_columns_are_matched_by_name_whatever_their_order(tmp_path: Path, reference_csv: Path) -> None:

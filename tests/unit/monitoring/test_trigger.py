@@ -7,6 +7,7 @@ closed-loop integration test; here it is replaced so each failure path can be fo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -349,7 +350,9 @@ def test_a_build_that_finishes_is_staged_with_the_version_it_stored(
     assert entries[1]["started"] == entries[0]["time"]
 
 
-def test_a_run_left_open_by_a_killed_server_is_closed_as_abandoned_at_the_next_start(tmp_path: Path) -> None:
+def test_a_run_left_open_by_a_killed_server_is_closed_as_abandoned_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log = tmp_path / "audit.jsonl"
     started = time.time() - 120
     lines = [
@@ -369,10 +372,14 @@ def test_a_run_left_open_by_a_killed_server_is_closed_as_abandoned_at_the_next_s
     before = _outcomes("data-drift", "abandoned")
 
     trigger = Trigger(RecordingControl(), TriggerConfig(audit_log=log))
-    trigger.start()
+    with caplog.at_level(logging.INFO, logger="monitoring.trigger"):
+        trigger.start()
     trigger.stop()
     entries = read_audit_log(log, "tiny")
     assert [e["event"] for e in entries] == ["started", "abandoned"]
+    # The server's log line is the audit entry as JSON (it was a Python dict: quotes, epoch floats).
+    logged = [r.getMessage().removeprefix("re-optimisation ") for r in caplog.records]
+    assert json.loads(next(m for m in logged if '"abandoned"' in m))["started"] == started
     assert entries[1]["started"] == started and entries[1]["live"] == "v1"
     assert describe_time(started) in entries[1]["detail"]
     assert _outcomes("data-drift", "abandoned") == before + 1

@@ -55,6 +55,9 @@ def test_optimise_a_factory_model_stores_it_and_prints_the_summary(tmp_path: Pat
     tag = output.split("stored ")[1].split()[0]
     code, output = invoke("models", "show", tag)
     assert code == 0 and "files intact" in output
+    # The measurements read as units, not as the manifest's Python dict with 17 digits per float.
+    assert "latency: p50 " in output and " ms over 1 rounds" not in output and "{" not in output
+    assert "throughput: " in output and "size: " in output and "quality: " in output
     assert "serving settings: " in output and "most requests/s at concurrency 4" in " ".join(output.split())
     code, output = invoke("models", "list", "tiny")
     assert code == 0 and tag.split(":")[1][:8] in output

@@ -111,6 +111,24 @@ def test_export_writes_a_self_contained_copy(built: BuildResult, tmp_path: Path)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["name"] == built.bundle.name
 
 
+def test_export_never_replaces_a_users_files_unless_told_to(built: BuildResult, tmp_path: Path) -> None:
+    # It wrote over any model.onnx, manifest.json... already in the directory, without a word.
+    tag = store.save(built, "tiny_models:build")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"the user's own model")
+    (out / "notes.txt").write_text("kept")
+    with pytest.raises(StoreError, match=r"already has model\.onnx: choose another directory, or overwrite"):
+        store.export(tag, out)
+    assert (out / "model.onnx").read_bytes() == b"the user's own model"
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "notes.txt"]  # nothing half-written
+    store.export(tag, out, overwrite=True)
+    assert (out / "model.onnx").read_bytes() != b"the user's own model" and (out / "notes.txt").is_file()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StoreError, match="cannot export"):
+        store.export(tag, tmp_path / "a-file")
+
+
 def test_tampered_artefact_is_detected_and_not_exported(built: BuildResult, tmp_path: Path) -> None:
     tag = store.save(built, "tiny_models:build")
     model = store.get_model(tag)

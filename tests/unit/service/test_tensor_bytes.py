@@ -37,7 +37,7 @@ def test_the_wire_is_little_endian() -> None:
         (b"\0" * 7, np.dtype(np.float32), (2,), "7 bytes of raw data; shape [2] of FP32 needs 8"),
         (b"\2\0", np.dtype(object), (1,), "ends inside a length prefix"),
         (struct.pack("<I", 9) + b"ab", np.dtype(object), (1,), "element 0 of 9 bytes runs past the end"),
-        (struct.pack("<I", 1) + b"a", np.dtype(object), (2,), "holds 1 elements; its shape needs 2"),
+        (struct.pack("<I", 1) + b"a", np.dtype(object), (2,), "holds 1 element; its shape needs 2"),
     ],
 )
 def test_malformed_bytes_name_the_input(
