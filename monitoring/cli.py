@@ -134,8 +134,8 @@ def history(
         return
     table = Table(title=f"re-optimisation history ({path})")
     for i, column in enumerate(HISTORY_COLUMNS):
-        # Versions and times are copied whole: only the free text (reason, detail) folds in a narrow terminal.
-        whole = column not in ("reason", "detail")
+        # Version tags are copied whole; the other cells may fold in a narrow terminal.
+        whole = column in ("live", "candidate")
         widest = max(len(row[i]) for row in rows)
         table.add_column(column, overflow="fold", min_width=widest if whole else None)
     for row in rows:

@@ -223,12 +223,12 @@ def _frames(
 
 
 def _input_names(reference: ReferenceSample) -> tuple[str, ...] | None:
-    """The reference file's own input column names, unless one is also a feature's or the prediction's
-    name (then `px_<i>`, so that no column hides another)."""
-    names = reference.input_names
-    if names is None or {PREDICTION, *reference.features} & set(names):
+    """The reference file's own input column names; one that is also a feature's or the prediction's
+    name gets " (input)" after it, so that no column hides another."""
+    if reference.input_names is None:
         return None
-    return names
+    taken = {PREDICTION, *reference.features}
+    return tuple(f"{name} (input)" if name in taken else name for name in reference.input_names)
 
 
 def _is_categorical(reference: ReferenceSample, column: str) -> bool:

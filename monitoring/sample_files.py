@@ -6,7 +6,8 @@ File layouts (`load_sample`):
 - `.npy`: one array: a tensor model's inputs (first axis = rows), or embeddings with `--kind embedding`.
 - `.csv` / `.parquet`: `out_<j>` columns are the outputs, a `text` column gives `text_chars`; the other
   columns are a tensor model's inputs, or an embedding model's scalar features (`n_tokens`...). A table
-  used as the reference names its input columns in the report (an array's are `px_<i>`).
+  used as the reference names its input columns in the report (an array's are `px_<i>`; a name
+  the report also uses for the prediction or a text feature gets " (input)" after it).
 
 Rules. Each broken rule raises ValueError naming the file and the column, and the row of a bad cell
 (rows count from 1, after the header); the CLI prints it as one `error:` line and exits with 2.

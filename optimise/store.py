@@ -267,13 +267,22 @@ def export(tag: str, directory: Path, overwrite: bool = False) -> list[Path]:
     if (root / PREPROCESSING_DIR).is_dir():
         sources += sorted((root / PREPROCESSING_DIR).iterdir())
     note = directory / USAGE_FILE
-    replaced = [p.name for p in [*(directory / s.name for s in sources), note] if p.exists()]
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"cannot export {tag} to {directory}: it is a file, not a directory")
+    targets = [*(directory / s.name for s in sources), note]
+    folders = [p.name for p in targets if p.is_dir() and not p.is_symlink()]
+    if folders:
+        raise StoreError(f"cannot export {tag} to {directory}: {', '.join(folders)} in it is a directory")
+    replaced = [p for p in targets if p.exists() or p.is_symlink()]
     if replaced and not overwrite:
+        names = ", ".join(p.name for p in replaced)
         raise StoreError(
-            f"{directory} already has {', '.join(replaced)}: choose another directory, or overwrite them (--overwrite)"
+            f"{directory} already has {names}: choose another directory, or overwrite them (--overwrite)"
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        for path in replaced:  # a link is replaced, not written through to what it points at
+            path.unlink()
         written = [Path(shutil.copy2(path, directory / path.name)) for path in sources]
         note.write_text(usage_note(stored.manifest, stored.model_path.name), encoding="utf-8")
     except OSError as exc:

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -95,30 +95,52 @@ def unbindable(host: str, port: int) -> str | None:
 def _check_ports(host: str, port: int, settings: ServiceSettings) -> None:
     """Exit 2 with one error line per listener that cannot bind (the HTTP one, the gRPC one)."""
     listeners = [("HTTP", host, port)]
+    if settings.grpc_port == port:
+        _refuse(f"HTTP and gRPC cannot share port {port}: give --grpc-port another one")
     if settings.grpc_port:
         listeners.append(("gRPC", settings.grpc_host, settings.grpc_port))
     failed = False
     for protocol, where, number in listeners:
         reason = unbindable(where, number)
         if reason is not None:
-            errors.print(
-                f"[bold red]error:[/] cannot listen for {protocol} on {where}:{number}: {reason}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            _error_line(f"cannot listen for {protocol} on {_address(where, number)}: {reason}")
             failed = True
     if failed:
         raise typer.Exit(code=2)
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _error_line(message: str) -> None:
+    # Plain text: "[::1]" is not markup and ":-1:" not an emoji.
+    errors.print("[bold red]error:[/] ", end="", highlight=False)
+    errors.print(message, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _refuse(message: str) -> NoReturn:
+    _error_line(message)
+    raise typer.Exit(code=2)
+
+
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(help="HTTP port (REST, OIP v2 REST, admin, /metrics)")] = 3000,
-    grpc_port: Annotated[int | None, typer.Option(help="OIP v2 gRPC port (default 8001)")] = None,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="HTTP port (REST, OIP v2 REST, admin, /metrics)")
+    ] = 3000,
+    grpc_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="OIP v2 gRPC port (default 8001; 0: no gRPC)")
+    ] = None,
     models: Annotated[
         str | None, typer.Option(help="comma-separated tags to serve (default minilm,digits)")
     ] = None,
-    host: Annotated[str, typer.Option(help="interface to bind")] = "0.0.0.0",
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="interface to bind (default 0.0.0.0); gRPC's too, unless LEANSERVE_GRPC_HOST is set"
+        ),
+    ] = None,
 ) -> None:
     """Serve the stored models with BentoML (REST, OIP v2 REST and gRPC) until SIGTERM or Ctrl-C.
 
@@ -126,6 +148,9 @@ def serve(
     """
     if grpc_port is not None:
         os.environ["LEANSERVE_GRPC_PORT"] = str(grpc_port)
+    if host is not None:  # a server kept to one interface keeps gRPC there too
+        os.environ.setdefault("LEANSERVE_GRPC_HOST", host)
+    host = host or "0.0.0.0"
     if models is not None:
         os.environ["LEANSERVE_MODELS"] = models
     settings = _check_settings()
@@ -136,9 +161,11 @@ def serve(
 
     metrics_dir = instance_metrics_dir(Path(BentoMLContainer.bentoml_home.get()))
     BentoMLContainer.prometheus_multiproc_dir.set(str(metrics_dir))
-    grpc = f"gRPC on {settings.grpc_host}:{settings.grpc_port}" if settings.grpc_port else "gRPC off"
+    grpc = f"gRPC on {_address(settings.grpc_host, settings.grpc_port)}" if settings.grpc_port else "gRPC off"
     console.print(
-        f"serving {os.environ.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{host}:{port} ({grpc})",
+        f"serving {os.environ.get('LEANSERVE_MODELS', 'minilm,digits')} on http://{_address(host, port)} ({grpc})",
+        markup=False,
+        emoji=False,
         highlight=False,
         soft_wrap=True,  # one line in a log, however long the tags
     )

@@ -89,10 +89,10 @@ def test_large_text_requests_are_served_and_memory_returns(demo_tags: dict[str, 
         assert peak - baseline < 600, (baseline, peak)
     finally:
         stop_server(server)
-    # The start-up line names the gRPC listener beside the HTTP one.
+    # The start-up line names the gRPC listener beside the HTTP one, on the interface --host named.
     grpc_port = server.grpc.rsplit(":", 1)[1]
     assert (
-        f"on http://127.0.0.1:{server.http.rsplit(':', 1)[1]} (gRPC on 0.0.0.0:{grpc_port})"
+        f"on http://127.0.0.1:{server.http.rsplit(':', 1)[1]} (gRPC on 127.0.0.1:{grpc_port})"
         in server.log.read_text()
     )
 

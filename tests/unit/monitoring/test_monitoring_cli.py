@@ -266,6 +266,15 @@ def test_the_report_names_a_tables_columns_as_the_file_does(tmp_path: Path) -> N
     report = json.loads(result.stdout)
     assert list(report["features"]) == ["age", "income", "visits", "score"]
     assert [name for name, drift in report["features"].items() if drift["drifted"]] == ["income"]
+    # An input column named like the report's prediction keeps its name, marked as the input.
+    clashing = {"age": "prediction"}
+    pd.read_csv(tmp_path / "reference.csv").rename(columns=clashing).to_csv(
+        tmp_path / "ref2.csv", index=False
+    )
+    pd.read_csv(tmp_path / "current.csv").rename(columns=clashing).to_csv(tmp_path / "cur2.csv", index=False)
+    report = compute_drift(*load_pair(tmp_path / "ref2.csv", tmp_path / "cur2.csv"))
+    assert list(report.features) == ["prediction (input)", "income", "visits", "score"]
+    assert report.prediction_drift is not None  # the model's own prediction, from the out_<j> columns
 
 
 def test_columns_are_matched_by_name_whatever_their_order(tmp_path: Path, reference_csv: Path) -> None:

@@ -125,8 +125,15 @@ def test_export_never_replaces_a_users_files_unless_told_to(built: BuildResult, 
     store.export(tag, out, overwrite=True)
     assert (out / "model.onnx").read_bytes() != b"the user's own model" and (out / "notes.txt").is_file()
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(StoreError, match="cannot export"):
-        store.export(tag, tmp_path / "a-file")
+    with pytest.raises(StoreError, match="a-file: it is a file, not a directory"):
+        store.export(tag, tmp_path / "a-file", overwrite=True)
+    (tmp_path / "folder" / "model.onnx").mkdir(parents=True)  # it was written inside, at folder/model.onnx/
+    with pytest.raises(StoreError, match=r"model\.onnx in it is a directory"):
+        store.export(tag, tmp_path / "folder", overwrite=True)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "manifest.json").symlink_to(out / "notes.txt")
+    store.export(tag, tmp_path / "linked", overwrite=True)
+    assert (out / "notes.txt").read_text() == "kept"  # the link was replaced, not written through
 
 
 def test_tampered_artefact_is_detected_and_not_exported(built: BuildResult, tmp_path: Path) -> None:

@@ -82,6 +82,31 @@ def test_a_taken_grpc_port_is_one_error_line_before_anything_starts(
     )
 
 
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        # The same port: each passed the check alone, then every worker failed its gRPC bind, forever.
+        ("same", "error: HTTP and gRPC cannot share port {port}: give --grpc-port another one"),
+        (("--port", "70000"), "Invalid value for '--port'"),  # it listened on 70000 - 65536
+        (("--port", "-1"), "Invalid value for '--port'"),
+        (("--grpc-port", "70000"), "Invalid value for '--grpc-port'"),  # named the variable
+    ],
+)
+def test_ports_a_server_cannot_take_are_refused_naming_the_option(
+    monkeypatch: pytest.MonkeyPatch, ports: object, message: str
+) -> None:
+    monkeypatch.setenv("LEANSERVE_GRPC_PORT", "0")
+    monkeypatch.setenv("LEANSERVE_GRPC_HOST", "127.0.0.1")
+    port = _free_port()
+    if ports == "same":
+        result = _serve(monkeypatch, port, port)
+    else:
+        assert isinstance(ports, tuple)
+        result = CliRunner().invoke(build_cli(), ["serve", "--host", "127.0.0.1", *ports])
+    assert result.exit_code == 2
+    assert message.format(port=port) in " ".join(result.output.split()), result.output
+
+
 def test_a_port_is_free_to_bind_when_nothing_holds_it() -> None:
     assert unbindable("127.0.0.1", _free_port()) is None
     assert unbindable("no-such-interface.invalid", 80) is not None
