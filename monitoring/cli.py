@@ -67,7 +67,7 @@ def print_report(report: DriftReport, console: Console, top: int = 10) -> None:
         table.add_row(f"  ... {len(drifted) - top} more drifted features", "", "", "")
     for name, why in report.skipped.items():
         table.add_row(f"  {name}", why, "", "[yellow]skipped[/]")
-    stdout.print(table)
+    console.print(table)
 
 
 @app.callback()

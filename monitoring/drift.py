@@ -160,8 +160,11 @@ def _feature_columns(
         flat = sample.inputs.reshape(len(sample.inputs), -1)
         width = flat.shape[1]
         keep = np.unique(np.linspace(0, width - 1, min(width, max_features)).round().astype(int))
-        own = names is not None and len(names) == width
-        labels = names if names is not None and own else [f"{FEATURE_PREFIX}{i}" for i in range(width)]
+        labels = (
+            names
+            if names is not None and len(names) == width
+            else [f"{FEATURE_PREFIX}{i}" for i in range(width)]
+        )
         columns = {labels[i]: flat[:, i] for i in keep}
     return columns | {k: np.asarray(v).reshape(-1) for k, v in sample.features.items()}
 

@@ -68,7 +68,7 @@ def _check_settings() -> ServiceSettings:
             if "LEANSERVE_" not in message:
                 field = "_".join(str(part) for part in error["loc"]).upper()
                 message = f"LEANSERVE_{field}: {message}"
-            errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            _error_line(message)
         raise typer.Exit(code=2) from None
 
 

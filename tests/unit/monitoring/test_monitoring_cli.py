@@ -370,3 +370,16 @@ def test_an_empty_text_cell_is_the_empty_text(tmp_path: Path) -> None:
     )
     fields = load_sample(tmp_path / "texts.csv", ModelKind.EMBEDDING)
     assert fields["features"]["text_chars"].tolist() == [5.0, 0.0, 5.0]
+
+
+def test_a_report_is_printed_to_the_console_it_is_given(tmp_path: Path, reference_csv: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from monitoring.cli import print_report
+
+    _frame(seed=1).to_csv(tmp_path / "current.csv", index=False)
+    written = io.StringIO()
+    print_report(compute_drift(*load_pair(reference_csv, tmp_path / "current.csv")), Console(file=written))
+    assert "dataset drift" in written.getvalue()
